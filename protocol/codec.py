@@ -1,0 +1,137 @@
+"""From frames to typed messages and back.
+
+``encode`` turns any message into a complete CONTROL frame.  ``decode_request``
+and ``decode_reply`` parse one control payload, strictly: UTF-8 only, JSON
+objects only, no NaN/Infinity, no duplicate ``cmd``/``type`` games, nesting and
+number sizes bounded by the frame limit and Python's own guards.
+
+``MessageStream`` glues a ``FrameDecoder`` to the parser for one role.  Errors
+in a single request (wrong field type, unknown command) do not desynchronise
+the stream, so they come out as ``Rejected`` events in order with the rest;
+errors that do (bad frames, non-JSON) are raised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import BadMessage, BadRequest, ProtocolError
+from .framing import (
+    DEFAULT_MAX_CONTROL,
+    DEFAULT_MAX_DATA,
+    ControlFrame,
+    DataChunk,
+    FrameDecoder,
+    encode_control,
+)
+from .messages import MAX_INT, REPLIES, Message, Reply, Request, request_class
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def encode(message: Message) -> bytes:
+    """A complete CONTROL frame carrying ``message``."""
+    return encode_control(_ENCODER.encode(message.to_wire()).encode("utf-8"))
+
+
+def parse_object(payload: bytes) -> dict[str, Any]:
+    """UTF-8 JSON object, or ``BadMessage``."""
+    try:
+        text = payload.decode("utf-8")
+        obj = _DECODER.decode(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, NaN and integers too long to parse.
+        raise BadMessage(f"control frame is not valid JSON: {str(exc)[:200]}")
+    if type(obj) is not dict:
+        raise BadMessage("control frame must hold a JSON object")
+    return obj
+
+
+def _request_id(obj: dict[str, Any]) -> int | None:
+    rid = obj.get("id")
+    return rid if type(rid) is int and 0 <= rid <= MAX_INT else None
+
+
+def decode_request(payload: bytes) -> Request:
+    obj = parse_object(payload)
+    rid = _request_id(obj)
+    try:
+        return request_class(obj.get("cmd")).from_wire(obj)
+    except ProtocolError as exc:
+        exc.request_id = rid
+        raise
+    except RecursionError:
+        raise BadRequest("request nested too deeply", request_id=rid)
+
+
+def decode_reply(payload: bytes) -> Reply:
+    obj = parse_object(payload)
+    cls = REPLIES.get(obj.get("type")) if isinstance(obj.get("type"), str) else None
+    if cls is None:
+        raise BadMessage(f"unknown reply type {str(obj.get('type'))[:64]!r}",
+                         request_id=_request_id(obj))
+    try:
+        return cls.from_wire(obj)
+    except BadRequest as exc:
+        # A malformed reply means the server is broken: not recoverable.
+        raise BadMessage(f"malformed {cls.type} reply: {exc.message}",
+                         request_id=_request_id(obj))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A request frame that parsed as JSON but is not a valid request."""
+
+    error: ProtocolError
+
+
+Event = Request | Reply | DataChunk | Rejected
+
+
+class MessageStream:
+    """Bytes in, typed events out, for one side of a connection.
+
+    ``role="server"`` decodes requests (what a server receives); ``"client"``
+    decodes replies.  DATA payloads come out as ``DataChunk`` views into the fed
+    buffer (see ``FrameDecoder``).
+    """
+
+    def __init__(self, role: Literal["server", "client"],
+                 max_control: int = DEFAULT_MAX_CONTROL,
+                 max_data: int = DEFAULT_MAX_DATA) -> None:
+        if role not in ("server", "client"):
+            raise ValueError(role)
+        self.role = role
+        self.frames = FrameDecoder(max_control, max_data)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        events: list[Event] = []
+        for frame in self.frames.feed(data):
+            if type(frame) is ControlFrame:
+                events.append(self._decode(frame.payload))
+            else:
+                events.append(frame)
+        return events
+
+    def feed_eof(self) -> None:
+        self.frames.feed_eof()
+
+    def _decode(self, payload: bytes) -> Request | Reply | Rejected:
+        if self.role == "client":
+            return decode_reply(payload)
+        try:
+            return decode_request(payload)
+        except BadRequest as exc:
+            return Rejected(exc)
+
+
+__all__ = ["DataChunk", "Event", "MessageStream", "Rejected", "decode_reply",
+           "decode_request", "encode", "parse_object"]
