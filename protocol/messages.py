@@ -14,6 +14,8 @@ are left out when encoding.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -96,12 +98,13 @@ def _check_value(cls: type, rule: _Rule, value: Any) -> None:
         raise BadRequest(f"{where} must be {base.__name__}, not {type(value).__name__}")
     m = rule.meta
     if base is int or base is float:
+        if type(value) is float and not math.isfinite(value):
+            # 1e400 parses as inf: the encoder could never send it back (allow_nan=False).
+            raise BadRequest(f"{where} must be a finite number")
         if m.get("min") is not None and value < m["min"]:
             raise BadRequest(f"{where} must be >= {m['min']}")
         if m.get("max") is not None and value > m["max"]:
             raise BadRequest(f"{where} must be <= {m['max']}")
-        if base is float and value != value:
-            raise BadRequest(f"{where} must be a number")
     elif base is str:
         if m.get("max_len") is not None and len(value) > m["max_len"]:
             raise BadRequest(f"{where} is longer than {m['max_len']} characters")
@@ -115,6 +118,13 @@ def _check_value(cls: type, rule: _Rule, value: Any) -> None:
             raise BadRequest(f"{where} is malformed")
         if m.get("choices") is not None and value not in m["choices"]:
             raise BadRequest(f"{where} must be one of {', '.join(m['choices'])}")
+    elif base is dict:
+        # Free-form JSON (ErrorReply.details): it must be encodable again, so no
+        # infinities, lone surrogates or non-JSON objects.
+        try:
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError):
+            raise BadRequest(f"{where} is not encodable as JSON")
     elif base is tuple:
         for element in value:
             if type(element) is not rule.item:

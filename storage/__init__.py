@@ -1,1 +1,64 @@
-"""storage package."""
+"""Everything the daemon keeps on disk: users, confined homes, resumable uploads.
+
+Standard library only.  See :class:`storage.store.Store` for the contract.
+"""
+
+from .errors import (
+    ERRORS_BY_CODE,
+    AccountDisabled,
+    AuthFailed,
+    BadPassword,
+    BadPath,
+    BadUsername,
+    Exists,
+    IntegrityError,
+    IsADirectory,
+    NoSpace,
+    NoSuchUser,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    OffsetMismatch,
+    QuotaExceeded,
+    StorageError,
+    StorageIOError,
+    UploadBusy,
+    UserExists,
+)
+from .models import CommitResult, Entry, PartialInfo, Usage, UserInfo
+from .names import USERNAME_PATTERN
+from .sizes import parse_size
+from .store import Store
+from .upload import Upload
+
+__all__ = [
+    "ERRORS_BY_CODE",
+    "USERNAME_PATTERN",
+    "AccountDisabled",
+    "AuthFailed",
+    "BadPassword",
+    "BadPath",
+    "BadUsername",
+    "CommitResult",
+    "Entry",
+    "Exists",
+    "IntegrityError",
+    "IsADirectory",
+    "NoSpace",
+    "NoSuchUser",
+    "NotADirectory",
+    "NotEmpty",
+    "NotFound",
+    "OffsetMismatch",
+    "PartialInfo",
+    "QuotaExceeded",
+    "StorageError",
+    "StorageIOError",
+    "Store",
+    "Upload",
+    "UploadBusy",
+    "Usage",
+    "UserExists",
+    "UserInfo",
+    "parse_size",
+]

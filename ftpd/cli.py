@@ -1,0 +1,159 @@
+"""``ftpd``: run the daemon and manage its users.
+
+    ftpd serve --root DIR [--host H] [--port N] [--config FILE] [--allow-register]
+               [--log-level LEVEL] [--set NAME=VALUE ...]
+    ftpd user add NAME --root DIR [--quota SIZE] [--password-stdin]
+    ftpd user del|passwd|disable|enable NAME --root DIR
+    ftpd user quota NAME SIZE --root DIR
+    ftpd user list --root DIR
+
+SIZE accepts bytes or binary units: 1G, 500M, 64K.  Without
+``--password-stdin`` a password is asked for twice on the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from storage import StorageError, Store, parse_size
+
+from . import config as configuration
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip().replace("-", "_"), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftpd",
+                                     description="Resumable, verified file-transfer daemon.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument("--root", help="data folder (users database, homes, partial uploads)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 2121; 0 picks a free one)")
+    serve.add_argument("--config", help="TOML file with any setting")
+    serve.add_argument("--allow-register", action="store_true", default=None,
+                       help="let clients create accounts")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
+                       metavar="NAME=VALUE", help="override any setting (repeatable)")
+
+    user = sub.add_parser("user", help="manage users")
+    usub = user.add_subparsers(dest="action", required=True)
+
+    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--root", required=True, help="the daemon's data folder")
+        p.add_argument("--scrypt-n", type=int, default=None, help=argparse.SUPPRESS)
+        return p
+
+    add = with_root(usub.add_parser("add", help="create a user"))
+    add.add_argument("name")
+    add.add_argument("--quota", type=parse_size, default=None, help="e.g. 1G (default 1 GiB)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    for action, text in (("del", "delete a user and all their files"),
+                         ("disable", "refuse a user's logins"), ("enable", "allow logins again")):
+        with_root(usub.add_parser(action, help=text)).add_argument("name")
+    pw = with_root(usub.add_parser("passwd", help="change a password"))
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true")
+    q = with_root(usub.add_parser("quota", help="set a quota"))
+    q.add_argument("name")
+    q.add_argument("size", type=parse_size)
+    with_root(usub.add_parser("list", help="list users"))
+    return parser
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise SystemExit("ftpd: error: the passwords differ")
+    else:
+        raise SystemExit("ftpd: error: no terminal to ask for a password; use --password-stdin")
+    if not password:
+        raise SystemExit("ftpd: error: empty password")
+    return password
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import Server
+
+    overrides = dict(args.settings)
+    flags = dict(root=args.root, host=args.host, port=args.port,
+                 allow_register=args.allow_register, log_level=args.log_level)
+    overrides.update({name: value for name, value in flags.items() if value is not None})
+    try:
+        cfg = configuration.load(args.config, **overrides)
+    except (OSError, ValueError) as exc:
+        print(f"ftpd: error: configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = Server(cfg)
+    try:
+        server.bind()
+    except OSError as exc:
+        print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        return 3
+    server.install_signal_handlers()
+    server.serve_forever()
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    kwargs = {"scrypt_n": args.scrypt_n} if args.scrypt_n else {}
+    store = Store(Path(args.root), **kwargs)
+    try:
+        if args.action == "add":
+            info = store.create_user(args.name, _read_password(args.password_stdin), args.quota)
+            print(f"created user {info.name} with a quota of {info.quota} bytes")
+        elif args.action == "del":
+            store.delete_user(args.name)
+            print(f"deleted user {args.name}")
+        elif args.action == "passwd":
+            store.set_password(args.name, _read_password(args.password_stdin))
+            print(f"changed the password of {args.name}")
+        elif args.action == "quota":
+            store.set_quota(args.name, args.size)
+            print(f"set the quota of {args.name} to {args.size} bytes")
+        elif args.action in ("disable", "enable"):
+            store.set_disabled(args.name, args.action == "disable")
+            print(f"{args.action}d user {args.name}")
+        elif args.action == "list":
+            for u in store.list_users():
+                flag = " (disabled)" if u.disabled else ""
+                print(f"{u.name}\tused={u.used}\tquota={u.quota}{flag}")
+    except StorageError as exc:
+        print(f"ftpd: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _user(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

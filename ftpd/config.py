@@ -1,0 +1,118 @@
+"""Every setting of the daemon, its default, and where it comes from.
+
+Precedence: built-in defaults < TOML file (``--config``) < command-line flags.
+The TOML file uses the same names as the fields below, at top level or under
+a ``[ftpd]`` table; sizes may be written as "1G", "64K" or plain integers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage import parse_size
+
+_SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
+                "low_water", "recv_buffer"}
+
+
+@dataclass
+class Config:
+    root: Path = Path("var")
+    host: str = "127.0.0.1"
+    port: int = 2121
+    log_level: str = "INFO"
+    allow_register: bool = False
+    default_quota: int = 1 << 30
+
+    # limits
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 1_000
+    max_uploads_per_user: int = 8
+    max_control_frame: int = 64 * 1024
+    max_data_frame: int = 1 << 20
+
+    # timeouts, seconds
+    login_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    stall_timeout: float = 60.0
+    shutdown_grace: float = 10.0
+
+    # login throttling
+    auth_delay_base: float = 0.5          # delay after the first failure, doubling after each
+    auth_delay_max: float = 8.0
+    lockout_threshold: int = 10           # consecutive failures per user or per address
+    lockout_seconds: float = 300.0
+    token_ttl: float = 86_400.0
+
+    # buffers and workers
+    high_water: int = 256 * 1024          # pause producers above this much queued output
+    low_water: int = 64 * 1024            # resume them below this
+    recv_buffer: int = 1 << 20
+    workers: int = 4
+    use_sendfile: bool = True
+
+    # storage
+    scrypt_n: int = 2**14
+    partial_ttl: float = 7 * 86_400.0
+    cleanup_interval: float = 3_600.0
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def validate(self) -> Config:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} out of range")
+        if not 0 < self.low_water <= self.high_water:
+            raise ValueError("need 0 < low_water <= high_water")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
+                     "lockout_threshold"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("login_timeout", "idle_timeout", "stall_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 4096 <= self.max_data_frame <= 64 << 20:
+            raise ValueError("max_data_frame must be between 4 KiB and 64 MiB")
+        if not 1024 <= self.max_control_frame <= 1 << 20:
+            raise ValueError("max_control_frame must be between 1 KiB and 1 MiB")
+        return self
+
+    def updated(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (None values are ignored), converted and validated."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        values = {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            if name not in known or name == "extra":
+                raise ValueError(f"unknown setting {name!r}")
+            values[name] = _convert(name, known[name].type, value)
+        return dataclasses.replace(self, **values).validate()
+
+
+def _convert(name: str, kind: Any, value: Any) -> Any:
+    if name in _SIZE_FIELDS and isinstance(value, str):
+        return parse_size(value)
+    if name == "root":
+        return Path(value)
+    expected = {"int": int, "float": float, "bool": bool, "str": str}.get(str(kind))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is not None and type(value) is not expected:
+        raise ValueError(f"setting {name} must be {expected.__name__}, not {type(value).__name__}")
+    return value
+
+
+def load(path: str | Path | None = None, **overrides: Any) -> Config:
+    config = Config()
+    if path is not None:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        data = data.get("ftpd", data)
+        config = config.updated(**data)
+    return config.updated(**overrides)

@@ -1,0 +1,648 @@
+"""One client connection: non-blocking transport plus the session state machine.
+
+Reading: the reactor's shared receive buffer is filled with ``recv_into`` and
+fed to this connection's sans-IO ``MessageStream``.  DATA payloads come out as
+views into that buffer and go straight to the partial file; requests are
+handled one at a time, in order; while one is in progress (a password hash on
+a worker, a login delay, a commit) reading stops and later requests wait.
+
+Writing: output is sent at once when the socket takes it, and only the rest is
+queued; EVENT_WRITE is asked for only while something waits.  Producers (a
+download's ``sendfile``, a paged listing) run only while the queue is below the
+high-water mark, and reading stops while it is above it, so a client that does
+not read cannot make the daemon hold more than about ``high_water`` bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from protocol import (
+    CancelOk,
+    DataChunk,
+    ErrorReply,
+    GetDone,
+    ProtocolError,
+    PutDone,
+    Rejected,
+    Reply,
+    Request,
+    State,
+    data_header,
+    encode,
+    next_state,
+    refusal_code,
+)
+from protocol.codec import MessageStream
+from protocol.errors import ERROR_CODES, FATAL_CODES
+from storage import StorageError
+
+if TYPE_CHECKING:
+    from .server import Server
+    from .timers import Timer
+
+log = logging.getLogger("ftpd.conn")
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+SEND_BUDGET = 4 << 20          # bytes one connection may send per wake-up: fairness
+FORCE_CLOSE_AFTER = 5.0        # seconds a closing connection may take to drain its output
+
+
+class Download:
+    """A file streaming out as DATA frames, body bytes by ``os.sendfile``."""
+
+    __slots__ = ("request", "path", "fd", "size", "pos", "start", "frame_left", "deferred",
+                 "cancel_id", "started", "frame_size")
+
+    def __init__(self, request: Request, path: str, fd: int, size: int, offset: int,
+                 frame_size: int) -> None:
+        self.request = request
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self.pos = offset
+        self.start = offset
+        self.frame_left = 0
+        self.frame_size = frame_size
+        self.deferred: list[bytes] = []      # replies held back until the frame ends
+        self.cancel_id: int | None = None
+        self.started = time.monotonic()
+
+
+class Connection:
+    __slots__ = (
+        "server", "sock", "fd", "peer", "ip", "stream", "state", "out", "out_size", "mask",
+        "user", "cwd", "pending", "busy", "upload", "put_request", "committing", "download",
+        "pager", "draining", "closing", "closed", "eof", "opened", "last_request",
+        "last_progress", "watchdog", "force_timer", "data_frame", "reading_paused",
+        "transfer_started", "upload_start", "pumping", "__weakref__",
+    )
+
+    def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
+        cfg = server.config
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.ip: str = peer[0]
+        self.stream = MessageStream("server", cfg.max_control_frame, cfg.max_data_frame)
+        self.state = State.GREETED
+        self.out: list[bytes | memoryview] = []
+        self.out_size = 0
+        self.mask = 0
+        self.user: str | None = None
+        self.cwd = "/"
+        self.pending: list[Request | Rejected] = []
+        self.busy = False
+        self.upload: Any = None                   # storage.Upload while uploading
+        self.put_request: Request | None = None
+        self.committing = False
+        self.download: Download | None = None
+        self.pager: Iterator[Reply] | None = None
+        self.draining = False
+        self.closing = False
+        self.closed = False
+        self.eof = False
+        now = time.monotonic()
+        self.opened = now
+        self.last_request = now
+        self.last_progress = now
+        self.transfer_started = now
+        self.watchdog: Timer | None = None
+        self.force_timer: Timer | None = None
+        self.data_frame = cfg.max_data_frame
+        self.reading_paused = False
+        self.upload_start = 0
+        self.pumping = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, greeting: Reply) -> None:
+        self.server.selector.register(self.sock, READ, self)
+        self.mask = READ
+        self.send(greeting)
+        self._arm_watchdog()
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.state = State.CLOSED
+        timers = self.server.timers
+        timers.cancel(self.watchdog)
+        timers.cancel(self.force_timer)
+        if self.upload is not None and not self.committing:
+            self._end_upload(released=True, result=f"interrupted ({reason})")
+        if self.download is not None:
+            self._end_download(f"interrupted ({reason})")
+        self.pager = None
+        self.pending.clear()
+        self.out.clear()
+        try:
+            self.server.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server.forget(self)
+        log.info("close %s user=%s reason=%s", self.peer, self.user or "-", reason)
+
+    def fatal(self, code: str, message: str, request_id: int | None = None) -> None:
+        """Send an error that ends the connection, then close once it is out."""
+        if self.closed:
+            return
+        if self.upload is not None and not self.committing:
+            self._end_upload(released=True, result=f"interrupted ({code})")
+        if self.download is not None:
+            # Mid-frame the stream cannot carry a control frame any more.
+            aborted_mid_frame = self.download.frame_left > 0
+            self._end_download(f"interrupted ({code})")
+            if aborted_mid_frame:
+                self.close(code)
+                return
+        self.pending.clear()
+        self.pager = None
+        self._enqueue(encode(ErrorReply(id=request_id, code=code, message=message)))
+        self.close_when_flushed(code)
+
+    def close_when_flushed(self, reason: str) -> None:
+        self.closing = True
+        self._set_reading(False)
+        if self.force_timer is None:
+            self.force_timer = self.server.timers.call_later(
+                FORCE_CLOSE_AFTER, lambda: self.close(f"{reason}; peer did not read"))
+        self._pump()
+
+    # ------------------------------------------------------------ selector events
+
+    def on_event(self, mask: int) -> None:
+        try:
+            if mask & READ and not self.closed:
+                self.on_readable()
+            if mask & WRITE and not self.closed:
+                self._pump()
+        except Exception:
+            log.exception("connection %s failed; closing it", self.peer)
+            self.fatal("INTERNAL", "internal server error")
+
+    def on_readable(self) -> None:
+        server = self.server
+        limit = server.recv_size if self.upload is not None else server.control_recv_size
+        try:
+            n = self.sock.recv_into(server.recv_view, limit)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(f"recv failed: {exc.__class__.__name__}")
+            return
+        if n == 0:
+            self._on_eof()
+            return
+        try:
+            events = self.stream.feed(server.recv_view[:n])
+        except ProtocolError as exc:
+            self.fatal(exc.code, exc.message)
+            return
+        for event in events:
+            if self.closed or self.closing:
+                return
+            if type(event) is DataChunk:
+                self._on_data(event.data)
+            else:
+                self.draining = False
+                if self.busy or self.pending or self.pager is not None:
+                    self.pending.append(event)       # type: ignore[arg-type]
+                    self._set_reading(False)
+                else:
+                    self._dispatch(event)            # type: ignore[arg-type]
+
+    def _on_eof(self) -> None:
+        try:
+            self.stream.feed_eof()
+        except ProtocolError:
+            self.close("peer closed inside a frame")
+            return
+        self.eof = True
+        if self.upload is not None and not self.committing:
+            self.close("peer closed during upload")
+            return
+        self._set_reading(False)
+        self._maybe_finish_closing()
+        if not self.closed and not (self.busy or self.pending or self.download or self.out):
+            self.close("peer closed")
+
+    # ------------------------------------------------------------ requests
+
+    def _dispatch(self, request: Request | Rejected) -> None:
+        self.last_request = time.monotonic()
+        if type(request) is Rejected:
+            err = request.error
+            self.reply_error(err.request_id, err.code, err.message)
+            return
+        cmd = request.cmd
+        if next_state(self.state, cmd) is None:
+            code = refusal_code(self.state, cmd)
+            self.reply_error(request.id, code, f"{cmd} is not allowed now ({self.state.value})")
+            return
+        handler = self.server.handlers[cmd]
+        try:
+            handler(self, request)
+        except StorageError as exc:
+            self.reply_storage_error(request.id, exc)
+        except ProtocolError as exc:
+            self.reply_error(request.id, exc.code, exc.message, exc.details or None)
+
+    def advance(self, event: str) -> None:
+        """Apply the state table to an event that succeeded."""
+        target = next_state(self.state, event)
+        if target is None:
+            raise RuntimeError(f"illegal transition {self.state} --{event}-->")
+        if target is not self.state:
+            self.state = target
+            # Each state has its own timeout (login, idle, stall): re-arm for the new one.
+            self.server.timers.cancel(self.watchdog)
+            self._arm_watchdog()
+
+    def begin_async(self) -> None:
+        """A request is now in progress off the loop: stop reading until it ends."""
+        self.busy = True
+        self._set_reading(False)
+
+    def end_async(self) -> None:
+        """The request in progress finished: take up the ones that waited."""
+        self.busy = False
+        self._resume()
+
+    def _resume(self) -> None:
+        while self.pending and not self.busy and not self.closed and not self.closing \
+                and self.pager is None and self.download is None:
+            self._dispatch(self.pending.pop(0))
+        if self.closed or self.closing:
+            return
+        if not (self.busy or self.pending):
+            if self.eof:
+                if not (self.download or self.pager or self.out):
+                    self.close("peer closed")
+                return
+            self._set_reading(self.out_size <= self.server.config.high_water)
+
+    def submit(self, request_id: int | None, job: Callable[[], Any],
+               done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run ``job`` on a worker, then ``done`` here -- unless the connection closed meanwhile.
+
+        If ``done`` raises a storage or protocol error, it becomes the error
+        reply to ``request_id`` and the connection takes up its next request.
+        """
+        self.begin_async()
+
+        def finish(result: Any, error: BaseException | None) -> None:
+            if self.closed:
+                return
+            try:
+                done(result, error)
+            except StorageError as exc:
+                self.reply_storage_error(request_id, exc)
+                self.end_async()
+            except ProtocolError as exc:
+                self.reply_error(request_id, exc.code, exc.message, exc.details or None)
+                self.end_async()
+            except Exception:
+                log.exception("completion failed on %s", self.peer)
+                self.fatal("INTERNAL", "internal server error")
+
+        self.server.pool.submit(job, finish)
+
+    # ------------------------------------------------------------ replies
+
+    def send(self, reply: Reply) -> None:
+        data = encode(reply)
+        download = self.download
+        if download is not None and download.frame_left > 0:
+            download.deferred.append(data)
+        else:
+            self._enqueue(data)
+            self._pump()
+
+    def reply_error(self, request_id: int | None, code: str, message: str,
+                    details: dict[str, Any] | None = None) -> None:
+        if code not in ERROR_CODES:
+            code = "IO_ERROR"
+        if code in FATAL_CODES:
+            self.fatal(code, message, request_id)
+            return
+        self.send(ErrorReply(id=request_id, code=code, message=message, details=details or None))
+
+    def reply_storage_error(self, request_id: int | None, exc: StorageError) -> None:
+        details = {k: v for k, v in (exc.details or {}).items()
+                   if isinstance(v, int | str | float | bool)}
+        self.reply_error(request_id, exc.code, exc.message, details)
+
+    def start_pager(self, pages: Iterator[Reply]) -> None:
+        """Send a multi-frame reply, one page at a time, under the water marks."""
+        self.pager = pages
+        self._pump()
+
+    # ------------------------------------------------------------ uploads
+
+    def start_upload(self, request: Request, upload: Any) -> None:
+        self.upload = upload
+        self.put_request = request
+        self.upload_start = upload.offset
+        self.transfer_started = self.last_progress = time.monotonic()
+        self.server.active_uploads[upload.user] += 1
+        self.advance("put")
+        if upload.complete():
+            self._commit()
+
+    def _on_data(self, view: memoryview) -> None:
+        if self.draining:
+            return
+        upload = self.upload
+        if upload is None or self.committing:
+            self.fatal("BAD_STATE", "DATA frame outside an upload")
+            return
+        if upload.offset + len(view) > upload.size:
+            self.fatal("BAD_STATE", f"more data than the declared {upload.size} bytes")
+            return
+        try:
+            upload.write(view)
+        except StorageError as exc:
+            request = self.put_request
+            self._end_upload(released=True, result=f"failed ({exc.code})")
+            self.reply_storage_error(request.id if request else None, exc)
+            self.draining = True      # DATA already in flight is dropped until the next request
+            return
+        self.last_progress = time.monotonic()
+        if upload.complete():
+            self._commit()
+
+    def _commit(self) -> None:
+        """Verify, fsync and publish the upload on a worker (the slow part)."""
+        upload = self.upload
+        request = self.put_request
+        assert upload is not None and request is not None
+        self.committing = True
+        self.begin_async()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            # Runs even if the connection closed meanwhile: the bookkeeping must happen.
+            self.committing = False
+            outcome = "ok" if error is None else f"failed ({getattr(error, 'code', 'ERROR')})"
+            self._end_upload(released=False, result=outcome)
+            if self.closed:
+                return
+            if error is None:
+                self.send(PutDone(id=request.id, path=result.path, size=result.size,
+                                  sha256=result.sha256 if upload.sha256 else None))
+            elif isinstance(error, StorageError):
+                self.reply_storage_error(request.id, error)
+            else:
+                log.error("commit of %s failed", upload.path, exc_info=error)
+                self.reply_error(request.id, "IO_ERROR", f"commit failed: {error}")
+            self.end_async()
+            self._maybe_finish_closing()
+
+        self.server.pool.submit(upload.commit, done)
+
+    def cancel_upload(self, cancel: Request) -> None:
+        request = self.put_request
+        self._end_upload(released=True, result="cancelled")
+        self.reply_error(request.id if request else None, "CANCELLED",
+                         "upload cancelled; the partial stays resumable")
+
+    def _end_upload(self, *, released: bool, result: str) -> None:
+        upload = self.upload
+        if upload is None:
+            return
+        if released:
+            try:
+                upload.release()
+            except Exception:
+                log.exception("releasing upload %s failed", upload.path)
+        self.server.active_uploads[upload.user] -= 1
+        if self.server.active_uploads[upload.user] <= 0:
+            del self.server.active_uploads[upload.user]
+        elapsed = max(1e-9, time.monotonic() - self.transfer_started)
+        moved = upload.offset - self.upload_start
+        log.info("upload user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
+                 self.user, upload.path, moved, elapsed, moved / elapsed / 1e6, result)
+        self.upload = None
+        self.put_request = None
+        if self.state is State.UPLOADING:
+            self.advance("done")
+
+    # ------------------------------------------------------------ downloads
+
+    def start_download(self, download: Download) -> None:
+        self.download = download
+        self.transfer_started = self.last_progress = time.monotonic()
+        self.advance("get")
+        self._pump()
+
+    def cancel_download(self, cancel: Request) -> None:
+        assert self.download is not None
+        self.download.cancel_id = cancel.id
+        self._pump()
+
+    def _end_download(self, result: str) -> None:
+        download = self.download
+        if download is None:
+            return
+        self.download = None
+        try:
+            os.close(download.fd)
+        except OSError:
+            pass
+        moved = download.pos - download.start
+        elapsed = max(1e-9, time.monotonic() - download.started)
+        log.info("download user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
+                 self.user, download.path, moved, elapsed, moved / elapsed / 1e6, result)
+        if self.state is State.DOWNLOADING:
+            self.advance("done")
+        if download.deferred:
+            for data in download.deferred:
+                self._enqueue(data)
+
+    def _download_step(self, download: Download) -> int:
+        """Advance the download; returns bytes sent, 0 at a frame boundary, -1 when blocked."""
+        if download.frame_left == 0:
+            if download.deferred:
+                for data in download.deferred:
+                    self._enqueue(data)
+                download.deferred.clear()
+            if download.cancel_id is not None:
+                cancel_id = download.cancel_id
+                request = download.request
+                self._end_download("cancelled")
+                self.send(ErrorReply(id=request.id, code="CANCELLED", message="download cancelled"))
+                self.send(CancelOk(id=cancel_id))
+                self._resume()
+                return 0
+            remaining = download.size - download.pos
+            if remaining == 0:
+                request = download.request
+                self._end_download("ok")
+                self.send(GetDone(id=request.id, path=download.path, size=download.size))
+                self._resume()
+                return 0
+            download.frame_left = min(download.frame_size, remaining)
+            self._enqueue(data_header(download.frame_left))
+            return 0
+        if not self.server.config.use_sendfile:
+            chunk = os.pread(download.fd, min(download.frame_left, 256 * 1024), download.pos)
+            if not chunk:
+                self.close("file shrank during download")
+                return -1
+            self._enqueue(chunk)
+            download.pos += len(chunk)
+            download.frame_left -= len(chunk)
+            return 0
+        try:
+            sent = os.sendfile(self.fd, download.fd, download.pos, download.frame_left)
+        except (BlockingIOError, InterruptedError):
+            return -1
+        if sent == 0:
+            # The file shrank under us; the frame promised bytes it cannot carry.
+            self.close("file shrank during download")
+            return -1
+        download.pos += sent
+        download.frame_left -= sent
+        self.last_progress = time.monotonic()
+        return sent
+
+    # ------------------------------------------------------------ output machinery
+
+    def _enqueue(self, data: bytes | memoryview) -> None:
+        self.out.append(data)
+        self.out_size += len(data)
+
+    def _pump(self) -> None:
+        """Send what is queued, then let producers add more while under the high-water mark."""
+        if self.pumping:
+            return                          # the outer call's loop will send it
+        self.pumping = True
+        try:
+            self._pump_once()
+        finally:
+            self.pumping = False
+
+    def _pump_once(self) -> None:
+        high = self.server.config.high_water
+        budget = SEND_BUDGET
+        blocked = False
+        while not self.closed and budget > 0:
+            if self.out:
+                sent = self._send_queued()
+                if sent < 0:
+                    return                  # connection closed
+                if self.out:
+                    blocked = True
+                    break
+                budget -= sent
+                continue
+            download = self.download
+            if download is not None:
+                sent = self._download_step(download)
+                if sent < 0:
+                    blocked = True
+                    break
+                budget -= sent
+                continue
+            if self.pager is not None and self.out_size < high:
+                page = next(self.pager, None)
+                if page is None:
+                    self.pager = None
+                    self._resume()
+                else:
+                    self._enqueue(encode(page))
+                continue
+            break
+        if self.closed:
+            return
+        if budget <= 0 and (self.out or self.download is not None or self.pager is not None):
+            blocked = True                 # yield to other connections; come back when writable
+        self._set_writing(blocked)
+        if self.out_size > high:
+            self._set_reading(False)
+        elif self.out_size <= self.server.config.low_water and not (
+                self.busy or self.pending or self.closing or self.eof):
+            self._set_reading(True)
+        self._maybe_finish_closing()
+
+    def _send_queued(self) -> int:
+        out = self.out
+        if len(out) > 1 and all(len(chunk) < 65536 for chunk in out):
+            out[:] = [b"".join(out)]    # coalesce small replies into one send
+        chunk = out[0]
+        try:
+            sent = self.sock.send(chunk)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self.close(f"send failed: {exc.__class__.__name__}")
+            return -1
+        self.out_size -= sent
+        if sent == len(chunk):
+            out.pop(0)
+        else:
+            out[0] = memoryview(chunk)[sent:]
+        return sent
+
+    def _maybe_finish_closing(self) -> None:
+        if self.closing and not self.closed and not self.out and self.download is None \
+                and not self.committing:
+            self.close(self._closing_reason())
+
+    def _closing_reason(self) -> str:
+        return "done"
+
+    def _set_reading(self, on: bool) -> None:
+        if on and (self.closing or self.eof):
+            on = False
+        self._update_mask((self.mask | READ) if on else (self.mask & ~READ))
+
+    def _set_writing(self, on: bool) -> None:
+        self._update_mask((self.mask | WRITE) if on else (self.mask & ~WRITE))
+
+    def _update_mask(self, mask: int) -> None:
+        if mask == self.mask or self.closed:
+            return
+        selector = self.server.selector
+        if self.mask == 0:
+            selector.register(self.sock, mask, self)
+        elif mask == 0:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, mask, self)
+        self.mask = mask
+
+    # ------------------------------------------------------------ timeouts
+
+    def _arm_watchdog(self) -> None:
+        if self.closed:
+            return
+        cfg = self.server.config
+        now = time.monotonic()
+        if self.state in (State.GREETED, State.ANONYMOUS):
+            deadline, what = self.opened + cfg.login_timeout, "login"
+        elif self.upload is not None or self.download is not None:
+            deadline, what = self.last_progress + cfg.stall_timeout, "transfer stalled"
+        else:
+            deadline, what = self.last_request + cfg.idle_timeout, "idle"
+        if self.busy or self.committing:
+            deadline, what = now + 1.0, ""      # work in progress is not the client's fault
+        if now >= deadline and what:
+            log.info("timeout %s user=%s (%s)", self.peer, self.user or "-", what)
+            self.watchdog = None
+            self.fatal("TIMEOUT", f"{what} timeout")
+            return
+        self.watchdog = self.server.timers.call_later(deadline - now, self._arm_watchdog)

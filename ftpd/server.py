@@ -1,0 +1,287 @@
+"""The reactor: one thread, one ``selectors.DefaultSelector``, every socket.
+
+The selector holds the listening socket, every client connection (its
+``SelectorKey.data`` is the ``Connection``), the worker pool's wake-up socket
+and the signal wake-up socket.  Each turn of the loop waits until the nearest
+timer, dispatches ready sockets, runs due timers, and checks for shutdown.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import resource
+import selectors
+import signal
+import socket
+import time
+from typing import Any
+
+from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
+from storage import Store
+
+from . import __version__
+from .config import Config
+from .connection import Connection
+from .handlers import HANDLERS
+from .throttle import LoginThrottle
+from .timers import TimerHeap
+from .workers import WorkerPool
+
+log = logging.getLogger("ftpd")
+
+ACCEPTS_PER_WAKEUP = 64
+
+
+class _Waker:
+    """A socketpair end registered with the selector; readable means 'look up'."""
+
+    def __init__(self, sock: socket.socket, on_wake: Any) -> None:
+        self.sock = sock
+        self.on_wake = on_wake
+
+    def on_event(self, mask: int) -> None:
+        self.on_wake()
+
+
+class Server:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config.validate()
+        self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
+                                    partial_ttl=config.partial_ttl,
+                                    default_quota=config.default_quota)
+        self.selector = selectors.DefaultSelector()
+        self.timers = TimerHeap()
+        self.pool = WorkerPool(config.workers)
+        self.throttle = LoginThrottle(base=config.auth_delay_base, max_delay=config.auth_delay_max,
+                                      threshold=config.lockout_threshold,
+                                      lockout=config.lockout_seconds)
+        self.handlers = HANDLERS
+        self.connections: set[Connection] = set()
+        self.per_ip: collections.Counter[str] = collections.Counter()
+        self.active_uploads: collections.Counter[str] = collections.Counter()
+        self.recv_buffer = bytearray(config.recv_buffer)
+        self.recv_view = memoryview(self.recv_buffer)
+        self.recv_size = config.recv_buffer
+        self.control_recv_size = min(config.recv_buffer, 64 * 1024)
+        self.listener: socket.socket | None = None
+        self.stopping = False
+        self.stopped = False
+        self._shutdown_deadline = 0.0
+        self._signal_r, self._signal_w = socket.socketpair()
+        for s in (self._signal_r, self._signal_w):
+            s.setblocking(False)
+        self.greeting = Greeting(protocol=PROTOCOL_VERSION, server=f"ftpd/{__version__}",
+                                 max_control=config.max_control_frame,
+                                 max_data=config.max_data_frame,
+                                 register=config.allow_register)
+
+    # ------------------------------------------------------------ setup
+
+    def bind(self) -> tuple[str, int]:
+        _raise_fd_limit()
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, self.config.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.listener = sock
+        self.selector.register(sock, selectors.EVENT_READ, _Waker(sock, self._accept))
+        self.selector.register(self.pool.wake_r, selectors.EVENT_READ,
+                               _Waker(self.pool.wake_r, self.pool.run_callbacks))
+        self.selector.register(self._signal_r, selectors.EVENT_READ,
+                               _Waker(self._signal_r, self._drain_signal))
+        self._schedule_cleanup(first=True)
+        host, port = sock.getsockname()[:2]
+        log.info("listening on %s:%d", host, port)
+        return host, port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.listener is not None
+        return self.listener.getsockname()[:2]
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM start a graceful shutdown (main thread only)."""
+        signal.set_wakeup_fd(self._signal_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.request_shutdown())
+
+    # ------------------------------------------------------------ the loop
+
+    def serve_forever(self) -> None:
+        if self.listener is None:
+            self.bind()
+        try:
+            while not self.stopped:
+                self.run_once()
+        finally:
+            self._teardown()
+
+    def run_once(self, max_wait: float | None = None) -> None:
+        timeout = self.timers.timeout()
+        if max_wait is not None:
+            timeout = max_wait if timeout is None else min(timeout, max_wait)
+        if self.stopping:
+            timeout = 0.1 if timeout is None else min(timeout, 0.1)
+        for key, mask in self.selector.select(timeout):
+            key.data.on_event(mask)
+        self.timers.run_due()
+        if self.stopping:
+            self._shutdown_step()
+
+    def request_shutdown(self) -> None:
+        """Safe from a signal handler or another thread: only sets a flag and wakes the loop."""
+        self.stopping = True
+        try:
+            self._signal_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _drain_signal(self) -> None:
+        try:
+            while self._signal_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # ------------------------------------------------------------ connections
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept failed: %s; pausing accepts for a second", exc)
+                    self._pause_accepting(1.0)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            self._admit(sock, peer)
+
+    def _admit(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
+        sock.setblocking(False)
+        ip = peer[0]
+        cfg = self.config
+        refusal = None
+        if self.stopping:
+            refusal = ("SHUTTING_DOWN", "the server is shutting down")
+        elif len(self.connections) >= cfg.max_connections:
+            refusal = ("TOO_MANY_CONNECTIONS", "the server has too many connections")
+        elif self.per_ip[ip] >= cfg.max_connections_per_ip:
+            refusal = ("TOO_MANY_CONNECTIONS", "too many connections from your address")
+        if refusal is not None:
+            try:
+                sock.send(encode(ErrorReply(id=None, code=refusal[0], message=refusal[1])))
+            except OSError:
+                pass
+            sock.close()
+            log.info("refused %s:%s: %s", peer[0], peer[1], refusal[1])
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        conn = Connection(self, sock, peer)
+        self.connections.add(conn)
+        self.per_ip[ip] += 1
+        log.info("open %s", conn.peer)
+        conn.start(self.greeting)
+
+    def forget(self, conn: Connection) -> None:
+        """Called by a connection as it closes."""
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.per_ip[conn.ip] -= 1
+            if self.per_ip[conn.ip] <= 0:
+                del self.per_ip[conn.ip]
+
+    def _pause_accepting(self, seconds: float) -> None:
+        assert self.listener is not None
+        try:
+            self.selector.unregister(self.listener)
+        except (KeyError, ValueError):
+            return
+
+        def resume() -> None:
+            if self.listener is not None and not self.stopping:
+                self.selector.register(self.listener, selectors.EVENT_READ,
+                                       _Waker(self.listener, self._accept))
+        self.timers.call_later(seconds, resume)
+
+    # ------------------------------------------------------------ housekeeping
+
+    def _schedule_cleanup(self, first: bool = False) -> None:
+        def run() -> None:
+            if self.stopping:
+                return
+            self.pool.submit(self.store.expire_uploads, self._cleanup_done)
+            self._schedule_cleanup()
+        self.timers.call_later(5.0 if first else self.config.cleanup_interval, run)
+
+    @staticmethod
+    def _cleanup_done(count: Any, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("partial-upload cleanup failed", exc_info=error)
+        elif count:
+            log.info("expired %d stale partial uploads", count)
+
+    # ------------------------------------------------------------ shutdown
+
+    def _shutdown_step(self) -> None:
+        now = time.monotonic()
+        if self.listener is not None:
+            # First step: stop accepting, send idle sessions away, start the grace period.
+            log.info("shutting down: %d connections, grace %.1fs",
+                     len(self.connections), self.config.shutdown_grace)
+            try:
+                self.selector.unregister(self.listener)
+            except (KeyError, ValueError):
+                pass
+            self.listener.close()
+            self.listener = None
+            self._shutdown_deadline = now + self.config.shutdown_grace
+        for conn in list(self.connections):
+            if conn.closing or conn.closed:
+                continue
+            if conn.upload is None and conn.download is None and not conn.busy:
+                conn.fatal("SHUTTING_DOWN", "the server is shutting down")
+        if now >= self._shutdown_deadline:
+            for conn in list(self.connections):
+                conn.close("shutdown")     # uploads are released: partials stay resumable
+        if not self.connections and not self.pool.pending:
+            self.stopped = True
+
+    def _teardown(self) -> None:
+        for conn in list(self.connections):
+            conn.close("shutdown")
+        self.pool.close(wait=True)
+        try:
+            self.selector.close()
+        except OSError:
+            pass
+        if self.listener is not None:
+            self.listener.close()
+        self._signal_r.close()
+        self._signal_w.close()
+        self.store.close()
+        log.info("stopped")
+
+
+def _raise_fd_limit() -> None:
+    """Thousands of clients need thousands of descriptors: lift the soft limit to the hard one."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass

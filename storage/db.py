@@ -1,0 +1,158 @@
+"""The SQLite catalogue (``users.db``): users, tokens, upload reservations, hash cache.
+
+One connection per thread (``threading.local``) so that reads on the reactor
+thread never wait for a worker's transaction; WAL lets them run side by side.
+Writers use ``BEGIN IMMEDIATE`` so a read-then-write transaction can never fail
+half-way with SQLITE_BUSY, and ``busy_timeout`` makes them queue instead.
+``synchronous=NORMAL`` keeps small updates on the reactor free of fsync (WAL stays
+consistent after a crash; only the last transactions can be lost on power loss).
+The schema version lives in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from .errors import NoSpace, StorageError, StorageIOError
+
+__all__ = ["SCHEMA_VERSION", "Database", "to_i64"]
+
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA_V1 = """
+CREATE TABLE users (
+    name     TEXT PRIMARY KEY,
+    pwhash   TEXT NOT NULL,
+    quota    INTEGER NOT NULL CHECK (quota >= 0),
+    used     INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
+    created  REAL NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE tokens (
+    digest  TEXT PRIMARY KEY,          -- sha256(token) hex, the token itself is never stored
+    user    TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    expires REAL NOT NULL
+);
+CREATE INDEX tokens_user ON tokens(user);
+CREATE TABLE uploads (
+    user       TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    path       TEXT NOT NULL,          -- normalised user path of the target
+    size       INTEGER NOT NULL,
+    sha256     TEXT,
+    reserved   INTEGER NOT NULL CHECK (reserved >= 0),
+    created    REAL NOT NULL,
+    updated    REAL NOT NULL,
+    commit_dev INTEGER,                -- set just before the rename into place, so a
+    commit_ino INTEGER,                -- crash mid-commit can be finished at start-up
+    commit_old INTEGER,
+    PRIMARY KEY (user, path)
+);
+CREATE TABLE hashes (
+    dev      INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256   TEXT NOT NULL,
+    PRIMARY KEY (dev, ino)
+);
+"""
+
+
+def to_i64(value: int) -> int:
+    """Fold an unsigned 64-bit st_dev/st_ino into SQLite's signed INTEGER range."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _mapped(exc: sqlite3.OperationalError) -> StorageError:
+    """SQLite's "database or disk is full" becomes NoSpace; anything else IO_ERROR."""
+    if "full" in str(exc).lower():
+        return NoSpace("the database cannot grow: disk full")
+    return StorageIOError(f"database error: {exc}")
+
+
+class Database:
+    """Thread-safe access to one SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        conn = self.conn()
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageIOError("could not switch the database to WAL mode", mode=str(mode))
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False only so close() may close every thread's connection;
+        # each connection is otherwise used by the thread that created it.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=_BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        if self._closed:
+            raise StorageIOError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise StorageIOError("the store is closed")
+                conn = self._connect()
+                self._all.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _migrate(self) -> None:
+        with self.write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageIOError("database was written by a newer version",
+                                     version=version, supported=SCHEMA_VERSION)
+            if version < 1:
+                for statement in _SCHEMA_V1.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed on success, rolled back on error."""
+        conn = self.conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _mapped(exc)
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _mapped(exc)
+            raise
+
+    def all(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        return self.conn().execute(sql, args).fetchall()
+
+    def one(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Row | None:
+        return self.conn().execute(sql, args).fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()

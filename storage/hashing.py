@@ -1,0 +1,53 @@
+"""SHA-256 of open files and the hash cache that makes repeated hashing free.
+
+Cache rows are keyed by ``(dev, ino)`` and only trusted while ``size`` and
+``mtime_ns`` still match, so a rewritten or replaced file is a miss, never a
+stale answer.  Files committed by uploads are recorded at commit time, when their
+hash is already known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+from .db import Database, to_i64
+
+__all__ = ["CHUNK", "cache_forget", "cache_lookup", "cache_store", "sha256_fd"]
+
+CHUNK = 1 << 20
+
+
+def sha256_fd(fd: int) -> tuple[str, int]:
+    """Hash a whole file from offset 0 with ``pread`` (the fd's position is untouched)."""
+    digest = hashlib.sha256()
+    pos = 0
+    while True:
+        block = os.pread(fd, CHUNK, pos)
+        if not block:
+            return digest.hexdigest(), pos
+        digest.update(block)
+        pos += len(block)
+
+
+def cache_lookup(db: Database, st: os.stat_result) -> str | None:
+    row = db.one(
+        "SELECT sha256 FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
+        (to_i64(st.st_dev), to_i64(st.st_ino), st.st_size, st.st_mtime_ns),
+    )
+    return None if row is None else row["sha256"]
+
+
+def cache_store(conn: sqlite3.Connection, st: os.stat_result, sha256: str) -> None:
+    """Record ``sha256`` for the file described by ``st`` (call inside a write transaction)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO hashes (dev, ino, size, mtime_ns, sha256) VALUES (?, ?, ?, ?, ?)",
+        (to_i64(st.st_dev), to_i64(st.st_ino), st.st_size, st.st_mtime_ns, sha256),
+    )
+
+
+def cache_forget(conn: sqlite3.Connection, st: os.stat_result) -> None:
+    """Drop the row of a file that is being removed (its inode may be reused)."""
+    conn.execute("DELETE FROM hashes WHERE dev=? AND ino=?",
+                 (to_i64(st.st_dev), to_i64(st.st_ino)))

@@ -1,0 +1,61 @@
+"""Immutable result records handed to the daemon (safe to pass between threads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["CommitResult", "Entry", "EntryType", "PartialInfo", "Usage", "UserInfo"]
+
+EntryType = Literal["file", "dir", "other"]
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    quota: int
+    used: int
+    created: float
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Quota state: committed bytes, bytes reserved by unfinished uploads, limit."""
+
+    used: int
+    reserved: int
+    limit: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.limit - self.used - self.reserved)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry; ``type`` is "other" for symlinks, FIFOs, devices..."""
+
+    name: str
+    path: str
+    type: EntryType
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class PartialInfo:
+    """An unfinished upload; ``offset`` is the number of bytes really on disk."""
+
+    path: str
+    size: int
+    offset: int
+    sha256: str | None
+    updated: float
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    path: str
+    size: int
+    sha256: str

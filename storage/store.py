@@ -1,0 +1,194 @@
+"""``Store``: the one object the daemon talks to for everything kept on disk.
+
+Layout under the data root::
+
+    root/users.db            catalogue (users, tokens, upload reservations, hash cache)
+    root/homes/<user>/       each user's confined file tree
+    root/staging/<user>/     partial uploads, outside the home so never visible there
+
+The class only wires the parts together (accounts, confined tree, uploads) and
+documents the contract; every public method is thread-safe.  Quick methods may
+run on the reactor thread; those marked SLOW (``verify_password``,
+``file_hash``, ``Upload.commit``) belong in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from .accounts import Accounts
+from .context import StoreContext
+from .db import Database
+from .models import Entry, PartialInfo, Usage, UserInfo
+from .passwords import PasswordHasher, ScryptParams
+from .tree import FileTree
+from .upload import Upload
+from .uploads import UploadManager
+
+__all__ = ["DB_NAME", "Store"]
+
+DB_NAME = "users.db"
+
+
+class Store:
+    """Users, their confined homes, and resumable verified uploads under ``root``.
+
+    Symbolic links inside a home are never followed: any operation whose path
+    meets one raises ``BadPath`` (``list_dir`` shows them as type "other").
+
+    ``clock`` (default ``time.time``) stamps rows and decides token and partial
+    expiry; tests pass a fake one.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, scrypt_n: int = 2**14, scrypt_r: int = 8,
+                 scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
+                 default_quota: int = 1 << 30,
+                 clock: Callable[[], float] = time.time) -> None:
+        params = ScryptParams(scrypt_n, scrypt_r, scrypt_p)
+        if not isinstance(default_quota, int) or default_quota < 0:
+            raise ValueError("default_quota must be a non-negative integer")
+        self.root = os.fspath(root)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        db = Database(os.path.join(self.root, DB_NAME))
+        try:
+            self._ctx = StoreContext(self.root, db, clock, partial_ttl, default_quota)
+        except BaseException:
+            db.close()
+            raise
+        self._hasher = PasswordHasher(params)
+        self._accounts = Accounts(self._ctx, self._hasher)
+        self._tree = FileTree(self._ctx)
+        self._uploads = UploadManager(self._ctx)
+        self._uploads.recover()
+
+    def close(self) -> None:
+        """Close active uploads (without release: they stay resumable), the DB and fds.
+
+        Idempotent.  Stop worker threads first: their uploads are cut off.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._uploads.revoke()
+        self._ctx.db.close()
+        self._ctx.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- users
+    @property
+    def hash_calls(self) -> int:
+        """Number of scrypt invocations so far (thread-safe counter)."""
+        return self._hasher.calls
+
+    def create_user(self, name: str, password: str, quota: int | None = None) -> UserInfo:
+        """New user with ``quota`` bytes (default ``default_quota``). SLOW-ish: one scrypt.
+
+        Raises BadUsername, BadPassword, UserExists.
+        """
+        return self._accounts.create(name, password, quota)
+
+    def delete_user(self, name: str) -> None:
+        """Remove the user, their home, their partials and tokens; active uploads are cut off."""
+        self._uploads.revoke(name)
+        self._accounts.delete(name)
+
+    def set_password(self, name: str, password: str) -> None:
+        """New password (one scrypt); all the user's tokens are revoked."""
+        self._accounts.set_password(name, password)
+
+    def set_quota(self, name: str, quota: int) -> None:
+        self._accounts.set_quota(name, quota)
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        self._accounts.set_disabled(name, disabled)
+
+    def get_user(self, name: str) -> UserInfo | None:
+        return self._accounts.get(name)
+
+    def list_users(self) -> list[UserInfo]:
+        return self._accounts.list()
+
+    def verify_password(self, name: str, password: str) -> UserInfo:
+        """SLOW (exactly one scrypt).  AuthFailed for unknown user or wrong password alike;
+        AccountDisabled only after a correct password."""
+        return self._accounts.verify_password(name, password)
+
+    def issue_token(self, name: str, ttl: float = 86400) -> str:
+        return self._accounts.issue_token(name, ttl)
+
+    def verify_token(self, token: str) -> UserInfo:
+        """Fast.  AuthFailed if unknown, expired, revoked, or the user is disabled/deleted."""
+        return self._accounts.verify_token(token)
+
+    def revoke_token(self, token: str) -> None:
+        self._accounts.revoke_token(token)
+
+    def usage(self, name: str) -> Usage:
+        return self._accounts.usage(name)
+
+    # ----- confined file tree
+    def resolve(self, user: str, path: str, cwd: str = "/") -> str:
+        """Normalise ``path`` against ``cwd`` (no disk access); BadPath if unacceptable."""
+        return self._tree.resolve(user, path, cwd)
+
+    def list_dir(self, user: str, path: str, cwd: str = "/") -> list[Entry]:
+        return self._tree.list_dir(user, path, cwd)
+
+    def stat(self, user: str, path: str, cwd: str = "/") -> Entry:
+        return self._tree.stat(user, path, cwd)
+
+    def is_dir(self, user: str, path: str, cwd: str = "/") -> str:
+        return self._tree.is_dir(user, path, cwd)
+
+    def mkdir(self, user: str, path: str, cwd: str = "/", parents: bool = False) -> str:
+        return self._tree.mkdir(user, path, cwd, parents)
+
+    def rmdir(self, user: str, path: str, cwd: str = "/") -> str:
+        return self._tree.rmdir(user, path, cwd)
+
+    def remove(self, user: str, path: str, cwd: str = "/") -> str:
+        return self._tree.remove(user, path, cwd)
+
+    def rename(self, user: str, src: str, dst: str, cwd: str = "/",
+               overwrite: bool = False) -> tuple[str, str]:
+        return self._tree.rename(user, src, dst, cwd, overwrite)
+
+    def open_read(self, user: str, path: str, cwd: str = "/") -> tuple[int, int]:
+        """``(fd, size)`` of a regular file opened O_RDONLY|O_NOFOLLOW; the caller closes fd."""
+        return self._tree.open_read(user, path, cwd)
+
+    def file_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int]:
+        """SLOW on a cache miss: ``(sha256 hex, size)``, cached by (dev, ino, size, mtime_ns)."""
+        return self._tree.file_hash(user, path, cwd)
+
+    def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
+        return self._tree.cached_hash(user, path, cwd)
+
+    # ----- resumable uploads
+    def begin_upload(self, user: str, path: str, size: int, sha256: str | None, *,
+                     cwd: str = "/", overwrite: bool = False) -> Upload:
+        """Start or resume the upload of ``size`` bytes to ``path``; see :mod:`storage.uploads`.
+
+        ``ValueError`` for a negative size or a malformed sha256 (64 hex digits).
+        """
+        return self._uploads.begin(user, path, size, sha256, cwd=cwd, overwrite=overwrite)
+
+    def list_uploads(self, user: str) -> list[PartialInfo]:
+        return self._uploads.list(user)
+
+    def abort_upload(self, user: str, path: str, cwd: str = "/") -> str:
+        return self._uploads.abort(user, path, cwd)
+
+    def expire_uploads(self, now: float | None = None) -> int:
+        return self._uploads.expire(now)

@@ -1,0 +1,163 @@
+"""One active writer of one partial upload.
+
+An ``Upload`` is handed to a single connection; it is not meant to be used by
+two threads at once, but its lock makes that harmless (and lets the store close
+its fd safely from another thread).  Writes never fsync: durability is the job
+of ``commit``, which runs in a worker thread.  After any write error the offset is
+re-read from the file, so it always equals the bytes really held.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from .confine import map_oserror
+from .errors import NoSpace, OffsetMismatch, StorageIOError
+from .models import CommitResult
+
+if TYPE_CHECKING:
+    from .uploads import UploadManager
+
+__all__ = ["Upload"]
+
+
+class Upload:
+    """Writer of the partial for ``(user, path)``; see :meth:`Store.begin_upload`.
+
+    Attributes: ``user``, ``path`` (normalised target), ``size`` and ``sha256``
+    (as declared), ``offset`` (bytes held), ``restarted`` (an older partial with
+    a different declaration was discarded), ``overwrite``.
+    """
+
+    def __init__(self, manager: UploadManager, *, user: str, path: str, parts: tuple[str, ...],
+                 size: int, sha256: str | None, overwrite: bool, fd: int, offset: int,
+                 restarted: bool) -> None:
+        self.user = user
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+        self.overwrite = overwrite
+        self.offset = offset
+        self.restarted = restarted
+        self._manager = manager
+        self._parts = parts
+        self._fd = fd
+        self._state = "active"  # -> released | committed | discarded | closed
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"<Upload {self.user}:{self.path} {self.offset}/{self.size} {self._state}>")
+
+    @property
+    def active(self) -> bool:
+        return self._state == "active"
+
+    def fileno(self) -> int:
+        if not self.active:
+            raise StorageIOError("upload is no longer active", path=self.path, state=self._state)
+        return self._fd
+
+    def complete(self) -> bool:
+        return self.offset == self.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data`` at ``offset``; returns its length.
+
+        Raises ``OffsetMismatch`` (nothing written) if it would pass the declared
+        size, ``NoSpace`` on ENOSPC/EDQUOT and ``StorageIOError`` on other errors;
+        after an error ``offset`` is the real file length.
+        """
+        with self._lock:
+            return self._write(data)
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """``write`` after checking the client's idea of the offset (if wrong, writes nothing)."""
+        with self._lock:
+            if offset != self.offset:
+                raise OffsetMismatch("offset does not match the bytes held",
+                                     expected=self.offset, got=offset)
+            return self._write(data)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_active()
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        length = view.nbytes
+        end = self.offset + length
+        if end > self.size:
+            raise OffsetMismatch("data would pass the declared size", expected=self.offset,
+                                 got=end, size=self.size)
+        done = 0
+        try:
+            while done < length:
+                written = os.write(self._fd, view[done:])
+                if written <= 0:
+                    raise OSError(errno.EIO, "write made no progress")
+                done += written
+        except OSError as exc:
+            self._resync()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace("no space left on the server", path=self.path, offset=self.offset)
+            raise StorageIOError(f"write failed: {os.strerror(exc.errno or errno.EIO)}",
+                                 path=self.path, offset=self.offset)
+        self.offset = end
+        return length
+
+    def _resync(self) -> None:
+        """After a failed write: offset := real length (never past size), position there."""
+        try:
+            length = os.fstat(self._fd).st_size
+            if length > self.size:
+                os.ftruncate(self._fd, self.size)
+                length = self.size
+            os.lseek(self._fd, length, os.SEEK_SET)
+        except OSError as exc:
+            raise map_oserror(exc, self.path)
+        self.offset = length
+
+    def commit(self) -> CommitResult:
+        """Verify, make durable and move into place.  SLOW: call from a worker thread.
+
+        ``IntegrityError`` if incomplete (partial kept) or the SHA-256 differs
+        (partial discarded).  On other errors the upload stays active and
+        resumable; ``release()`` it.
+        """
+        with self._lock:
+            self._check_active()
+            return self._manager.commit(self)
+
+    def release(self) -> None:
+        """Stop writing but keep the partial and its reservation (until expiry). Idempotent."""
+        with self._lock:
+            if self.active:
+                self._manager.release(self)
+
+    def abort(self) -> None:
+        """Discard the partial and its reservation, ending this writer."""
+        with self._lock:
+            self._check_active()
+            self._manager.discard(self)
+
+    def _check_active(self) -> None:
+        if not self.active:
+            raise StorageIOError("upload is no longer active", path=self.path, state=self._state)
+
+    def _close(self, state: str) -> None:
+        """Close the fd (caller holds ``_lock``) and enter a final state."""
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+        self._state = state
+
+    def _revoke(self) -> None:
+        """Close from another thread (store closing, user deleted), waiting for a running write."""
+        with self._lock:
+            if self.active:
+                self._close("closed")

@@ -1,0 +1,206 @@
+"""Real daemons for tests: a subprocess (``server``, ``server_factory``) or a
+reactor in a thread of the test process (``inproc_server``) for white-box checks.
+
+Every daemon listens on an ephemeral 127.0.0.1 port with its own data folder,
+a cheap scrypt setting, and is stopped (or killed) at teardown by its PID.  At
+teardown the daemon's log must not contain a traceback: an exception inside
+the daemon is a bug even when the client saw a tidy error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage import Store
+
+TEST_SCRYPT_N = 16
+REPO = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
+
+
+class DaemonProcess:
+    """``ftpd serve`` in a subprocess."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        self.root = Path(root)
+        self.settings = {"scrypt_n": TEST_SCRYPT_N, "auth_delay_base": 0.01,
+                         "auth_delay_max": 0.05, **settings}
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.root.parent / f"{self.root.name}-ftpd.log"
+        self._log_offset = 0
+        self.allow_tracebacks = False
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, port: int | None = None) -> DaemonProcess:
+        cmd = [sys.executable, "-m", "ftpd.cli", "serve", "--root", str(self.root),
+               "--host", self.host, "--port", str(port if port is not None else self.port),
+               "--log-level", "INFO"]
+        for name, value in self.settings.items():
+            cmd += ["--set", f"{name}={json.dumps(value)}"]
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = _LISTENING.search(self.new_log())
+            if found:
+                self.port = int(found.group(2))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ftpd exited with {self.proc.returncode}:\n{self.new_log()}")
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"ftpd did not start:\n{self.new_log()}")
+
+    def new_log(self) -> str:
+        """The log written since the last start."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def add_user(self, name: str, password: str, quota: int | None = None) -> None:
+        store = Store(self.root, scrypt_n=TEST_SCRYPT_N)
+        try:
+            store.create_user(name, password, quota)
+        finally:
+            store.close()
+
+    def store(self) -> Store:
+        """A Store on the daemon's data folder (close it when done)."""
+        return Store(self.root, scrypt_n=TEST_SCRYPT_N)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM: a graceful shutdown.  Returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> DaemonProcess:
+        """Start again on the same port and data folder."""
+        self.kill()
+        return self.start(port=self.port)
+
+    def rss(self) -> int:
+        """Resident set size in bytes (Linux)."""
+        with open(f"/proc/{self.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def thread_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/task"))
+
+
+class InprocDaemon:
+    """The reactor in a thread of the test process, for white-box assertions."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        from ftpd.config import Config
+        from ftpd.server import Server
+
+        base = {"scrypt_n": TEST_SCRYPT_N, "auth_delay_base": 0.01, "auth_delay_max": 0.05}
+        self.config = Config(root=Path(root), port=0).updated(**{**base, **settings})
+        self.root = Path(root)
+        self.server = Server(self.config)
+        self.host, self.port = self.server.bind()
+        self.thread = threading.Thread(target=self.server.serve_forever, name="ftpd-reactor",
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    def add_user(self, name: str, password: str, quota: int | None = None) -> None:
+        self.server.store.create_user(name, password, quota)
+
+    def stop(self) -> None:
+        self.server.request_shutdown()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "reactor did not stop"
+
+
+def _check_log(daemon: DaemonProcess) -> None:
+    text = daemon.log()
+    if not daemon.allow_tracebacks and "Traceback" in text:
+        pytest.fail(f"the daemon logged a traceback:\n{text[-6000:]}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[DaemonProcess] = []
+
+    def make(**settings: Any) -> DaemonProcess:
+        daemon = DaemonProcess(tmp_path / f"root{len(started)}", **settings)
+        started.append(daemon)
+        return daemon.start()
+
+    yield make
+    for daemon in started:
+        try:
+            daemon.stop()
+        finally:
+            daemon.kill()
+        _check_log(daemon)
+
+
+@pytest.fixture
+def server(server_factory: Any) -> DaemonProcess:
+    return server_factory()
+
+
+@pytest.fixture
+def inproc_server(tmp_path: Path) -> Iterator[Any]:
+    started: list[InprocDaemon] = []
+
+    def make(**settings: Any) -> InprocDaemon:
+        daemon = InprocDaemon(tmp_path / f"inproc{len(started)}", **settings)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()

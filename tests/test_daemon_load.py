@@ -1,0 +1,130 @@
+"""The reactor under load: many clients, slow readers, password bursts, leaks.
+
+No wall-clock thresholds: each test asserts on what happened (every hash
+verified, bytes moved during a burst, memory and descriptors that came back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import protocol.messages as m
+from tests.wire import Wire
+
+USER, PASSWORD = "load", "pw"
+
+
+def _client_round_trip(host: str, port: int, index: int) -> bool:
+    data = os.urandom(32 * 1024 + index * 97)
+    with Wire(host, port, timeout=60) as wire:
+        wire.logged_in(f"u{index % 20}", PASSWORD)
+        done = wire.put(f"file-{index}.bin", data)
+        assert isinstance(done, m.PutDone), done
+        ready, got, end = wire.get(f"file-{index}.bin")
+        assert isinstance(end, m.GetDone), end
+        return ready.sha256 == hashlib.sha256(data).hexdigest() == hashlib.sha256(got).hexdigest()
+
+
+@pytest.mark.slow
+def test_200_concurrent_clients_upload_and_download_with_every_hash_verified(server_factory):
+    daemon = server_factory()
+    for i in range(20):
+        daemon.add_user(f"u{i}", PASSWORD)
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        results = list(pool.map(lambda i: _client_round_trip(daemon.host, daemon.port, i),
+                                range(200)))
+    assert results == [True] * 200
+
+
+def test_a_slow_reader_does_not_grow_the_daemons_memory(server_factory):
+    daemon = server_factory()
+    daemon.add_user(USER, PASSWORD)
+    size = 64 << 20
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        chunk = os.urandom(1 << 20)
+        rid = wire.next_id()
+        wire.call(m.Put(id=rid, path="big", size=size))
+        for _ in range(64):
+            wire.send_data(chunk)
+        assert isinstance(wire.recv_reply(), m.PutDone)
+    with Wire(daemon.host, daemon.port, rcvbuf=64 * 1024) as wire:
+        wire.logged_in(USER, PASSWORD)
+        before = daemon.rss()
+        wire.send(m.Get(id=2, path="big", verify=False))
+        received, peak = 0, before
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            received += len(wire.sock.recv(16 * 1024))
+            peak = max(peak, daemon.rss())
+            time.sleep(0.01)
+        assert 0 < received < size // 2              # the reader really was slow
+        assert peak - before < 4 << 20               # the daemon did not buffer the file
+
+
+def test_a_burst_of_logins_does_not_stall_a_running_download(inproc_server):
+    daemon = inproc_server(scrypt_n=2**14, workers=2)
+    daemon.add_user(USER, PASSWORD)
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        assert isinstance(wire.put("stream.bin", os.urandom(64 << 20), sha=False), m.PutDone)
+    with Wire(daemon.host, daemon.port, max_data=64 * 1024, rcvbuf=128 * 1024) as wire:
+        wire.logged_in(USER, PASSWORD)
+        wire.send(m.Get(id=500, path="stream.bin", verify=False))
+        assert isinstance(wire.recv_reply(), m.GetReady)
+        progress = {"bytes": 0}
+        stop = threading.Event()
+
+        def reader() -> None:
+            while not stop.is_set():
+                event = wire.recv()
+                if isinstance(event, bytes):
+                    progress["bytes"] += len(event)
+                    time.sleep(0.002)            # a steady, modest reader
+                else:
+                    return
+
+        reading = threading.Thread(target=reader, daemon=True)
+        reading.start()
+        hashes_before = daemon.store.hash_calls
+        start_bytes = progress["bytes"]
+
+        def log_in(_: int) -> bool:
+            with Wire(daemon.host, daemon.port, timeout=60) as other:
+                return isinstance(other.login(USER, PASSWORD), m.LoginOk)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            logins = list(pool.map(log_in, range(16)))
+        during = progress["bytes"] - start_bytes
+        stop.set()
+        assert all(logins)
+        assert daemon.store.hash_calls - hashes_before >= 16   # each login paid for scrypt
+        assert during > 1 << 20          # the download kept moving while the hashes ran
+
+
+def test_connections_leak_no_descriptors_or_threads(server_factory):
+    daemon = server_factory(workers=1)   # one worker: its per-thread database handle opens once
+    daemon.add_user(USER, PASSWORD)
+    with Wire(daemon.host, daemon.port) as wire:       # warm up lazily opened files
+        wire.logged_in(USER, PASSWORD)
+        wire.put("warm", b"x")
+        wire.get("warm")
+    fds, threads = daemon.fd_count(), daemon.thread_count()
+    for i in range(30):
+        with Wire(daemon.host, daemon.port) as wire:
+            wire.logged_in(USER, PASSWORD)
+            wire.put(f"f{i}", os.urandom(1000))
+            wire.get(f"f{i}")
+            if i % 3 == 0:
+                wire.put(f"partial{i}", os.urandom(100_000), stop_at=5000)
+    deadline = time.monotonic() + 5
+    while daemon.fd_count() > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.fd_count() <= fds
+    assert daemon.thread_count() == threads

@@ -1,0 +1,307 @@
+"""Model-based test: random sequences of upload and tree operations, with crashes.
+
+A ``RuleBasedStateMachine`` drives one Store against an in-memory model.  After
+every step it checks that quota accounting matches (used + reserved <= limit),
+committed content equals the model's, partial offsets equal the bytes really
+written, and nothing exists outside ``homes/`` and ``staging/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from storage import (
+    Exists,
+    IntegrityError,
+    NotFound,
+    OffsetMismatch,
+    QuotaExceeded,
+    Store,
+    Upload,
+    UploadBusy,
+)
+from storage.uploads import part_name
+
+USER = "u"
+QUOTA = 3000
+TTL = 1000.0
+PATHS = ["/a", "/b", "/d/c"]
+# Distinct sizes, so a (size, sha) declaration always means one payload.
+PAYLOADS = [random.Random(n).randbytes(n) for n in (0, 1, 100, 700, 1500, 2500)]
+ROOT_NAMES = {"users.db", "users.db-wal", "users.db-shm", "homes", "staging"}
+TMP_BASE = "/dev/shm" if os.path.isdir("/dev/shm") else None  # cheap fsync
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Partial:
+    content: bytes
+    declared: str | None
+    overwrite: bool
+    written: int
+    reserved: int
+
+
+class Clock:
+    """Fake time; starts at real time because partial mtimes also count as activity."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StorageMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.mkdtemp(prefix="storage-sm-", dir=TMP_BASE)
+        self.root = os.path.join(self.tmp, "root")
+        self.outside = os.path.join(self.tmp, "outside")
+        os.mkdir(self.outside)
+        with open(os.path.join(self.outside, "sentinel"), "wb") as f:
+            f.write(b"untouched")
+        self.clock = Clock()
+        self.store = self._open()
+        self.store.create_user(USER, "pw", quota=QUOTA)
+        self.store.mkdir(USER, "/d")
+        self.files: dict[str, bytes] = {}
+        self.partials: dict[str, Partial] = {}
+        self.active: dict[str, Upload] = {}
+
+    def _open(self) -> Store:
+        return Store(self.root, scrypt_n=2**4, partial_ttl=TTL, clock=self.clock)
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ----- rules
+    @rule(path=st.sampled_from(PATHS), payload=st.integers(0, len(PAYLOADS) - 1),
+          declare=st.sampled_from(["right", "wrong", "none"]), overwrite=st.booleans())
+    def begin(self, path: str, payload: int, declare: str, overwrite: bool) -> None:
+        content = PAYLOADS[payload]
+        declared = {"right": sha(content), "wrong": sha(b"not it"), "none": None}[declare]
+        self._begin(path, content, declared, overwrite)
+
+    @precondition(lambda self: set(self.partials) - set(self.active))
+    @rule(index=st.integers(0, 5), overwrite=st.booleans())
+    def resume(self, index: int, overwrite: bool) -> None:
+        """Begin again with the same declaration as a released (or crashed) partial."""
+        idle = sorted(set(self.partials) - set(self.active))
+        path = idle[index % len(idle)]
+        part = self.partials[path]
+        self._begin(path, part.content, part.declared, overwrite)
+
+    def _begin(self, path: str, content: bytes, declared: str | None, overwrite: bool) -> None:
+        if path in self.files and not overwrite:
+            with pytest.raises(Exists):
+                self.store.begin_upload(USER, path, len(content), declared, overwrite=overwrite)
+            return
+        if path in self.active:
+            with pytest.raises(UploadBusy):
+                self.store.begin_upload(USER, path, len(content), declared, overwrite=overwrite)
+            return
+        old = len(self.files[path]) if path in self.files else 0
+        need = max(0, len(content) - old)
+        others = sum(p.reserved for q, p in self.partials.items() if q != path)
+        used = sum(map(len, self.files.values()))
+        if used + others + need > QUOTA:
+            with pytest.raises(QuotaExceeded) as info:
+                self.store.begin_upload(USER, path, len(content), declared, overwrite=overwrite)
+            assert info.value.details == {"free": max(0, QUOTA - used - others), "needed": need}
+            event("begin: quota exceeded")
+            return
+        prev = self.partials.get(path)
+        resume = prev is not None and len(prev.content) == len(content) \
+            and prev.declared == declared
+        up = self.store.begin_upload(USER, path, len(content), declared, overwrite=overwrite)
+        expected_offset = prev.written if resume else 0
+        assert (up.offset, up.restarted) == (expected_offset, prev is not None and not resume)
+        event(f"begin: {'resumed' if resume else 'restarted' if prev else 'new'}"
+              f"{' non-empty' if expected_offset else ''}")
+        self.partials[path] = Partial(content, declared, overwrite, expected_offset, need)
+        self.active[path] = up
+
+    def _pick(self, index: int) -> str:
+        return sorted(self.active)[index % len(self.active)]
+
+    @precondition(lambda self: self.active)
+    @rule(index=st.integers(0, 5), portion=st.sampled_from(["rest", "half", "few", "too much"]))
+    def write(self, index: int, portion: str) -> None:
+        path = self._pick(index)
+        part, up = self.partials[path], self.active[path]
+        rest = len(part.content) - part.written
+        length = {"rest": rest, "half": rest // 2, "few": min(rest, 7),
+                  "too much": rest + 1}[portion]
+        data = (part.content + b"\xee")[part.written: part.written + length]
+        if length > rest:
+            with pytest.raises(OffsetMismatch):
+                up.write(data)
+        else:
+            assert up.write(data) == length
+            part.written += length
+        assert up.offset == part.written
+
+    @precondition(lambda self: self.active)
+    @rule(index=st.integers(0, 5), delta=st.sampled_from([-3, -1, 1, 50]))
+    def write_at_wrong_offset(self, index: int, delta: int) -> None:
+        path = self._pick(index)
+        part, up = self.partials[path], self.active[path]
+        with pytest.raises(OffsetMismatch):
+            up.write_at(part.written + delta, b"zz")
+        assert up.offset == part.written
+
+    @precondition(lambda self: self.active)
+    @rule(index=st.integers(0, 5))
+    def release(self, index: int) -> None:
+        path = self._pick(index)
+        self.active.pop(path).release()
+
+    @precondition(lambda self: self.active)
+    @rule(index=st.integers(0, 5))
+    def write_half_and_disconnect(self, index: int) -> None:
+        """The common real-life interruption, as one step so resumes get exercised."""
+        self.write(index, "half")
+        self.release(index)
+
+    @precondition(lambda self: self.active)
+    @rule(index=st.integers(0, 5))
+    def commit(self, index: int) -> None:
+        path = self._pick(index)
+        part, up = self.partials[path], self.active[path]
+        if part.written != len(part.content):
+            with pytest.raises(IntegrityError):
+                up.commit()
+            return
+        if part.declared is not None and part.declared != sha(part.content):
+            with pytest.raises(IntegrityError):
+                up.commit()
+            del self.partials[path], self.active[path]
+            return
+        if path in self.files and not part.overwrite:
+            with pytest.raises(Exists):
+                up.commit()
+            return
+        result = up.commit()
+        event(f"commit: ok{' replacing' if path in self.files else ''}")
+        assert (result.path, result.size, result.sha256) == (
+            path, len(part.content), sha(part.content))
+        self.files[path] = part.content
+        del self.partials[path], self.active[path]
+
+    @rule(path=st.sampled_from(PATHS))
+    def abort(self, path: str) -> None:
+        if path in self.active:
+            with pytest.raises(UploadBusy):
+                self.store.abort_upload(USER, path)
+        elif path not in self.partials:
+            with pytest.raises(NotFound):
+                self.store.abort_upload(USER, path)
+        else:
+            assert self.store.abort_upload(USER, path) == path
+            del self.partials[path]
+
+    @rule(path=st.sampled_from(PATHS))
+    def remove(self, path: str) -> None:
+        if path not in self.files:
+            with pytest.raises(NotFound):
+                self.store.remove(USER, path)
+        else:
+            self.store.remove(USER, path)
+            del self.files[path]
+
+    @rule(src=st.sampled_from(PATHS), dst=st.sampled_from(PATHS), overwrite=st.booleans())
+    def rename(self, src: str, dst: str, overwrite: bool) -> None:
+        if src not in self.files:
+            with pytest.raises(NotFound):
+                self.store.rename(USER, src, dst, overwrite=overwrite)
+        elif src != dst and dst in self.files and not overwrite:
+            with pytest.raises(Exists):
+                self.store.rename(USER, src, dst, overwrite=overwrite)
+        else:
+            assert self.store.rename(USER, src, dst, overwrite=overwrite) == (src, dst)
+            self.files[dst] = self.files.pop(src)
+
+    @rule()
+    def expire(self) -> None:
+        self.clock.now += 10 * TTL
+        stale = [p for p in self.partials if p not in self.active]
+        assert self.store.expire_uploads() == len(stale)
+        event(f"expire: {bool(stale)}")
+        for path in stale:
+            del self.partials[path]
+
+    @rule()
+    def crash_and_reopen(self) -> None:
+        event(f"crash with {len(self.active)} active, {len(self.partials)} partials")
+        self.store.close()  # no release: writers just vanish
+        self.active.clear()
+        self.store = self._open()
+
+    # ----- invariants
+    @invariant()
+    def quota_accounting_matches(self) -> None:
+        usage = self.store.usage(USER)
+        assert usage.used == sum(map(len, self.files.values()))
+        assert usage.reserved == sum(p.reserved for p in self.partials.values())
+        assert usage.used + usage.reserved <= usage.limit == QUOTA
+
+    @invariant()
+    def committed_content_matches(self) -> None:
+        for path in PATHS:
+            if path in self.files:
+                fd, size = self.store.open_read(USER, path)
+                try:
+                    assert os.pread(fd, size + 1, 0) == self.files[path]
+                finally:
+                    os.close(fd)
+            else:
+                with pytest.raises(NotFound):
+                    self.store.stat(USER, path)
+        top = {e.name for e in self.store.list_dir(USER, "/")}
+        assert top == {"d"} | {p[1:] for p in self.files if p.count("/") == 1}
+
+    @invariant()
+    def partial_offsets_are_the_bytes_written(self) -> None:
+        listed = {p.path: (p.size, p.offset, p.sha256) for p in self.store.list_uploads(USER)}
+        assert listed == {path: (len(p.content), p.written, p.declared)
+                          for path, p in self.partials.items()}
+        staging = os.path.join(self.root, "staging", USER)
+        for path, p in self.partials.items():
+            name = os.path.join(staging, part_name(path))
+            real = os.path.getsize(name) if os.path.exists(name) else 0
+            assert p.written == real <= len(p.content)
+            with open(name, "rb") if os.path.exists(name) else open(os.devnull, "rb") as f:
+                assert f.read() == p.content[: p.written]
+
+    @invariant()
+    def nothing_outside_homes_and_staging(self) -> None:
+        assert sorted(os.listdir(self.tmp)) == ["outside", "root"]
+        assert os.listdir(self.outside) == ["sentinel"]
+        assert set(os.listdir(self.root)) <= ROOT_NAMES
+        assert os.listdir(os.path.join(self.root, "homes")) == [USER]
+        assert os.listdir(os.path.join(self.root, "staging")) == [USER]
+        staged = set(os.listdir(os.path.join(self.root, "staging", USER)))
+        assert staged <= {part_name(p) for p in self.partials}
+
+
+StorageMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow], database=None,
+)
+TestStorageMachine = StorageMachine.TestCase
