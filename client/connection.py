@@ -1,0 +1,263 @@
+"""One TCP connection to the server: socket I/O around the sans-IO protocol.
+
+Everything that can go wrong on the socket -- refused, reset, timed out,
+closed, or bytes that break the protocol -- comes out of here as
+``ConnectionLost``, and the socket is closed at that point.  That one rule is
+what lets the layers above retry a transfer without guessing what an
+``OSError`` meant (a local file's ``OSError`` is never wrapped).
+
+Received DATA payloads are ``memoryview`` slices of one preallocated 1 MiB
+receive buffer: a chunk returned by ``next_event`` is valid only until the
+next call to ``next_event``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import select
+import socket
+from collections import deque
+from typing import BinaryIO, TypeVar
+
+from protocol import (
+    DEFAULT_MAX_DATA,
+    PROTOCOL_VERSION,
+    DataChunk,
+    MessageStream,
+    ProtocolError,
+    data_header,
+    encode,
+)
+from protocol.codec import Event
+from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Request
+
+from .errors import ConnectionLost, FtpError, error_for
+
+RECV_BUFFER = 1024 * 1024
+#: The largest DATA frame we ask the server to send (hello's max_data).
+CLIENT_MAX_DATA = DEFAULT_MAX_DATA
+#: Never send DATA frames bigger than this, whatever the greeting allows.
+SEND_FRAME_CAP = 64 * 1024 * 1024
+CLIENT_NAME = "ftpc/0.1.0"
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+R = TypeVar("R", bound=Reply)
+
+
+class Connection:
+    """A connected, greeted, hello'd socket with typed send and receive."""
+
+    def __init__(self, sock: socket.socket, greeting: Greeting | None = None) -> None:
+        self.sock = sock
+        self.greeting = greeting
+        #: DATA frame size limits: what the server sends us, what we may send it.
+        self.recv_max_data = CLIENT_MAX_DATA
+        self.send_max_data = CLIENT_MAX_DATA
+        self._stream = MessageStream("client")
+        self._buf = bytearray(RECV_BUFFER)
+        self._view = memoryview(self._buf)
+        self._events: deque[Event] = deque()
+        self._ids = itertools.count(1)
+        self.closed = False
+
+    # ------------------------------------------------------------ setup
+
+    @classmethod
+    def open(cls, host: str, port: int, timeout: float | None) -> Connection:
+        """Connect, read the greeting and exchange hellos."""
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError:
+            raise ConnectionLost("TIMEOUT", f"connecting to {host}:{port} timed out")
+        except OSError as exc:
+            raise ConnectionLost("CONNECTION_FAILED",
+                                 f"cannot connect to {host}:{port}: {exc.strerror or exc}")
+        # Requests are small and answered one by one: do not let Nagle hold them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = cls(sock)
+        try:
+            conn._handshake()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _handshake(self) -> None:
+        first = self.next_event()
+        if isinstance(first, ErrorReply):
+            raise self.fail(error_for(first.code, first.message, first.details))
+        if not isinstance(first, Greeting):
+            raise self.violation(f"expected a greeting, got {_describe(first)}")
+        if first.protocol != PROTOCOL_VERSION:
+            raise self.fail(ConnectionLost(
+                "VERSION_MISMATCH",
+                f"server speaks protocol {first.protocol}, this client {PROTOCOL_VERSION}"))
+        self.greeting = first
+        self.send_max_data = max(1, min(first.max_data, SEND_FRAME_CAP))
+        hello = self.call(Hello(id=self.next_id(), protocol=PROTOCOL_VERSION,
+                                client=CLIENT_NAME, max_data=CLIENT_MAX_DATA), HelloOk)
+        if hello.max_data > CLIENT_MAX_DATA:
+            raise self.violation(f"server wants to send {hello.max_data}-byte DATA frames, "
+                                 f"more than the {CLIENT_MAX_DATA} asked for")
+        # From now on a DATA frame bigger than agreed is a protocol violation.
+        self.recv_max_data = hello.max_data
+        self._stream.frames.max_data = hello.max_data
+
+    # ------------------------------------------------------------ sending
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def send(self, data: bytes) -> None:
+        self._check_open()
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise self._send_failed(exc)
+
+    def send_message(self, message: Request) -> None:
+        self.send(encode(message))
+
+    def send_file_frame(self, fileobj: BinaryIO, offset: int, count: int) -> int:
+        """One DATA frame of ``count`` bytes of ``fileobj`` from ``offset``.
+
+        The header goes with ``send`` (MSG_MORE: coalesce with the payload) and
+        the payload with ``sendfile``, so file bytes never pass through Python.
+        Returns the payload bytes actually sent: fewer than ``count`` means the
+        file shrank, the frame is cut short, and the connection is closed.
+        """
+        self._check_open()
+        try:
+            self.sock.sendall(data_header(count), _MSG_MORE)
+            sent = self.sock.sendfile(fileobj, offset, count)
+        except OSError as exc:
+            raise self._send_failed(exc)
+        if sent != count:
+            self.close()
+        return sent
+
+    def call(self, request: Request, expected: type[R]) -> R:
+        """Send ``request`` and return its single reply of type ``expected``."""
+        self.send_message(request)
+        return self.reply(request.id, expected)
+
+    # ------------------------------------------------------------ receiving
+
+    def next_event(self) -> Event:
+        """The next reply or DATA chunk.  Chunks die at the next call."""
+        while not self._events:
+            self._fill()
+        return self._events.popleft()
+
+    def reply(self, request_id: int, expected: type[R]) -> R:
+        """The next event, which must be ``expected`` (or an error) for ``request_id``."""
+        event = self.next_event()
+        self.raise_if_error(event, request_id)
+        if not isinstance(event, expected) or getattr(event, "id", None) != request_id:
+            raise self.violation(f"expected {expected.type} for request {request_id}, "
+                                 f"got {_describe(event)}")
+        return event
+
+    def raise_if_error(self, event: Event, request_id: int) -> None:
+        """Raise the mapped exception if ``event`` is the error reply to ``request_id``.
+
+        An error with a null id is the server talking about the connection (a
+        timeout, a shutdown): it counts as the answer to whatever was pending.
+        """
+        if not isinstance(event, ErrorReply):
+            return
+        if event.id is not None and event.id != request_id:
+            raise self.violation(f"error reply for request {event.id} while waiting "
+                                 f"for {request_id}")
+        exc = error_for(event.code, event.message, event.details)
+        if isinstance(exc, ConnectionLost):
+            self.close()
+        raise exc
+
+    def pending(self) -> bool:
+        """Whether the server has sent something we have not read yet (never blocks)."""
+        if self._events:
+            return True
+        if self.closed:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True     # let the next read report the failure
+        return bool(readable)
+
+    def _fill(self) -> None:
+        self._check_open()
+        try:
+            n = self.sock.recv_into(self._buf)
+        except TimeoutError:
+            raise self.fail(ConnectionLost(
+                "TIMEOUT", f"no answer from the server within {self.sock.gettimeout()} s"))
+        except OSError as exc:
+            raise self._lost(exc)
+        try:
+            if n == 0:
+                self._stream.feed_eof()
+                raise self.fail(ConnectionLost("CONNECTION_LOST",
+                                               "the server closed the connection"))
+            self._events.extend(self._stream.feed(self._view[:n]))
+        except ProtocolError as exc:
+            raise self.fail(ConnectionLost(
+                exc.code, f"protocol violation by the server: {exc.message}"))
+
+    # ------------------------------------------------------------ failure
+
+    def violation(self, message: str) -> ConnectionLost:
+        """Close and return the exception for a server that broke the protocol."""
+        return self.fail(ConnectionLost("BAD_MESSAGE",
+                                        f"protocol violation by the server: {message}"))
+
+    def fail(self, exc: FtpError) -> FtpError:
+        self.close()
+        return exc
+
+    def _send_failed(self, exc: OSError) -> FtpError:
+        """A send failed.  A server that hangs up usually said why first (quota,
+        timeout, shutdown): read what is left so the user sees that, not EPIPE."""
+        if not isinstance(exc, TimeoutError):
+            try:
+                self.sock.settimeout(1.0)
+                while True:
+                    for event in self._events:
+                        if isinstance(event, ErrorReply):
+                            return self.fail(error_for(event.code, event.message,
+                                                       event.details))
+                    self._events.clear()
+                    n = self.sock.recv_into(self._buf)
+                    if n == 0:
+                        break
+                    self._events.extend(self._stream.feed(self._view[:n]))
+            except (OSError, ProtocolError):
+                pass
+        return self._lost(exc)
+
+    def _lost(self, exc: OSError) -> ConnectionLost:
+        self.close()
+        if isinstance(exc, TimeoutError):
+            return ConnectionLost("TIMEOUT", "the server stopped accepting data")
+        return ConnectionLost("CONNECTION_LOST",
+                              f"connection to the server lost: {exc.strerror or exc}")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConnectionLost("CONNECTION_LOST", "not connected")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._events.clear()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, DataChunk):
+        return "a DATA frame"
+    return f"{event.type!r} (id {getattr(event, 'id', None)})"
