@@ -102,6 +102,7 @@ class Store:
         """Remove the user, their home, their partials and tokens; active uploads are cut off."""
         self._uploads.revoke(name)
         self._accounts.delete(name)
+        self._uploads.revoke(name)  # any begun meanwhile: their partials are gone now
 
     def set_password(self, name: str, password: str) -> None:
         """New password (one scrypt); all the user's tokens are revoked."""

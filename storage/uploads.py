@@ -116,7 +116,7 @@ class UploadManager:
             try:
                 pname = part_name(shown)
                 if not resume:
-                    pass
+                    _unlink_quietly(sfd, pname)  # before the row changes: never splice
                 with db.write() as conn:
                     self._check_quota(conn, user, shown, need)
                     conn.execute(

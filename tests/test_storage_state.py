@@ -98,6 +98,16 @@ class StorageMachine(RuleBasedStateMachine):
         declared = {"right": sha(content), "wrong": sha(b"not it"), "none": None}[declare]
         self._begin(path, content, declared, overwrite)
 
+    @rule(path=st.sampled_from(PATHS), payload=st.integers(0, len(PAYLOADS) - 1),
+          overwrite=st.booleans())
+    def upload_whole_file(self, path: str, payload: int, overwrite: bool) -> None:
+        """begin + write everything + commit as one step, so replacements are common."""
+        self.begin(path, payload, "right", overwrite)
+        if path in self.active and self.partials[path].content == PAYLOADS[payload]:
+            index = sorted(self.active).index(path)
+            self.write(index, "rest")
+            self.commit(index)
+
     @precondition(lambda self: set(self.partials) - set(self.active))
     @rule(index=st.integers(0, 5), overwrite=st.booleans())
     def resume(self, index: int, overwrite: bool) -> None:

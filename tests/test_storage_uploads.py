@@ -538,3 +538,35 @@ def test_interrupted_commit_before_the_rename_is_rolled_back(store, root):
         assert resumed.offset == 3
         resumed.commit()
         assert read(again, "/f") == b"abc"
+
+
+def test_concurrent_uploads_commits_and_removes_keep_accounting_exact(store):
+    store.set_quota("alice", 1 << 30)
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(6):
+                data = os.urandom(100 * (t + 1) + i)
+                put(store, f"/t{t}-{i}", data)
+                if i % 2:
+                    store.remove("alice", f"/t{t}-{i - 1}")
+                    store.rename("alice", f"/t{t}-{i}", f"/t{t}-{i - 1}")
+                while True:  # one writer at a time per path: the others retry
+                    try:
+                        put(store, "/shared", data, overwrite=True)
+                        break
+                    except UploadBusy:
+                        pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    on_disk = sum(e.size for e in store.list_dir("alice", "/"))
+    usage = store.usage("alice")
+    assert (usage.used, usage.reserved) == (on_disk, 0)
