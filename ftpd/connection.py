@@ -53,6 +53,7 @@ READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 SEND_BUDGET = 4 << 20          # bytes one connection may send per wake-up: fairness
 FORCE_CLOSE_AFTER = 5.0        # seconds a closing connection may take to drain its output
+MAX_DEFERRED = 64              # replies held back mid-frame before reading pauses
 
 
 class Download:
@@ -328,6 +329,8 @@ class Connection:
         download = self.download
         if download is not None and download.frame_left > 0:
             download.deferred.append(data)
+            if len(download.deferred) >= MAX_DEFERRED:
+                self._set_reading(False)   # a ping flood waits until the frame ends
         else:
             self._enqueue(data)
             self._pump()
@@ -510,6 +513,11 @@ class Connection:
             sent = os.sendfile(self.fd, download.fd, download.pos, download.frame_left)
         except (BlockingIOError, InterruptedError):
             return -1
+        except OSError as exc:
+            # The peer vanished mid-frame (EPIPE, ECONNRESET) or the file failed: the
+            # frame cannot be finished, so the connection ends (as _send_queued does).
+            self.close(f"send failed: {exc.__class__.__name__}")
+            return -1
         if sent == 0:
             # The file shrank under us; the frame promised bytes it cannot carry.
             self.close("file shrank during download")
@@ -574,7 +582,8 @@ class Connection:
         if self.out_size > high:
             self._set_reading(False)
         elif self.out_size <= self.server.config.low_water and not (
-                self.busy or self.pending or self.closing or self.eof):
+                self.busy or self.pending or self.closing or self.eof
+                or (self.download is not None and len(self.download.deferred) >= MAX_DEFERRED)):
             self._set_reading(True)
         self._maybe_finish_closing()
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import protocol.messages as m
+from protocol import encode
 from tests.wire import Wire
 
 USER, PASSWORD = "load", "pw"
@@ -128,3 +129,37 @@ def test_connections_leak_no_descriptors_or_threads(server_factory):
         time.sleep(0.05)
     assert daemon.fd_count() <= fds
     assert daemon.thread_count() == threads
+
+
+def test_a_ping_flood_during_a_download_is_answered_without_unbounded_buffering(inproc_server):
+    daemon = inproc_server()
+    daemon.add_user(USER, PASSWORD)
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        assert isinstance(wire.put("f", os.urandom(8 << 20), sha=False), m.PutDone)
+    with Wire(daemon.host, daemon.port, max_data=1 << 20, rcvbuf=64 * 1024) as wire:
+        wire.logged_in(USER, PASSWORD)
+        wire.send(m.Get(id=1, path="f", verify=False))
+        assert isinstance(wire.recv_reply(), m.GetReady)
+        flood = b"".join(encode(m.Ping(id=i)) for i in range(2, 20_002))
+        wire.sock.settimeout(0.5)
+        sent = 0
+        try:                                   # the daemon stops reading: sending blocks
+            while sent < len(flood):
+                sent += wire.sock.send(flood[sent:sent + 65536])
+        except TimeoutError:
+            pass
+        [conn] = list(daemon.server.connections)
+        held = len(conn.download.deferred) if conn.download else 0
+        assert held <= 64 + 65536 // 25            # the cap plus at most one recv of pings
+        wire.sock.settimeout(30)
+        if sent < len(flood):
+            threading.Thread(target=wire.sock.sendall, args=(flood[sent:],), daemon=True).start()
+        pongs, data = 0, 0
+        while pongs < 20_000 or data < 8 << 20:
+            event = wire.recv()
+            if isinstance(event, bytes):
+                data += len(event)
+            elif isinstance(event, m.Pong):
+                pongs += 1
+        assert (pongs, data) == (20_000, 8 << 20)
