@@ -58,4 +58,4 @@ class PartialInfo:
 class CommitResult:
     path: str
     size: int
-    sha256: str
+    sha256: str | None      # None when the upload declared no SHA-256 (nothing was hashed)

@@ -223,7 +223,9 @@ class UploadManager:
         if length != size:
             upload._resync()
             raise IntegrityError("upload is incomplete", path=path, expected=size, got=length)
-        digest, hashed = sha256_fd(fd)
+        # Without a declared SHA-256 there is nothing to verify against: skip the
+        # full re-read (the size was checked above); `file_hash` computes it on demand.
+        digest, hashed = sha256_fd(fd) if upload.sha256 is not None else (None, size)
         if hashed != size or (upload.sha256 is not None and digest != upload.sha256):
             self.discard(upload)
             raise IntegrityError("content does not match the declared SHA-256 and size;"
@@ -249,7 +251,8 @@ class UploadManager:
                 pass  # some file systems cannot fsync folders; the rename already happened
             with self.ctx.db.write() as conn:
                 self._account(conn, upload.user, path, size - old)
-                cache_store(conn, st, digest)
+                if digest is not None:
+                    cache_store(conn, st, digest)
             upload._close("committed")
             self._unregister(upload)
         return CommitResult(path=path, size=size, sha256=digest)

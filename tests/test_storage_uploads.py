@@ -274,10 +274,13 @@ def test_commit_with_wrong_sha_discards_the_partial(store):
         store.stat("alice", "/f")
 
 
-def test_commit_without_declared_sha_reports_the_computed_one(store):
+def test_commit_without_declared_sha_skips_hashing_and_hash_is_computed_on_demand(store):
     up = store.begin_upload("alice", "/f", 3, None)
     up.write(b"abc")
-    assert up.commit().sha256 == sha(b"abc")
+    assert up.commit().sha256 is None
+    assert store.cached_hash("alice", "/f") is None
+    assert store.file_hash("alice", "/f") == (sha(b"abc"), 3)
+    assert store.cached_hash("alice", "/f") == (sha(b"abc"), 3)
 
 
 def test_empty_upload_commits(store):
