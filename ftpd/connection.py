@@ -83,7 +83,7 @@ class Connection:
         "user", "cwd", "pending", "busy", "upload", "put_request", "committing", "download",
         "pager", "draining", "closing", "closed", "eof", "opened", "last_request",
         "last_progress", "watchdog", "force_timer", "data_frame", "reading_paused",
-        "transfer_started", "upload_start", "pumping", "__weakref__",
+        "transfer_started", "upload_start", "pumping", "anonymous_since", "__weakref__",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -113,6 +113,7 @@ class Connection:
         self.eof = False
         now = time.monotonic()
         self.opened = now
+        self.anonymous_since = now      # the login timeout counts from here
         self.last_request = now
         self.last_progress = now
         self.transfer_started = now
@@ -157,7 +158,8 @@ class Connection:
         self.server.forget(self)
         log.info("close %s user=%s reason=%s", self.peer, self.user or "-", reason)
 
-    def fatal(self, code: str, message: str, request_id: int | None = None) -> None:
+    def fatal(self, code: str, message: str, request_id: int | None = None,
+              details: dict[str, Any] | None = None) -> None:
         """Send an error that ends the connection, then close once it is out."""
         if self.closed:
             return
@@ -172,7 +174,8 @@ class Connection:
                 return
         self.pending.clear()
         self.pager = None
-        self._enqueue(encode(ErrorReply(id=request_id, code=code, message=message)))
+        self._enqueue(encode(ErrorReply(id=request_id, code=code, message=message,
+                                        details=details)))
         self.close_when_flushed(code)
 
     def close_when_flushed(self, reason: str) -> None:
@@ -269,6 +272,8 @@ class Connection:
             raise RuntimeError(f"illegal transition {self.state} --{event}-->")
         if target is not self.state:
             self.state = target
+            if target is State.ANONYMOUS:
+                self.anonymous_since = time.monotonic()
             # Each state has its own timeout (login, idle, stall): re-arm for the new one.
             self.server.timers.cancel(self.watchdog)
             self._arm_watchdog()
@@ -281,6 +286,7 @@ class Connection:
     def end_async(self) -> None:
         """The request in progress finished: take up the ones that waited."""
         self.busy = False
+        self.last_request = time.monotonic()    # server-side work does not count as idling
         self._resume()
 
     def _resume(self) -> None:
@@ -340,7 +346,7 @@ class Connection:
         if code not in ERROR_CODES:
             code = "IO_ERROR"
         if code in FATAL_CODES:
-            self.fatal(code, message, request_id)
+            self.fatal(code, message, request_id, details)
             return
         self.send(ErrorReply(id=request_id, code=code, message=message, details=details or None))
 
@@ -642,7 +648,7 @@ class Connection:
         cfg = self.server.config
         now = time.monotonic()
         if self.state in (State.GREETED, State.ANONYMOUS):
-            deadline, what = self.opened + cfg.login_timeout, "login"
+            deadline, what = self.anonymous_since + cfg.login_timeout, "login"
         elif self.upload is not None or self.download is not None:
             deadline, what = self.last_progress + cfg.stall_timeout, "transfer stalled"
         else:

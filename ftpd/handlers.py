@@ -51,7 +51,7 @@ def hello(conn: Connection, req: m.Hello) -> None:
     if req.protocol != PROTOCOL_VERSION:
         conn.fatal("VERSION_MISMATCH",
                    f"protocol {req.protocol} not supported; this server speaks {PROTOCOL_VERSION}",
-                   req.id)
+                   req.id, {"supported": [PROTOCOL_VERSION]})
         return
     cfg = conn.server.config
     conn.data_frame = min(cfg.max_data_frame, req.max_data or cfg.max_data_frame)

@@ -47,6 +47,7 @@ def test_hello_with_unknown_version_is_refused_and_closed(daemon):
     with Wire(daemon.host, daemon.port, hello=False) as wire:
         reply = wire.call(m.Hello(id=1, protocol=99))
         assert reply.code == "VERSION_MISMATCH" and reply.id == 1
+        assert reply.details == {"supported": [1]}
         assert wire.closed_by_peer()
 
 
@@ -563,3 +564,14 @@ def test_graceful_shutdown_exits_zero_and_leaves_partials_resumable(server_facto
         assert ready.offset == 200_000
         wire.send_data(data[200_000:])
         assert isinstance(wire.recv_reply(), m.PutDone)
+
+
+def test_the_login_timeout_restarts_after_logout(server_factory):
+    daemon = server_factory(login_timeout=1.0)
+    daemon.add_user(USER, PASSWORD)
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        time.sleep(1.2)                          # longer than the login timeout, logged in
+        assert isinstance(wire.call(m.Logout(id=50)), m.LogoutOk)
+        assert isinstance(wire.call(m.Ping(id=51)), m.Pong)     # not timed out at once
+        assert wire.recv_reply().code == "TIMEOUT"              # but a second later
