@@ -24,7 +24,6 @@ from tests.strategies import (
 )
 
 MAX_INT = 2**53 - 1
-SHA = "0" * 64
 
 #: Each message type gets a share of the profile's budget (there are ~50 of them);
 #: the mixed-type properties below get the whole budget.
@@ -115,7 +114,8 @@ def test_largest_possible_request_fits_in_a_default_control_frame():
 
 @given(messages, st.dictionaries(text(max_size=8), json_scalars, max_size=3))
 def test_unknown_fields_are_ignored(message, extra):
-    obj = {**extra, **message.to_wire()}
+    known = {f.name for f in dataclasses.fields(message)} | {"cmd", "type"}
+    obj = {**{k: v for k, v in extra.items() if k not in known}, **message.to_wire()}
     decode_fn = p.decode_request if isinstance(message, p.Request) else p.decode_reply
     assert decode_fn(raw(obj)) == message
 
@@ -261,12 +261,6 @@ def test_malformed_sha256_is_bad_request(digest):
     rejects({"cmd": "put", "id": 1, "path": "a", "size": 1, "sha256": digest})
 
 
-@given(sha256s)
-def test_lowercase_hex_sha256_is_accepted(digest):
-    assert p.decode_request(raw({"cmd": "put", "id": 1, "path": "a", "size": 1,
-                                 "sha256": digest})).sha256 == digest
-
-
 @pytest.mark.parametrize("kind", ["link", "File", "", "directory"])
 def test_entry_type_outside_file_dir_other_is_refused(kind):
     entry = {"name": "a", "type": kind, "size": 1, "mtime": 0}
@@ -290,23 +284,24 @@ def test_required_field_table_covers_every_command():
     assert set(REQUIRED) == set(p.REQUESTS)
 
 
-@given(requests, st.data())
-def test_missing_required_field_is_bad_request(request, data):
+@given(requests, st.integers(0, 255))
+def test_missing_required_field_is_bad_request(request, pick):
     obj = request.to_wire()
-    field = data.draw(st.sampled_from(sorted(REQUIRED[request.cmd])))
+    required = sorted(REQUIRED[request.cmd])
+    field = required[pick % len(required)]
     del obj[field]
     error = rejects(obj)
     assert error.request_id == (None if field == "id" else request.id)
 
 
-@given(requests, st.data())
-def test_optional_fields_may_be_omitted(request, data):
+@given(requests, st.integers(0, 2**8 - 1))
+def test_optional_fields_may_be_omitted(request, mask):
     obj = request.to_wire()
     optional = sorted(set(obj) - REQUIRED[request.cmd] - {"cmd"})
     if request.cmd == "login":      # the cross-field rule needs password or token
         optional = [f for f in optional if f not in ("password", "token", "user")]
-    if optional:
-        for field in data.draw(st.lists(st.sampled_from(optional), unique=True)):
+    for bit, field in enumerate(optional):
+        if mask >> bit & 1:
             del obj[field]
     assert type(p.decode_request(raw(obj))) is type(request)
 
@@ -470,11 +465,17 @@ def test_greeting_has_no_id_and_an_error_may_lack_one():
     assert p.decode_reply(b'{"type":"error","code":"TIMEOUT"}').id is None
 
 
-@given(requests, st.integers(max_value=-1) | st.integers(min_value=MAX_INT + 1) | st.booleans())
-def test_constructing_a_message_with_an_invalid_field_raises_bad_request(request, bad_id):
+@pytest.mark.parametrize("cmd", sorted(REQUIRED))
+def test_constructing_a_message_with_an_invalid_field_raises_bad_request(cmd):
     # A message object that exists is a valid one: the constructor validates.
-    with pytest.raises(p.BadRequest):
-        dataclasses.replace(request, id=bad_id)
+    valid = {"id": 1, "protocol": 1, "user": "u", "password": "p", "path": "a",
+             "src": "a", "dst": "b", "size": 1}
+    cls = p.REQUESTS[cmd]
+    fields = {f.name: valid[f.name] for f in dataclasses.fields(cls) if f.name in valid}
+    cls(**fields)
+    for bad_id in (-1, MAX_INT + 1, True, "1", None):
+        with pytest.raises(p.BadRequest):
+            cls(**{**fields, "id": bad_id})
 
 
 # ------------------------------------------------------------------ totality
@@ -514,7 +515,7 @@ field_values = st.one_of(json_scalars, st.integers(-2, 2**53 + 1), sha256s,
 
 
 @given(st.sampled_from(sorted(set(p.REQUESTS) | set(p.REPLIES)) + ["", "x"]),
-       st.dictionaries(st.sampled_from(ALL_FIELDS), field_values, max_size=8))
+       st.dictionaries(st.sampled_from(ALL_FIELDS), field_values, max_size=6))
 def test_decode_of_message_shaped_objects_returns_a_message_or_raises_protocol_error(name, obj):
     decode_is_total(raw({**obj, "cmd": name}))
     decode_is_total(raw({**obj, "type": name}))
