@@ -218,10 +218,10 @@ def ls(conn: Connection, req: m.Ls) -> None:
         if error is not None:
             raise error
         path, entries = result
-        conn.end_async()
         conn.start_pager(_pages(
             lambda page, more: m.LsOk(id=req.id, path=path, entries=page, more=more),
             entries, _entry_cost))
+        conn.end_async()            # after the pager is in place: waiting requests stay behind it
 
     conn.submit(req.id, job, done)
 
@@ -331,8 +331,8 @@ def get(conn: Connection, req: m.Get) -> None:
         if error is not None:
             os.close(fd)
             raise error
-        conn.end_async()
         begin(result[0])
+        conn.end_async()            # waiting requests stay behind the download
 
     def job() -> tuple[str, int]:
         return store.file_hash(user, path)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import protocol.messages as m
-from protocol import encode_control, encode_data
+from protocol import encode, encode_control, encode_data
 from tests.wire import Closed, Wire
 
 USER, PASSWORD = "alice", "correct horse"
@@ -154,6 +154,18 @@ def test_pipelined_requests_are_answered_in_order(conn):
     conn.send_raw(b"".join(
         encode_control(f'{{"cmd":"ping","id":{i},"payload":"{i}"}}'.encode()) for i in range(50)))
     assert [conn.recv_reply().id for _ in range(50)] == list(range(50))
+
+
+def test_requests_pipelined_behind_slow_ones_keep_their_order(conn):
+    conn.put("f.bin", blob(300_000), sha=False)          # no cached hash: get hashes on a worker
+    conn.send_raw(b"".join(encode(msg) for msg in (
+        m.Ls(id=1), m.Ping(id=2), m.Get(id=3, path="f.bin"), m.Ping(id=4))))
+    order = []
+    while len(order) < 5:
+        event = conn.recv()
+        if not isinstance(event, bytes):
+            order.append((type(event).__name__, event.id))
+    assert order == [("LsOk", 1), ("Pong", 2), ("GetReady", 3), ("GetDone", 3), ("Pong", 4)]
 
 
 # ---------------------------------------------------------------- request errors
