@@ -303,8 +303,10 @@ class Connection:
             self._set_reading(self.out_size <= self.server.config.high_water)
 
     def submit(self, request_id: int | None, job: Callable[[], Any],
-               done: Callable[[Any, BaseException | None], None]) -> None:
-        """Run ``job`` on a worker, then ``done`` here -- unless the connection closed meanwhile.
+               done: Callable[[Any, BaseException | None], None],
+               if_closed: Callable[[], None] | None = None) -> None:
+        """Run ``job`` on a worker, then ``done`` here -- or ``if_closed`` if the
+        connection closed meanwhile.
 
         If ``done`` raises a storage or protocol error, it becomes the error
         reply to ``request_id`` and the connection takes up its next request.
@@ -313,6 +315,8 @@ class Connection:
 
         def finish(result: Any, error: BaseException | None) -> None:
             if self.closed:
+                if if_closed is not None:
+                    if_closed()
                 return
             try:
                 done(result, error)

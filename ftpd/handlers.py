@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ftpd.handlers")
 
+#: Seconds a login waits before asking the throttle again for a password-check slot.
+ADMIT_RETRY = 0.05
 #: A page of a listing stays well under the 64 KiB every peer must accept.
 PAGE_BUDGET = 48 * 1024
 
@@ -102,7 +104,15 @@ def login(conn: Connection, req: m.Login) -> None:
         _login_ok(conn, req, info.name)
         return
 
+    if not throttle.admit(req.user, conn.ip):
+        # As many checks as the lockout allows are running for this user or address:
+        # wait for one to finish rather than hash a guess past the lockout.
+        conn.begin_async()
+        server.timers.call_later(ADMIT_RETRY, lambda: _retry_login(conn, req))
+        return
+
     def done(info: Any, error: BaseException | None) -> None:
+        throttle.release(req.user, conn.ip)
         if isinstance(error, AuthFailed | BadUsername | BadPassword | NoSuchUser):
             _login_failed(conn, req)
             return
@@ -115,7 +125,22 @@ def login(conn: Connection, req: m.Login) -> None:
             _login_ok(conn, req, info.name)
         conn.end_async()
 
-    conn.submit(req.id, lambda: store.verify_password(req.user, req.password), done)
+    try:
+        conn.submit(req.id, lambda: store.verify_password(req.user, req.password), done,
+                    if_closed=lambda: throttle.release(req.user, conn.ip))
+    except BaseException:
+        throttle.release(req.user, conn.ip)
+        raise
+
+
+def _retry_login(conn: Connection, req: m.Login) -> None:
+    """A login that waited for the throttle's budget tries again."""
+    if conn.closed:
+        return
+    conn.busy = False
+    login(conn, req)
+    if not conn.busy:          # answered at once (e.g. LOCKED_OUT): take up waiting requests
+        conn.end_async()
 
 
 def _login_failed(conn: Connection, req: m.Login) -> None:

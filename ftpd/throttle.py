@@ -8,6 +8,12 @@ address is locked for ``lockout`` seconds, during which even the right
 password is refused (without spending a password hash on it).  Unknown user
 names are tracked like real ones so the replies cannot tell them apart.
 
+Password checks in flight count as failures-to-be: a user name or address
+may have at most ``threshold - failures`` checks running at once, so parallel
+connections cannot fire a burst of guesses past the lockout before the first
+answers arrive.  A login over that budget waits (``admit`` says no) until a
+running check finishes.
+
 Tables are bounded: the oldest entries are dropped past ``max_entries``, so a
 flood of random names cannot grow memory without limit.
 """
@@ -38,6 +44,42 @@ class LoginThrottle:
         self.clock = clock
         self._users: OrderedDict[str, _Record] = OrderedDict()
         self._addrs: OrderedDict[str, _Record] = OrderedDict()
+        self._inflight: dict[tuple[int, str], int] = {}     # (0 user | 1 addr, key) -> checks
+
+    def _live_failures(self, table: OrderedDict[str, _Record], key: str, now: float) -> int:
+        rec = table.get(key)
+        if rec is None or (rec.locked_until and rec.locked_until <= now):
+            return 0
+        return rec.failures
+
+    def admit(self, user: str | None, addr: str) -> bool:
+        """Reserve a password check for this user and address, if the budget allows.
+
+        Every ``admit`` that returns True must be followed by ``release``.
+        """
+        now = self.clock()
+        keys = [(0, user, self._users), (1, addr, self._addrs)]
+        for kind, key, table in keys:
+            if key is None:
+                continue
+            running = self._inflight.get((kind, key), 0)
+            if self._live_failures(table, key, now) + running >= self.threshold:
+                return False
+        for kind, key, _ in keys:
+            if key is not None:
+                self._inflight[(kind, key)] = self._inflight.get((kind, key), 0) + 1
+        return True
+
+    def release(self, user: str | None, addr: str) -> None:
+        """A check reserved by ``admit`` finished (before recording its outcome)."""
+        for kind, key in ((0, user), (1, addr)):
+            if key is None:
+                continue
+            left = self._inflight.get((kind, key), 0) - 1
+            if left > 0:
+                self._inflight[(kind, key)] = left
+            else:
+                self._inflight.pop((kind, key), None)
 
     def locked(self, user: str | None, addr: str) -> float:
         """Seconds left on a lockout of this user or address (0 if none)."""

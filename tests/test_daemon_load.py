@@ -163,3 +163,17 @@ def test_a_ping_flood_during_a_download_is_answered_without_unbounded_buffering(
             elif isinstance(event, m.Pong):
                 pongs += 1
         assert (pongs, data) == (20_000, 8 << 20)
+
+
+def test_parallel_logins_with_the_right_password_all_succeed_despite_a_low_lockout(server_factory):
+    daemon = server_factory(lockout_threshold=3, workers=2)
+    daemon.add_user(USER, PASSWORD)
+    wires = [Wire(daemon.host, daemon.port) for _ in range(30)]
+    try:
+        for wire in wires:
+            wire.send(m.Login(id=7, user=USER, password=PASSWORD))
+        replies = [wire.recv_reply() for wire in wires]
+    finally:
+        for wire in wires:
+            wire.close()
+    assert all(isinstance(reply, m.LoginOk) for reply in replies), replies

@@ -99,6 +99,17 @@ def test_success_resets_the_count():
     assert throttle.failure("alice", "a") == 0.5
 
 
+def test_password_checks_in_flight_count_against_the_lockout_budget():
+    throttle = _throttle(FakeClock(), threshold=3)
+    assert [throttle.admit("alice", "a") for _ in range(4)] == [True, True, True, False]
+    throttle.release("alice", "a")
+    throttle.failure("alice", "a")              # one finished as a failure: budget stays spent
+    assert not throttle.admit("alice", "b")     # the user's budget, from another address
+    throttle.release("alice", "a")
+    throttle.success("alice", "a")              # a success clears the user's failures
+    assert throttle.admit("alice", "a")
+
+
 def test_the_throttle_tables_stay_bounded():
     throttle = LoginThrottle(base=0.1, max_delay=1, threshold=3, lockout=1, max_entries=100,
                              clock=FakeClock())
