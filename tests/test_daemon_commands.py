@@ -587,3 +587,28 @@ def test_the_login_timeout_restarts_after_logout(server_factory):
         assert isinstance(wire.call(m.Logout(id=50)), m.LogoutOk)
         assert isinstance(wire.call(m.Ping(id=51)), m.Pong)     # not timed out at once
         assert wire.recv_reply().code == "TIMEOUT"              # but a second later
+
+
+def test_graceful_shutdown_sends_idle_sessions_away_and_lets_a_download_finish(server_factory):
+    daemon = server_factory(shutdown_grace=20)
+    daemon.add_user(USER, PASSWORD)
+    data = blob(8 << 20)
+    with Wire(daemon.host, daemon.port) as idle, \
+            Wire(daemon.host, daemon.port, rcvbuf=64 * 1024) as busy:
+        idle.logged_in(USER, PASSWORD)
+        busy.logged_in(USER, PASSWORD)
+        busy.put("d.bin", data)
+        ready = busy.call(m.Get(id=70, path="d.bin"))
+        assert isinstance(ready, m.GetReady)
+        daemon.proc.send_signal(15)                       # SIGTERM mid-download
+        assert idle.recv_reply().code == "SHUTTING_DOWN"
+        assert idle.closed_by_peer()
+        parts = []
+        while True:
+            event = busy.recv()
+            if not isinstance(event, bytes):
+                break
+            parts.append(event)
+        assert isinstance(event, m.GetDone) and b"".join(parts) == data
+        assert busy.recv_reply().code == "SHUTTING_DOWN"  # then it is sent away too
+    assert daemon.proc.wait(20) == 0
