@@ -16,7 +16,7 @@ from typing import Any
 from storage import parse_size
 
 _SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
-                "low_water", "recv_buffer"}
+                "low_water", "recv_buffer", "writeback_bytes"}
 
 
 @dataclass
@@ -52,6 +52,9 @@ class Config:
     high_water: int = 256 * 1024          # pause producers above this much queued output
     low_water: int = 64 * 1024            # resume them below this
     recv_buffer: int = 1 << 20
+    #: every this many uploaded bytes a worker hashes them and fdatasyncs them, so the
+    #: commit after the last byte only has the tail left to do
+    writeback_bytes: int = 16 << 20
     workers: int = 4
     use_sendfile: bool = True
 

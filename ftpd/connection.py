@@ -54,6 +54,7 @@ WRITE = selectors.EVENT_WRITE
 SEND_BUDGET = 4 << 20          # bytes one connection may send per wake-up: fairness
 FORCE_CLOSE_AFTER = 5.0        # seconds a closing connection may take to drain its output
 MAX_DEFERRED = 64              # replies held back mid-frame before reading pauses
+UPLOAD_RECVS_PER_WAKEUP = 4    # full receive buffers one upload may take per wake-up
 
 
 class Download:
@@ -83,7 +84,8 @@ class Connection:
         "user", "cwd", "pending", "busy", "upload", "put_request", "committing", "download",
         "pager", "draining", "closing", "closed", "eof", "opened", "last_request",
         "last_progress", "watchdog", "force_timer", "data_frame", "reading_paused",
-        "transfer_started", "upload_start", "pumping", "anonymous_since", "__weakref__",
+        "transfer_started", "upload_start", "pumping", "anonymous_since", "catching_up",
+        "catch_up_mark", "__weakref__",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -122,6 +124,8 @@ class Connection:
         self.data_frame = cfg.max_data_frame
         self.reading_paused = False
         self.upload_start = 0
+        self.catching_up = False        # a worker is hashing/flushing this upload's bytes
+        self.catch_up_mark = 0          # the offset the last catch-up started from
         self.pumping = False
 
     # ------------------------------------------------------------ lifecycle
@@ -199,20 +203,33 @@ class Connection:
             self.fatal("INTERNAL", "internal server error")
 
     def on_readable(self) -> None:
+        # An upload streams: after a full buffer there is likely more, and one more
+        # recv is cheaper than a trip through select.  Bounded, for fairness.
+        for _ in range(UPLOAD_RECVS_PER_WAKEUP if self.upload is not None else 1):
+            n = self._receive()
+            if n < self.server.recv_size or self.upload is None or self.mask & READ == 0:
+                return
+
+    def _receive(self) -> int:
+        """One recv, fed to the protocol; returns the byte count (0: nothing more now)."""
         server = self.server
         limit = server.recv_size if self.upload is not None else server.control_recv_size
         try:
             n = self.sock.recv_into(server.recv_view, limit)
         except (BlockingIOError, InterruptedError):
-            return
+            return 0
         except OSError as exc:
             self.close(f"recv failed: {exc.__class__.__name__}")
-            return
+            return 0
         if n == 0:
             self._on_eof()
-            return
+            return 0
+        self._process(server.recv_view[:n])
+        return n
+
+    def _process(self, data: memoryview) -> None:
         try:
-            events = self.stream.feed(server.recv_view[:n])
+            events = self.stream.feed(data)
         except ProtocolError as exc:
             self.fatal(exc.code, exc.message)
             return
@@ -370,6 +387,7 @@ class Connection:
         self.upload = upload
         self.put_request = request
         self.upload_start = upload.offset
+        self.catch_up_mark = 0 if upload.sha256 else upload.offset   # a declared hash covers all
         self.transfer_started = self.last_progress = time.monotonic()
         self.server.active_uploads[upload.user] += 1
         self.advance("put")
@@ -397,6 +415,21 @@ class Connection:
         self.last_progress = time.monotonic()
         if upload.complete():
             self._commit()
+        elif not self.catching_up and \
+                upload.offset - self.catch_up_mark >= self.server.config.writeback_bytes:
+            self._catch_up(upload)
+
+    def _catch_up(self, upload: Any) -> None:
+        """Hash and flush what has arrived on a worker while more arrives."""
+        self.catching_up = True
+        self.catch_up_mark = upload.offset
+
+        def done(_: Any, error: BaseException | None) -> None:
+            self.catching_up = False
+            if error is not None:
+                log.warning("background hash/flush of %s failed: %s", upload.path, error)
+
+        self.server.pool.submit(upload.catch_up, done)
 
     def _commit(self) -> None:
         """Verify, fsync and publish the upload on a worker (the slow part)."""

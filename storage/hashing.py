@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 
 from .db import Database, to_i64
 
-__all__ = ["CHUNK", "cache_forget", "cache_lookup", "cache_store", "sha256_fd"]
+__all__ = ["CHUNK", "PrefixHasher", "cache_forget", "cache_lookup", "cache_store", "sha256_fd"]
 
 CHUNK = 1 << 20
 
@@ -29,6 +30,42 @@ def sha256_fd(fd: int) -> tuple[str, int]:
             return digest.hexdigest(), pos
         digest.update(block)
         pos += len(block)
+
+
+class PrefixHasher:
+    """SHA-256 of a growing file's prefix, read back from the file in the background.
+
+    An upload's bytes are hashed behind the writer, on a worker thread, while
+    more bytes arrive; at commit only the tail that was written since is left
+    to hash.  ``advance`` may run on any thread; a lock keeps two callers from
+    interleaving, and ``upto`` only ever covers bytes really read from the file.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._lock = threading.Lock()
+        self.upto = 0
+
+    def advance(self, fd: int, end: int) -> int:
+        """Hash the file from ``upto`` to ``end`` (or its real end, if shorter)."""
+        with self._lock:
+            if self.upto >= end:
+                return self.upto
+            # A buffer per call, so an idle upload holds none.
+            view = memoryview(bytearray(min(CHUNK, end - self.upto)))
+            while self.upto < end:
+                n = os.preadv(fd, [view[:min(len(view), end - self.upto)]], self.upto)
+                if n <= 0:
+                    break
+                self._digest.update(view[:n])
+                self.upto += n
+            return self.upto
+
+    def finish(self, fd: int, end: int) -> tuple[str, int]:
+        """Hash the rest up to ``end``; returns (hex digest, bytes hashed)."""
+        upto = self.advance(fd, end)
+        with self._lock:
+            return self._digest.hexdigest(), upto
 
 
 def cache_lookup(db: Database, st: os.stat_result) -> str | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .confine import map_oserror
 from .errors import NoSpace, OffsetMismatch, StorageIOError
+from .hashing import PrefixHasher
 from .models import CommitResult
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Upload:
         self._fd = fd
         self._state = "active"  # -> released | committed | discarded | closed
         self._lock = threading.Lock()
+        self.hasher = PrefixHasher() if sha256 is not None else None
 
     def __repr__(self) -> str:
         return (f"<Upload {self.user}:{self.path} {self.offset}/{self.size} {self._state}>")
@@ -118,6 +120,28 @@ class Upload:
         except OSError as exc:
             raise map_oserror(exc, self.path)
         self.offset = length
+
+    def catch_up(self) -> int:
+        """Hash (when a SHA-256 was declared) and flush to disk what is written so far.
+
+        A job for a worker thread while the writer goes on: it reads the bytes
+        back through its own descriptor and ``fdatasync``s them, so ``commit``
+        is left with only the tail.  Harmless if the upload ended meanwhile.
+        Returns the offset it covered (0 if it did nothing).
+        """
+        with self._lock:
+            if not self.active:
+                return 0
+            fd, end = os.dup(self._fd), self.offset
+        try:
+            if self.hasher is not None:
+                self.hasher.advance(fd, end)
+            os.fdatasync(fd)
+        except OSError:
+            return 0                  # commit will meet the same error and report it
+        finally:
+            os.close(fd)
+        return end
 
     def commit(self) -> CommitResult:
         """Verify, make durable and move into place.  SLOW: call from a worker thread.

@@ -34,7 +34,7 @@ from .errors import (
     StorageError,
     UploadBusy,
 )
-from .hashing import cache_store, sha256_fd
+from .hashing import cache_store
 from .models import CommitResult, PartialInfo
 from .names import check_username
 from .paths import join_user_path, split_user_path
@@ -225,7 +225,10 @@ class UploadManager:
             raise IntegrityError("upload is incomplete", path=path, expected=size, got=length)
         # Without a declared SHA-256 there is nothing to verify against: skip the
         # full re-read (the size was checked above); `file_hash` computes it on demand.
-        digest, hashed = sha256_fd(fd) if upload.sha256 is not None else (None, size)
+        if upload.hasher is not None:
+            digest, hashed = upload.hasher.finish(fd, size)   # usually only the tail is left
+        else:
+            digest, hashed = None, size
         if hashed != size or (upload.sha256 is not None and digest != upload.sha256):
             self.discard(upload)
             raise IntegrityError("content does not match the declared SHA-256 and size;"

@@ -573,3 +573,42 @@ def test_concurrent_uploads_commits_and_removes_keep_accounting_exact(store):
     on_disk = sum(e.size for e in store.list_dir("alice", "/"))
     usage = store.usage("alice")
     assert (usage.used, usage.reserved) == (on_disk, 0)
+
+
+def test_catch_up_hashes_behind_the_writer_so_commit_hashes_only_the_tail(store):
+    data = os.urandom(900)
+    up = store.begin_upload("alice", "/ahead", len(data), sha(data))
+    up.write(data[:600])
+    assert up.catch_up() == 600 and up.hasher.upto == 600
+    up.write(data[600:])
+    assert up.commit().sha256 == sha(data)
+    assert read(store, "/ahead") == data
+
+
+def test_catch_up_after_the_upload_ended_does_nothing(store):
+    up = store.begin_upload("alice", "/gone", 10, None)
+    up.write(b"12345")
+    up.release()
+    assert up.catch_up() == 0
+
+
+def test_catch_up_hashes_a_resumed_prefix_too(store):
+    data = os.urandom(800)
+    first = store.begin_upload("alice", "/resumed", len(data), sha(data))
+    first.write(data[:500])
+    first.release()
+    again = store.begin_upload("alice", "/resumed", len(data), sha(data))
+    assert again.offset == 500
+    again.catch_up()
+    assert again.hasher.upto == 500
+    again.write(data[500:])
+    assert again.commit().sha256 == sha(data)
+
+
+def test_catch_up_does_not_hide_a_wrong_declared_hash(store):
+    up = store.begin_upload("alice", "/liar", 4, sha(b"abcd"))
+    up.write(b"ab")
+    up.catch_up()
+    up.write(b"zz")
+    with pytest.raises(IntegrityError):
+        up.commit()
