@@ -55,7 +55,8 @@ class Config:
     #: every this many uploaded bytes a worker hashes them and fdatasyncs them, so the
     #: commit after the last byte only has the tail left to do
     writeback_bytes: int = 16 << 20
-    workers: int = 4
+    workers: int = 4                      # file work: hashing, fsync, commit, listings
+    auth_workers: int = 0                 # password hashing; 0 means one per CPU
     use_sendfile: bool = True
 
     # storage
@@ -70,8 +71,8 @@ class Config:
             raise ValueError(f"port {self.port} out of range")
         if not 0 < self.low_water <= self.high_water:
             raise ValueError("need 0 < low_water <= high_water")
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
+        if self.workers < 1 or self.auth_workers < 0:
+            raise ValueError("workers must be >= 1 and auth_workers >= 0")
         for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
                      "lockout_threshold"):
             if getattr(self, name) < 1:

@@ -151,10 +151,12 @@ class Connection:
         self.pager = None
         self.pending.clear()
         self.out.clear()
-        try:
-            self.server.selector.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
+        if self.mask:                      # registered: a paused connection is not
+            try:
+                self.server.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self.mask = 0
         try:
             self.sock.close()
         except OSError:
@@ -321,12 +323,13 @@ class Connection:
 
     def submit(self, request_id: int | None, job: Callable[[], Any],
                done: Callable[[Any, BaseException | None], None],
-               if_closed: Callable[[], None] | None = None) -> None:
+               if_closed: Callable[[], None] | None = None, cpu: bool = False) -> None:
         """Run ``job`` on a worker, then ``done`` here -- or ``if_closed`` if the
         connection closed meanwhile.
 
         If ``done`` raises a storage or protocol error, it becomes the error
         reply to ``request_id`` and the connection takes up its next request.
+        ``cpu`` jobs (password hashing) go to their own pool.
         """
         self.begin_async()
 
@@ -347,7 +350,7 @@ class Connection:
                 log.exception("completion failed on %s", self.peer)
                 self.fatal("INTERNAL", "internal server error")
 
-        self.server.pool.submit(job, finish)
+        (self.server.auth_pool if cpu else self.server.pool).submit(job, finish)
 
     # ------------------------------------------------------------ replies
 
@@ -387,12 +390,26 @@ class Connection:
         self.upload = upload
         self.put_request = request
         self.upload_start = upload.offset
-        self.catch_up_mark = 0 if upload.sha256 else upload.offset   # a declared hash covers all
+        if request.defer_sha256:
+            upload.expect_hash_later()
+        # A hash covers the whole file, so hashing starts at 0 even for a resumed upload.
+        self.catch_up_mark = 0 if upload.hasher is not None else upload.offset
         self.transfer_started = self.last_progress = time.monotonic()
         self.server.active_uploads[upload.user] += 1
         self.advance("put")
-        if upload.complete():
+        if upload.complete() and not request.defer_sha256:
             self._commit()
+
+    def commit_deferred(self, commit: Request) -> None:
+        """``commit``: the client names the SHA-256 of a ``defer_sha256`` upload."""
+        upload, put = self.upload, self.put_request
+        if upload is None or put is None or not put.defer_sha256 or self.committing:
+            raise ProtocolError("commit needs an upload declared with defer_sha256",
+                                code="BAD_STATE")
+        if not upload.complete():
+            raise ProtocolError(f"commit after {upload.offset} of {upload.size} bytes",
+                                code="OFFSET_MISMATCH", expected=upload.size, got=upload.offset)
+        self._commit(commit.id, commit.sha256)
 
     def _on_data(self, view: memoryview) -> None:
         if self.draining:
@@ -414,7 +431,8 @@ class Connection:
             return
         self.last_progress = time.monotonic()
         if upload.complete():
-            self._commit()
+            if not self.put_request.defer_sha256:
+                self._commit()
         elif not self.catching_up and \
                 upload.offset - self.catch_up_mark >= self.server.config.writeback_bytes:
             self._catch_up(upload)
@@ -431,11 +449,16 @@ class Connection:
 
         self.server.pool.submit(upload.catch_up, done)
 
-    def _commit(self) -> None:
-        """Verify, fsync and publish the upload on a worker (the slow part)."""
+    def _commit(self, reply_id: int | None = None, sha256: str | None = None) -> None:
+        """Verify, fsync and publish the upload on a worker (the slow part).
+
+        The outcome answers ``reply_id`` -- the put's id, or a deferred upload's
+        commit's id -- and ``sha256`` is the hash a commit named.
+        """
         upload = self.upload
         request = self.put_request
         assert upload is not None and request is not None
+        rid = request.id if reply_id is None else reply_id
         self.committing = True
         self.begin_async()
 
@@ -447,17 +470,17 @@ class Connection:
             if self.closed:
                 return
             if error is None:
-                self.send(PutDone(id=request.id, path=result.path, size=result.size,
+                self.send(PutDone(id=rid, path=result.path, size=result.size,
                                   sha256=result.sha256 if upload.sha256 else None))
             elif isinstance(error, StorageError):
-                self.reply_storage_error(request.id, error)
+                self.reply_storage_error(rid, error)
             else:
                 log.error("commit of %s failed", upload.path, exc_info=error)
-                self.reply_error(request.id, "IO_ERROR", f"commit failed: {error}")
+                self.reply_error(rid, "IO_ERROR", f"commit failed: {error}")
             self.end_async()
             self._maybe_finish_closing()
 
-        self.server.pool.submit(upload.commit, done)
+        self.server.pool.submit(lambda: upload.commit(sha256), done)
 
     def cancel_upload(self, cancel: Request) -> None:
         request = self.put_request

@@ -78,7 +78,7 @@ def register(conn: Connection, req: m.Register) -> None:
             conn.send(m.RegisterOk(id=req.id, user=info.name))
         conn.end_async()
 
-    conn.submit(req.id, lambda: store.create_user(req.user, req.password), done)
+    conn.submit(req.id, lambda: store.create_user(req.user, req.password), done, cpu=True)
 
 
 @handles("login")
@@ -127,7 +127,7 @@ def login(conn: Connection, req: m.Login) -> None:
 
     try:
         conn.submit(req.id, lambda: store.verify_password(req.user, req.password), done,
-                    if_closed=lambda: throttle.release(req.user, conn.ip))
+                    if_closed=lambda: throttle.release(req.user, conn.ip), cpu=True)
     except BaseException:
         throttle.release(req.user, conn.ip)
         raise
@@ -367,6 +367,11 @@ def get(conn: Connection, req: m.Get) -> None:
     except BaseException:
         os.close(fd)
         raise
+
+
+@handles("commit")
+def commit(conn: Connection, req: m.Commit) -> None:
+    conn.commit_deferred(req)        # replies put.done (or the error) when the worker is done
 
 
 @handles("cancel")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import resource
 import selectors
 import signal
@@ -53,7 +54,9 @@ class Server:
                                     default_quota=config.default_quota)
         self.selector = selectors.DefaultSelector()
         self.timers = TimerHeap()
+        # Two pools, so a storm of password hashes never delays a commit or a listing.
         self.pool = WorkerPool(config.workers)
+        self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
         self.throttle = LoginThrottle(base=config.auth_delay_base, max_delay=config.auth_delay_max,
                                       threshold=config.lockout_threshold,
                                       lockout=config.lockout_seconds)
@@ -89,8 +92,9 @@ class Server:
         sock.setblocking(False)
         self.listener = sock
         self.selector.register(sock, selectors.EVENT_READ, _Waker(sock, self._accept))
-        self.selector.register(self.pool.wake_r, selectors.EVENT_READ,
-                               _Waker(self.pool.wake_r, self.pool.run_callbacks))
+        for pool in (self.pool, self.auth_pool):
+            self.selector.register(pool.wake_r, selectors.EVENT_READ,
+                                   _Waker(pool.wake_r, pool.run_callbacks))
         self.selector.register(self._signal_r, selectors.EVENT_READ,
                                _Waker(self._signal_r, self._drain_signal))
         self._schedule_cleanup(first=True)
@@ -127,7 +131,10 @@ class Server:
         if self.stopping:
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
         for key, mask in self.selector.select(timeout):
-            key.data.on_event(mask)
+            try:
+                key.data.on_event(mask)
+            except Exception:            # connections catch their own; this is the loop's
+                log.exception("event handler failed")
         self.timers.run_due()
         if self.stopping:
             self._shutdown_step()
@@ -163,7 +170,8 @@ class Server:
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
-                raise
+                log.warning("accept failed: %s", exc)
+                return
             self._admit(sock, peer)
 
     def _admit(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -256,13 +264,14 @@ class Server:
         if now >= self._shutdown_deadline:
             for conn in list(self.connections):
                 conn.close("shutdown")     # uploads are released: partials stay resumable
-        if not self.connections and not self.pool.pending:
+        if not self.connections and not self.pool.pending and not self.auth_pool.pending:
             self.stopped = True
 
     def _teardown(self) -> None:
         for conn in list(self.connections):
             conn.close("shutdown")
         self.pool.close(wait=True)
+        self.auth_pool.close(wait=True)
         try:
             self.selector.close()
         except OSError:

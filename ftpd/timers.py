@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable
+
+log = logging.getLogger("ftpd.timers")
 
 
 class Timer:
@@ -81,6 +84,9 @@ class TimerHeap:
                 self._cancelled -= 1
                 continue
             timer.cancelled = True          # fired timers count as spent
-            timer.callback()
+            try:
+                timer.callback()
+            except Exception:
+                log.exception("timer callback failed")
             ran += 1
         return ran

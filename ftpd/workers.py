@@ -21,14 +21,14 @@ Done = Callable[[Any, BaseException | None], None]
 
 
 class WorkerPool:
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, name: str = "worker") -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Done] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[Done, Any, BaseException | None]] = queue.SimpleQueue()
         self.wake_r, self._wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._signalled = threading.Event()
-        self._threads = [threading.Thread(target=self._work, name=f"ftpd-worker-{i}", daemon=True)
+        self._threads = [threading.Thread(target=self._work, name=f"ftpd-{name}-{i}", daemon=True)
                          for i in range(threads)]
         self.pending = 0            # jobs submitted and not yet called back (reactor thread only)
         for t in self._threads:

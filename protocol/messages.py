@@ -336,7 +336,11 @@ class Mv(Request):
 
 @dataclass(frozen=True)
 class Put(Request):
-    """Begin or resume an upload of ``size`` bytes to ``path``."""
+    """Begin or resume an upload of ``size`` bytes to ``path``.
+
+    With ``defer_sha256`` the client hashes while it sends and names the
+    SHA-256 after the last byte, in ``commit``, instead of up front.
+    """
 
     cmd = "put"
     id: int = _id()
@@ -344,6 +348,20 @@ class Put(Request):
     size: int = fld(min=0, max=MAX_INT)
     sha256: str | None = fld(None, pattern=SHA256_RE)
     overwrite: bool = False
+    defer_sha256: bool = False
+
+    def _check(self) -> None:
+        if self.defer_sha256 and self.sha256 is not None:
+            raise BadRequest("put: give sha256 up front or defer it, not both")
+
+
+@dataclass(frozen=True)
+class Commit(Request):
+    """Finish a ``defer_sha256`` upload: verify against ``sha256`` and publish."""
+
+    cmd = "commit"
+    id: int = _id()
+    sha256: str = fld(pattern=SHA256_RE)
 
 
 @dataclass(frozen=True)

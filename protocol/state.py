@@ -41,7 +41,8 @@ TRANSITIONS: dict[State, dict[str, State | None]] = {
     _S.ANONYMOUS: _row(register=None, login=_S.READY, whoami=None),
     _S.READY: _row(**dict.fromkeys(_FILE_COMMANDS), logout=_S.ANONYMOUS,
                    put=_S.UPLOADING, get=_S.DOWNLOADING),
-    _S.UPLOADING: {"data": None, "cancel": _S.READY, "done": _S.READY, "close": _S.CLOSED},
+    _S.UPLOADING: {"data": None, "commit": None, "cancel": _S.READY, "done": _S.READY,
+                   "close": _S.CLOSED},
     _S.DOWNLOADING: {"cancel": _S.READY, "ping": None, "done": _S.READY, "close": _S.CLOSED},
     _S.CLOSED: {},
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from .uploads import UploadManager
 
 __all__ = ["Upload"]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Upload:
@@ -121,6 +124,11 @@ class Upload:
             raise map_oserror(exc, self.path)
         self.offset = length
 
+    def expect_hash_later(self) -> None:
+        """The SHA-256 will be named at ``commit``: hash behind the writer from now on."""
+        if self.hasher is None:
+            self.hasher = PrefixHasher()
+
     def catch_up(self) -> int:
         """Hash (when a SHA-256 was declared) and flush to disk what is written so far.
 
@@ -143,8 +151,12 @@ class Upload:
             os.close(fd)
         return end
 
-    def commit(self) -> CommitResult:
+    def commit(self, sha256: str | None = None) -> CommitResult:
         """Verify, make durable and move into place.  SLOW: call from a worker thread.
+
+        ``sha256`` names the expected hash now, for an upload that declared none
+        at ``begin`` (``ValueError`` if it declared a different one, or if it is
+        not 64 lowercase hex digits).
 
         ``IntegrityError`` if incomplete (partial kept) or the SHA-256 differs
         (partial discarded).  On other errors the upload stays active and
@@ -152,6 +164,11 @@ class Upload:
         """
         with self._lock:
             self._check_active()
+            if sha256 is not None:
+                if not _SHA256.fullmatch(sha256) or self.sha256 not in (None, sha256):
+                    raise ValueError("commit: a malformed or second, different SHA-256")
+                self.sha256 = sha256
+                self.expect_hash_later()
             return self._manager.commit(self)
 
     def release(self) -> None:

@@ -123,8 +123,14 @@ REQUEST_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "rmdir": _path_request(p.Rmdir),
     "rm": _path_request(p.Rm),
     "mv": st.builds(p.Mv, id=ids, src=paths, dst=paths, overwrite=st.booleans()),
-    "put": st.builds(p.Put, id=ids, path=paths, size=sizes, sha256=maybe_sha256s,
-                     overwrite=st.booleans()),
+    # A digest up front, or none (then the client may defer it to commit), never both.
+    "put": st.one_of(
+        st.builds(p.Put, id=ids, path=paths, size=sizes, sha256=maybe_sha256s,
+                  overwrite=st.booleans()),
+        st.builds(p.Put, id=ids, path=paths, size=sizes, overwrite=st.booleans(),
+                  defer_sha256=st.booleans()),
+    ),
+    "commit": st.builds(p.Commit, id=ids, sha256=sha256s),
     "get": st.builds(p.Get, id=ids, path=paths, offset=sizes, verify=st.booleans()),
     "uploads": st.builds(p.Uploads, id=ids),
     "abort": _path_request(p.Abort),

@@ -612,3 +612,63 @@ def test_graceful_shutdown_sends_idle_sessions_away_and_lets_a_download_finish(s
         assert isinstance(event, m.GetDone) and b"".join(parts) == data
         assert busy.recv_reply().code == "SHUTTING_DOWN"  # then it is sent away too
     assert daemon.proc.wait(20) == 0
+
+
+# ---------------------------------------------------------------- deferred SHA-256
+
+
+def test_a_deferred_upload_waits_for_commit_and_verifies_against_it(conn):
+    data = blob(2_000_000)
+    ready = conn.call(m.Put(id=1, path="d.bin", size=len(data), defer_sha256=True))
+    assert isinstance(ready, m.PutReady) and ready.offset == 0
+    conn.send_data(data)
+    assert conn.call(m.Stat(id=2, path="d.bin")).code == "BAD_STATE"   # still uploading
+    done = conn.call(m.Commit(id=3, sha256=hashlib.sha256(data).hexdigest()))
+    assert isinstance(done, m.PutDone) and done.id == 3
+    assert done.sha256 == hashlib.sha256(data).hexdigest() and conn.get("d.bin")[1] == data
+
+
+def test_a_deferred_upload_with_the_wrong_hash_is_integrity_and_discarded(conn):
+    conn.call(m.Put(id=1, path="w.bin", size=5, defer_sha256=True))
+    conn.send_data(b"hello")
+    reply = conn.call(m.Commit(id=2, sha256="0" * 64))
+    assert reply.code == "INTEGRITY" and reply.id == 2
+    assert conn.call(m.Stat(id=3, path="w.bin")).code == "NOT_FOUND"
+    assert conn.call(m.Uploads(id=4)).uploads == ()
+
+
+def test_commit_before_the_last_byte_is_offset_mismatch_and_the_upload_goes_on(conn):
+    data = b"0123456789"
+    conn.call(m.Put(id=1, path="e.bin", size=10, defer_sha256=True))
+    conn.send_data(data[:4])
+    early = conn.call(m.Commit(id=2, sha256=hashlib.sha256(data).hexdigest()))
+    assert early.code == "OFFSET_MISMATCH" and early.details == {"expected": 10, "got": 4}
+    conn.send_data(data[4:])
+    assert isinstance(conn.call(m.Commit(id=3, sha256=hashlib.sha256(data).hexdigest())),
+                      m.PutDone)
+
+
+def test_commit_for_an_upload_that_declared_its_hash_is_bad_state(conn):
+    ready = conn.put("u.bin", blob(1000), stop_at=10)
+    assert conn.call(m.Commit(id=90, sha256="0" * 64)).code == "BAD_STATE"
+    assert ready.offset == 0
+
+
+def test_commit_outside_an_upload_is_bad_state(conn):
+    assert conn.call(m.Commit(id=5, sha256="0" * 64)).code == "BAD_STATE"
+
+
+def test_a_deferred_upload_resumes_and_hashes_the_whole_file(daemon):
+    data = blob(3_000_000, 7)
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        wire.call(m.Put(id=1, path="r.bin", size=len(data), defer_sha256=True))
+        wire.send_data(data[:1_200_000])
+        wire.call(m.Ping(id=2))
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        ready = wire.call(m.Put(id=1, path="r.bin", size=len(data), defer_sha256=True))
+        assert ready.offset == 1_200_000
+        wire.send_data(data[ready.offset:])
+        done = wire.call(m.Commit(id=2, sha256=hashlib.sha256(data).hexdigest()))
+        assert isinstance(done, m.PutDone) and wire.get("r.bin")[1] == data

@@ -110,7 +110,8 @@ def test_a_burst_of_logins_does_not_stall_a_running_download(inproc_server):
 
 
 def test_connections_leak_no_descriptors_or_threads(server_factory):
-    daemon = server_factory(workers=1)   # one worker: its per-thread database handle opens once
+    # one thread per pool: each thread opens its own database handle once
+    daemon = server_factory(workers=1, auth_workers=1)
     daemon.add_user(USER, PASSWORD)
     with Wire(daemon.host, daemon.port) as wire:       # warm up lazily opened files
         wire.logged_in(USER, PASSWORD)

@@ -218,3 +218,14 @@ def test_parser_knows_every_documented_subcommand():
     for argv in (["serve", "--root", "x"], ["user", "list", "--root", "x"],
                  ["user", "passwd", "n", "--root", "x"], ["user", "enable", "n", "--root", "x"]):
         assert parser.parse_args(argv)
+
+
+def test_a_failing_timer_callback_does_not_stop_the_others(caplog):
+    clock = FakeClock()
+    timers = TimerHeap(clock)
+    fired: list[int] = []
+    timers.call_later(1, lambda: 1 / 0)
+    timers.call_later(2, lambda: fired.append(2))
+    clock.now += 5
+    assert timers.run_due() == 2 and fired == [2]
+    assert "timer callback failed" in caplog.text

@@ -88,7 +88,8 @@ def test_500_slow_and_idle_connections_are_reaped_by_the_timeouts(server_factory
     1.5 s.  Every one of them must get a TIMEOUT error frame or a close, none before its
     timeout; none of their requests may be answered; a normal client completes an upload
     and a download meanwhile; the daemon's descriptors return to their baseline."""
-    daemon = server_factory(login_timeout=1.5, idle_timeout=1.5, workers=1)
+    daemon = server_factory(login_timeout=1.5, idle_timeout=1.5, workers=1,
+                            auth_workers=1)
     daemon.add_user(USER, PASSWORD)
     assert normal_round_trip(daemon.host, daemon.port, 64 << 10) == "ok"    # warm-up
     baseline = daemon.fd_count()
@@ -255,7 +256,8 @@ def test_a_connection_flood_is_refused_and_the_daemon_keeps_serving(server_facto
     above both limits (max_connections=50, per address 40): exactly 40 + 10 are admitted,
     the other 250 get TOO_MANY_CONNECTIONS; afterwards a normal client
     uploads and downloads, and the daemon's descriptors return to their baseline."""
-    daemon = server_factory(max_connections=50, max_connections_per_ip=40, workers=1)
+    daemon = server_factory(max_connections=50, max_connections_per_ip=40, workers=1,
+                            auth_workers=1)
     daemon.add_user(USER, PASSWORD)
     assert normal_round_trip(daemon.host, daemon.port, 4096) == "ok"        # warm-up
     baseline = daemon.fd_count()

@@ -3,7 +3,7 @@
 Dropped during the greeting, mid-login (while scrypt runs and during a failed
 login's delay), mid-frame (half a header, half a body), mid-upload and
 mid-download; both politely (FIN) and rudely (RST, via SO_LINGER 0).  After each,
-the daemon's descriptor count returns to its baseline (workers=1 and a warm-up,
+the daemon's descriptor count returns to its baseline (one thread per pool and a warm-up,
 so every thread already holds its own SQLite handle), the daemon is alive and
 serves a new client, and an interrupted upload or download resumes.
 """
@@ -45,7 +45,7 @@ CLOSES = {"fin": polite_close, "rst": rude_close}
 def warm(server_factory: Any) -> Any:
     """A daemon with one worker and a stored password that takes scrypt N=2**15, warmed up
     (every thread has opened its database handle); returns (daemon, fd baseline)."""
-    daemon = server_factory(workers=1, scrypt_n=2**15)
+    daemon = server_factory(workers=1, auth_workers=1, scrypt_n=2**15)
     with Store(daemon.root, scrypt_n=2**15) as store:
         store.create_user(USER, PASSWORD)
     with Wire(daemon.host, daemon.port) as wire:

@@ -173,6 +173,9 @@ WRONG_TYPES = {
     "bool for int offset": {"cmd": "get", "id": 1, "path": "a", "offset": False},
     "float for int": {"cmd": "get", "id": 1, "path": "a", "offset": 1.0},
     "int for bool": {"cmd": "mkdir", "id": 1, "path": "a", "parents": 1},
+    "str for bool defer_sha256": {"cmd": "put", "id": 1, "path": "a", "size": 1,
+                                  "defer_sha256": "true"},
+    "null for commit sha256": {"cmd": "commit", "id": 1, "sha256": None},
     "str for bool": {"cmd": "mv", "id": 1, "src": "a", "dst": "b", "overwrite": "true"},
     "int for str": {"cmd": "rm", "id": 1, "path": 5},
     "list for str": {"cmd": "cd", "id": 1, "path": ["a"]},
@@ -259,6 +262,7 @@ def test_empty_string_where_one_is_required_is_bad_request(obj):
                                     "0" * 63 + "\n", ""])
 def test_malformed_sha256_is_bad_request(digest):
     rejects({"cmd": "put", "id": 1, "path": "a", "size": 1, "sha256": digest})
+    rejects({"cmd": "commit", "id": 1, "sha256": digest})
 
 
 @pytest.mark.parametrize("kind", ["link", "File", "", "directory"])
@@ -277,6 +281,7 @@ REQUIRED = {
     "rm": {"id", "path"}, "mv": {"id", "src", "dst"}, "put": {"id", "path", "size"},
     "get": {"id", "path"}, "uploads": {"id"}, "abort": {"id", "path"}, "cancel": {"id"},
     "quota": {"id"}, "hash": {"id", "path"}, "ping": {"id"}, "quit": {"id"},
+    "commit": {"id", "sha256"},
 }
 
 
@@ -439,6 +444,54 @@ def test_login_needs_a_user_with_a_password_or_a_token_alone(obj):
     assert rejects(obj).request_id == 1
 
 
+DIGEST = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+
+
+def test_put_with_a_deferred_sha256_and_its_commit_round_trip():
+    put = p.Put(id=5, path="docs/a.txt", size=6, defer_sha256=True)
+    assert json.loads(payload(put)) == {"cmd": "put", "id": 5, "path": "docs/a.txt",
+                                        "size": 6, "overwrite": False, "defer_sha256": True}
+    assert p.decode_request(payload(put)) == put
+    commit = p.Commit(id=6, sha256=DIGEST)
+    assert json.loads(payload(commit)) == {"cmd": "commit", "id": 6, "sha256": DIGEST}
+    assert p.decode_request(payload(commit)) == commit
+
+
+def test_defer_sha256_defaults_to_false_and_an_older_put_decodes_unchanged():
+    put = p.decode_request(raw({"cmd": "put", "id": 1, "path": "a", "size": 3, "sha256": DIGEST}))
+    assert put.defer_sha256 is False and put.sha256 == DIGEST
+
+
+PUT_CROSS_FIELD = {
+    "sha256 and defer": {"cmd": "put", "id": 1, "path": "a", "size": 3, "sha256": DIGEST,
+                         "defer_sha256": True},
+}
+
+
+@pytest.mark.parametrize("obj", list(PUT_CROSS_FIELD.values()), ids=list(PUT_CROSS_FIELD))
+def test_put_may_not_both_declare_and_defer_its_sha256(obj):
+    error = rejects(obj)
+    assert error.code == "BAD_REQUEST" and error.request_id == 1 and not error.fatal
+    with pytest.raises(p.BadRequest):
+        p.Put(id=1, path="a", size=3, sha256=DIGEST, defer_sha256=True)
+
+
+@pytest.mark.parametrize("fields", [{"sha256": DIGEST}, {"defer_sha256": True}, {},
+                                    {"sha256": DIGEST, "defer_sha256": False},
+                                    {"sha256": None, "defer_sha256": True}])
+def test_put_declares_its_sha256_or_defers_it_or_neither(fields):
+    obj = {"cmd": "put", "id": 1, "path": "a", "size": 3, **fields}
+    put = p.decode_request(raw(obj))
+    assert put.defer_sha256 is fields.get("defer_sha256", False)
+    assert put.sha256 == fields.get("sha256")
+
+
+@given(requests)
+def test_generated_puts_obey_the_cross_field_rule(request):
+    if isinstance(request, p.Put):
+        assert not (request.defer_sha256 and request.sha256 is not None)
+
+
 def test_login_with_a_token_may_name_a_user():
     assert p.decode_request(raw({"cmd": "login", "id": 1, "user": "u", "token": "t"})) == \
         p.Login(id=1, user="u", token="t")
@@ -469,7 +522,7 @@ def test_greeting_has_no_id_and_an_error_may_lack_one():
 def test_constructing_a_message_with_an_invalid_field_raises_bad_request(cmd):
     # A message object that exists is a valid one: the constructor validates.
     valid = {"id": 1, "protocol": 1, "user": "u", "password": "p", "path": "a",
-             "src": "a", "dst": "b", "size": 1}
+             "src": "a", "dst": "b", "size": 1, "sha256": "0" * 64}
     cls = p.REQUESTS[cmd]
     fields = {f.name: valid[f.name] for f in dataclasses.fields(cls) if f.name in valid}
     cls(**fields)
@@ -507,7 +560,7 @@ ALL_FIELDS = sorted({"id", "cmd", "type", "protocol", "client", "max_data", "use
                      "sha256", "offset", "verify", "payload", "server", "max_control", "register",
                      "code", "message", "details", "cwd", "entries", "more", "entry",
                      "restarted", "uploads", "used", "reserved", "limit", "free", "name",
-                     "mtime", "updated"})
+                     "mtime", "updated", "defer_sha256"})
 field_values = st.one_of(json_scalars, st.integers(-2, 2**53 + 1), sha256s,
                          st.lists(st.dictionaries(st.sampled_from(ALL_FIELDS), json_scalars,
                                                   max_size=5), max_size=2),

@@ -115,6 +115,17 @@ def test_a_transfer_ends_in_ready_when_done_or_cancelled(transfer):
     assert next_state(transfer, "cancel") is S.READY
 
 
+def test_commit_is_accepted_only_while_uploading_and_keeps_the_state():
+    # A commit that fails with OFFSET_MISMATCH or BAD_STATE leaves the upload running;
+    # one that ends the upload (put.done, INTEGRITY) is the "done" event.
+    for state in State:
+        expected = S.UPLOADING if state is S.UPLOADING else None
+        assert next_state(state, "commit") is expected
+        if expected is None:
+            assert refusal_code(state, "commit") == "BAD_STATE"
+    assert "commit" not in AUTHENTICATED_COMMANDS      # never AUTH_REQUIRED: it is no idle command
+
+
 def test_cancel_without_a_transfer_is_bad_state():
     for state in (S.GREETED, S.ANONYMOUS, S.READY, S.CLOSED):
         assert next_state(state, "cancel") is None
@@ -123,7 +134,7 @@ def test_cancel_without_a_transfer_is_bad_state():
 
 @pytest.mark.parametrize("transfer", [S.UPLOADING, S.DOWNLOADING])
 def test_other_requests_during_a_transfer_are_bad_state(transfer):
-    allowed = {"cancel", "ping"} if transfer is S.DOWNLOADING else {"cancel"}
+    allowed = {"cancel", "ping"} if transfer is S.DOWNLOADING else {"cancel", "commit"}
     for cmd in p.REQUESTS:
         if cmd not in allowed:
             assert next_state(transfer, cmd) is None, cmd

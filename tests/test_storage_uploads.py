@@ -612,3 +612,29 @@ def test_catch_up_does_not_hide_a_wrong_declared_hash(store):
     up.write(b"zz")
     with pytest.raises(IntegrityError):
         up.commit()
+
+
+def test_a_hash_named_at_commit_is_verified(store):
+    up = store.begin_upload("alice", "/later", 4, None)
+    up.expect_hash_later()
+    up.write(b"ab")
+    up.catch_up()
+    up.write(b"cd")
+    assert up.commit(sha256=sha(b"abcd")).sha256 == sha(b"abcd")
+    assert read(store, "/later") == b"abcd"
+
+
+def test_a_wrong_hash_named_at_commit_discards_the_partial(store):
+    up = store.begin_upload("alice", "/later", 4, None)
+    up.write(b"abcd")
+    with pytest.raises(IntegrityError):
+        up.commit(sha256=sha(b"wxyz"))
+    assert store.list_uploads("alice") == []
+
+
+def test_commit_refuses_a_hash_that_contradicts_the_declared_one(store):
+    up = store.begin_upload("alice", "/declared", 4, sha(b"abcd"))
+    up.write(b"abcd")
+    with pytest.raises(ValueError):
+        up.commit(sha256=sha(b"other"))
+    assert up.commit(sha256=sha(b"abcd")).sha256 == sha(b"abcd")
