@@ -121,12 +121,20 @@ class MessageStream:
         self.frames = FrameDecoder(max_control, max_data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Events for ``data``; raises the first fatal error in stream order.
+
+        (A non-JSON control frame followed, in the same chunk, by a broken frame
+        header is a BAD_MESSAGE, just as when the two arrive in separate reads.)
+        """
+        frames, error = self.frames.feed_until_error(data)
         events: list[Event] = []
-        for frame in self.frames.feed(data):
+        for frame in frames:
             if type(frame) is ControlFrame:
                 events.append(self._decode(frame.payload))
             else:
                 events.append(frame)
+        if error is not None:
+            raise error
         return events
 
     def feed_eof(self) -> None:

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .errors import BadFrame, FrameTooLarge
+from .errors import BadFrame, FrameTooLarge, ProtocolError
 
 HEADER = struct.Struct(">IB")
 HEADER_SIZE = HEADER.size  # 5
@@ -104,13 +104,24 @@ class FrameDecoder:
         return bool(self._buf) or self._control_len >= 0 or self._data_left > 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        frames, error = self.feed_until_error(data)
+        if error is not None:
+            raise error
+        return frames
+
+    def feed_until_error(self, data: bytes | bytearray | memoryview
+                         ) -> tuple[list[Frame], ProtocolError | None]:
+        """Like ``feed``, but hands back the frames that came before a framing
+        error together with the error, so a caller can report errors in the
+        order they stand in the stream, whatever way TCP split it."""
         if self._error is not None:
-            raise self._error
+            return [], self._error
+        out: list[Frame] = []
         try:
-            return self._feed(memoryview(data).cast("B"))
+            self._feed(memoryview(data).cast("B"), out)
         except (BadFrame, FrameTooLarge) as exc:
             self._error = exc
-            raise
+        return out, self._error
 
     def feed_eof(self) -> None:
         """The peer closed its side.  Raises ``BadFrame`` if a frame was cut."""
@@ -120,8 +131,7 @@ class FrameDecoder:
             self._error = BadFrame("connection closed inside a frame")
             raise self._error
 
-    def _feed(self, view: memoryview) -> list[Frame]:
-        out: list[Frame] = []
+    def _feed(self, view: memoryview, out: list[Frame]) -> None:
         pos, end = 0, len(view)
         buf = self._buf
         while pos < end:
@@ -156,7 +166,6 @@ class FrameDecoder:
                     buf.clear()
                 pos += take
                 self._start_frame(length, ftype)
-        return out
 
     def _start_frame(self, length: int, ftype: int) -> None:
         if ftype == FrameType.CONTROL:

@@ -231,3 +231,15 @@ def test_malformed_reply_raises_fatal_bad_message_on_the_client(obj):
         p.MessageStream("client").feed(control(obj))
     assert info.value.request_id == 1
     assert info.value.fatal
+
+
+def test_the_first_fatal_error_in_the_stream_wins_however_the_bytes_are_split():
+
+    bad_json = p.encode_control(b"not json")
+    bad_header = (1 << 30).to_bytes(4, "big") + b"\x01"
+    stream = bad_json + bad_header
+    for cut in range(len(stream) + 1):
+        decoder = p.MessageStream("server")
+        with pytest.raises(p.BadMessage):
+            decoder.feed(stream[:cut])
+            decoder.feed(stream[cut:])
