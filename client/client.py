@@ -66,8 +66,23 @@ from protocol.messages import (
 )
 
 from .connection import Connection
-from .errors import AuthError, ConnectionLost, FtpError, IntegrityError, RequestError
-from .files import commit, hash_file, identity, part_path, remove_quietly, write_all
+from .errors import (
+    AuthError,
+    ConnectionLost,
+    FtpError,
+    IntegrityError,
+    RequestError,
+    ServerError,
+)
+from .files import (
+    BackgroundHash,
+    commit,
+    hash_file,
+    identity,
+    part_path,
+    remove_quietly,
+    write_all,
+)
 from .results import (
     GetResult,
     HashResult,
@@ -93,6 +108,9 @@ Notice = Callable[[str], None]
 
 RESTARTED_NOTICE = "remote partial did not match the local file; starting over"
 STALE_PART_NOTICE = "local partial download did not match the remote file; starting over"
+#: Pauses before asking again when the server still holds an upload that a dropped
+#: connection of ours was writing (about 3 s in all).
+UPLOAD_BUSY_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 def _ignore(_message: str) -> None:
@@ -125,7 +143,8 @@ class Client:
     # ------------------------------------------------------------ connection
 
     def connect(self) -> Greeting:
-        """Connect, read the greeting and say hello.  Replaces any old connection."""
+        """Connect and read the greeting (``hello`` goes with the next request).
+        Replaces any old connection."""
         self.close()
         self._conn = Connection.open(self.host, self.port, self.timeout)
         assert self._conn.greeting is not None
@@ -321,66 +340,121 @@ class Client:
                 time.sleep(min(self.retry_backoff * 2 ** (n - 1), 4.0))
 
     def put(self, local: str | os.PathLike[str], remote: str | None = None, *,
-            overwrite: bool = False, verify: bool = True, progress: Progress | None = None,
-            retries: int = 0, notice: Notice | None = None) -> PutResult:
+            overwrite: bool = False, verify: bool = True, defer_hash: bool = True,
+            progress: Progress | None = None, retries: int = 0,
+            notice: Notice | None = None) -> PutResult:
         """Upload a local file, resuming the server's partial if there is one.
 
-        With ``verify`` the file's SHA-256 is computed first (streaming) and
-        declared, so the server checks every byte before committing.  A local
-        file that changes while it is hashed or sent raises ``IntegrityError``.
+        With ``verify`` the server checks the whole file's SHA-256 before it
+        publishes the file.  By default (``defer_hash``) the file is hashed in
+        a background thread *while* it is sent and the digest is named after
+        the last byte (``commit``); the bytes a resumed upload skips are hashed
+        too, so a partial left by an older version of the file is caught: then
+        the upload starts over once from zero, with a notice.  With
+        ``defer_hash=False`` the file is hashed first and the digest declared
+        up front (two reads of the file, but the protocol's older path).
+
+        A local file that changes while it is hashed or sent raises
+        ``IntegrityError`` (the upload is cancelled and its partial discarded).
         ``notice`` receives one-line messages (a restart, a reconnect).
         """
         local = os.fspath(local)
         notice = notice or _ignore
         remote_path = remote or os.path.basename(local.rstrip(os.sep))
+        deferred = verify and defer_hash
         with open(local, "rb") as fileobj:
             before = identity(fileobj)
             if not stat_module.S_ISREG(os.fstat(fileobj.fileno()).st_mode):
                 raise IsADirectoryError(f"{local} is not a regular file")
-            sha256 = hash_file(fileobj).hexdigest() if verify else None
-            if identity(fileobj) != before:
-                raise IntegrityError("INTEGRITY", f"local file {local!r} changed while it "
-                                     "was being hashed; try again once it is stable")
+            sha256 = None
+            if verify and not deferred:
+                sha256 = hash_file(fileobj).hexdigest()
+                if identity(fileobj) != before:
+                    raise IntegrityError("INTEGRITY", f"local file {local!r} changed while it "
+                                         "was being hashed; try again once it is stable")
             first: list[PutReady] = []
             restarted = False
+            hasher: BackgroundHash | None = None
 
             def on_ready(ready: PutReady) -> None:
-                nonlocal remote_path, restarted
+                nonlocal remote_path, restarted, hasher
                 first.append(ready)
                 remote_path = ready.path      # normalised: immune to cwd after reconnect
                 if ready.restarted:
                     restarted = True
                     notice(RESTARTED_NOTICE)
+                if deferred and hasher is None:
+                    # One hash for every attempt: it covers the whole file, not the offset.
+                    hasher = BackgroundHash(fileobj.fileno(), before.size)
+
+            def whole_file_sha256(timeout: float | None = None) -> str | None:
+                assert hasher is not None
+                return hasher.result(timeout)
 
             def attempt(_n: int) -> PutDone:
-                try:
-                    return upload(self._require(), fileobj, remote=remote_path,
-                                  size=before.size, sha256=sha256, before=before,
-                                  overwrite=overwrite, name=local, progress=progress,
-                                  on_ready=on_ready)
-                except IntegrityError as exc:
-                    if identity(fileobj) != before:
-                        raise changed_during_upload(local) from exc
-                    raise
+                nonlocal restarted
+                busy_waits = iter(UPLOAD_BUSY_BACKOFF)
+                while True:
+                    try:
+                        return upload(self._require(), fileobj, remote=remote_path,
+                                      size=before.size, sha256=sha256, before=before,
+                                      overwrite=overwrite, name=local, progress=progress,
+                                      on_ready=on_ready,
+                                      deferred_sha256=whole_file_sha256 if deferred else None)
+                    except IntegrityError as exc:
+                        if identity(fileobj) != before:
+                            raise changed_during_upload(local) from exc
+                        if not deferred or restarted or not first or first[-1].offset == 0:
+                            raise
+                        # The resumed prefix came from another version of the file;
+                        # the server has discarded it, so the next put starts at 0.
+                        restarted = True
+                        notice(RESTARTED_NOTICE)
+                    except ServerError as exc:
+                        # Just after a drop the server may not have seen the old connection
+                        # close yet and still holds the upload: give it a moment.
+                        pause = next(busy_waits, None) if exc.code == "UPLOAD_BUSY" else None
+                        if pause is None:
+                            raise
+                        time.sleep(pause)
 
-            done = self._with_retries(retries, notice, attempt)
+            try:
+                done = self._with_retries(retries, notice, attempt)
+                if deferred:
+                    sha256 = whole_file_sha256()
+                    assert sha256 is not None
+            finally:
+                if hasher is not None:
+                    hasher.stop()
             if identity(fileobj) != before:
                 raise changed_during_upload(local)
+        if deferred and done.sha256 is None:
+            # A server without commit published it unverified: check what it stored.
+            done = dataclasses.replace(done, sha256=self.hash(done.path).sha256)
         if done.size != before.size or (sha256 is not None and done.sha256 != sha256):
             raise IntegrityError("INTEGRITY", f"the server stored {done.size} bytes with "
                                  f"SHA-256 {done.sha256}, not what was sent")
-        return PutResult(done.path, done.size, done.sha256, first[0].offset, restarted,
+        resumed_from = 0 if restarted else first[0].offset
+        return PutResult(done.path, done.size, done.sha256, resumed_from, restarted,
                          local, len(first))
 
     def get(self, remote: str, local: str | os.PathLike[str] | None = None, *,
-            verify: bool = True, progress: Progress | None = None, retries: int = 0,
-            notice: Notice | None = None) -> GetResult:
-        """Download into ``local + ".part"``, then fsync and rename into place.
+            verify: bool = True, fsync: bool = False, progress: Progress | None = None,
+            retries: int = 0, notice: Notice | None = None) -> GetResult:
+        """Download into ``local + ".part"``, then rename it into place.
 
         An existing ``.part`` is resumed from its length.  With ``verify`` the
         whole file's SHA-256 (the ``.part`` prefix included) must equal the
         server's; if a resumed download does not, it starts over once from
         zero, and otherwise the ``.part`` is deleted and ``IntegrityError`` raised.
+
+        The rename is atomic either way: nobody sees ``local`` until it holds
+        the whole, verified file.  ``fsync`` also flushes the ``.part`` to disk
+        before the rename, and the folder after it, so that the file survives a
+        power failure or OS crash right after ``get`` returns.  It is off by
+        default, as in rsync, scp and curl: without it the kernel writes the
+        file back in its own time (after such a crash the file may be missing
+        or incomplete; it is never a mix of two versions while the machine runs).
         """
         local = os.fspath(local) if local is not None else posixpath.basename(
             remote.rstrip("/"))
@@ -394,8 +468,8 @@ class Client:
         def attempt(_n: int) -> GetResult:
             nonlocal restarted
             while True:
-                result = self._get_once(remote, local, part, verify, progress, notice,
-                                        starts.append)
+                result = self._get_once(remote, local, part, verify, fsync, progress,
+                                        notice, starts.append)
                 restarted = restarted or result.restarted
                 if result.sha256 is not None or not verify:
                     return result
@@ -411,7 +485,7 @@ class Client:
         return GetResult(result.path, result.size, result.sha256, reused, local,
                          restarted, len(starts))
 
-    def _get_once(self, remote: str, local: str, part: str, verify: bool,
+    def _get_once(self, remote: str, local: str, part: str, verify: bool, fsync: bool,
                   progress: Progress | None, notice: Notice,
                   on_start: Callable[[int], None]) -> GetResult:
         """One download attempt.  ``sha256`` None with ``verify`` means mismatch."""
@@ -434,21 +508,26 @@ class Client:
                 raise
             remove_quietly(part)              # longer than the remote file: stale
             notice(STALE_PART_NOTICE)
-            result = self._get_once(remote, local, part, verify, progress, notice, on_start)
+            result = self._get_once(remote, local, part, verify, fsync, progress, notice,
+                                    on_start)
             return dataclasses.replace(result, restarted=True)
         on_start(offset)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            os.ftruncate(fd, offset)
+            if os.fstat(fd).st_size != offset:
+                # Only when needed: on ext4 a truncation to 0 makes close() start
+                # writing the whole file back (auto_da_alloc), ~0.4 s per GiB.
+                os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
             receive_download(conn, rid, ready, lambda view: write_all(fd, view), digest,
                              progress)
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if digest is not None and digest.hexdigest() != ready.sha256:
             return GetResult(ready.path, ready.size, None, offset, local)
-        commit(part, local)
+        commit(part, local, fsync=fsync)
         return GetResult(ready.path, ready.size, ready.sha256, offset, local)
 
     def get_stream(self, remote: str, sink: Sink, *, offset: int = 0, verify: bool = False,

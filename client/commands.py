@@ -41,12 +41,13 @@ class App:
     def put_file(self, local: str, remote: str, a: argparse.Namespace) -> PutResult:
         with about(remote), self.progress(os.path.basename(local), a.limit_rate) as bar:
             return self.client.put(local, remote, overwrite=a.overwrite, verify=not a.no_verify,
-                                   progress=bar, retries=self.retries, notice=self.out.warn)
+                                   defer_hash=not a.hash_first, progress=bar,
+                                   retries=self.retries, notice=self.out.warn)
 
     def get_file(self, remote: str, local: str, a: argparse.Namespace) -> GetResult:
         with about(remote), self.progress(posixpath.basename(remote), a.limit_rate) as bar:
-            return self.client.get(remote, local, verify=not a.no_verify, progress=bar,
-                                   retries=self.retries, notice=self.out.warn)
+            return self.client.get(remote, local, verify=not a.no_verify, fsync=a.fsync,
+                                   progress=bar, retries=self.retries, notice=self.out.warn)
 
 
 Run = Callable[[App, argparse.Namespace], Outcome]
@@ -156,6 +157,9 @@ def local_target(local: str | None, name: str) -> str:
 @command("put", "upload LOCAL to REMOTE (default: its name, in the remote folder)",
          arg("local"), arg("remote", nargs="?"),
          arg("--overwrite", action="store_true", help="replace an existing remote file"),
+         arg("--hash-first", action="store_true",
+             help="hash the file before sending it and declare the SHA-256 up front "
+                  "(default: hash while sending, name it at the end)"),
          *TRANSFER_OPTIONS)
 def do_put(app: App, a: argparse.Namespace) -> Outcome:
     name = os.path.basename(os.path.abspath(a.local))
@@ -172,7 +176,11 @@ def do_put(app: App, a: argparse.Namespace) -> Outcome:
 
 
 @command("get", "download REMOTE to LOCAL (default: its name, in the current folder)",
-         arg("remote"), arg("local", nargs="?"), *TRANSFER_OPTIONS)
+         arg("remote"), arg("local", nargs="?"),
+         arg("--fsync", action="store_true",
+             help="flush the file to disk before renaming it into place (survives a "
+                  "power failure right after; slower)"),
+         *TRANSFER_OPTIONS)
 def do_get(app: App, a: argparse.Namespace) -> Outcome:
     name = posixpath.basename(a.remote.rstrip("/")) or "download"
     if a.recursive:

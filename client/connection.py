@@ -6,17 +6,23 @@ closed, or bytes that break the protocol -- comes out of here as
 what lets the layers above retry a transfer without guessing what an
 ``OSError`` meant (a local file's ``OSError`` is never wrapped).
 
-Received DATA payloads are ``memoryview`` slices of one preallocated 1 MiB
-receive buffer: a chunk returned by ``next_event`` is valid only until the
-next call to ``next_event``.
+Receive buffers: control replies are read into a small (64 KiB) buffer made
+with the connection; the 1 MiB buffers DATA needs are made on the first
+download (``receive_data``) and kept for the next one.  Received DATA payloads
+are ``memoryview`` slices of the receive buffer: a chunk returned by
+``next_event`` is valid only until the next call to ``next_event`` -- unless a
+download asked for a ring of several buffers and a guard that says when one may
+be refilled (see ``receive_data``).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import select
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 from protocol import (
@@ -33,7 +39,10 @@ from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Reque
 
 from .errors import ConnectionLost, FtpError, error_for
 
-RECV_BUFFER = 1024 * 1024
+#: Receive buffer for control replies (a whole default-size control frame fits).
+CONTROL_BUFFER = 64 * 1024
+#: Each receive buffer of a download (made on the first one, then kept).
+DATA_BUFFER = 1024 * 1024
 #: The largest DATA frame we ask the server to send (hello's max_data).
 CLIENT_MAX_DATA = DEFAULT_MAX_DATA
 #: Never send DATA frames bigger than this, whatever the greeting allows.
@@ -45,7 +54,11 @@ R = TypeVar("R", bound=Reply)
 
 
 class Connection:
-    """A connected, greeted, hello'd socket with typed send and receive."""
+    """A connected, greeted socket with typed send and receive.
+
+    ``hello`` is queued at connect and goes out with the first request; its
+    reply is read (and checked) before any other.
+    """
 
     def __init__(self, sock: socket.socket, greeting: Greeting | None = None) -> None:
         self.sock = sock
@@ -54,17 +67,22 @@ class Connection:
         self.recv_max_data = CLIENT_MAX_DATA
         self.send_max_data = CLIENT_MAX_DATA
         self._stream = MessageStream("client")
-        self._buf = bytearray(RECV_BUFFER)
-        self._view = memoryview(self._buf)
+        self._control = memoryview(bytearray(CONTROL_BUFFER))
+        self._data: list[memoryview] = []         # DATA buffers, made on demand
+        self._views = [self._control]             # what recv fills, in turn
+        self._turn = 0
+        self._guard: Callable[[], None] | None = None
         self._events: deque[Event] = deque()
         self._ids = itertools.count(1)
+        self._outbox = b""                        # requests to send with the next one
+        self._hello_id: int | None = None         # hello sent, its reply not read yet
         self.closed = False
 
     # ------------------------------------------------------------ setup
 
     @classmethod
     def open(cls, host: str, port: int, timeout: float | None) -> Connection:
-        """Connect, read the greeting and exchange hellos."""
+        """Connect, read the greeting and queue ``hello``."""
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
         except TimeoutError:
@@ -94,8 +112,16 @@ class Connection:
                 f"server speaks protocol {first.protocol}, this client {PROTOCOL_VERSION}"))
         self.greeting = first
         self.send_max_data = max(1, min(first.max_data, SEND_FRAME_CAP))
-        hello = self.call(Hello(id=self.next_id(), protocol=PROTOCOL_VERSION,
-                                client=CLIENT_NAME, max_data=CLIENT_MAX_DATA), HelloOk)
+        # hello is pipelined: it goes out in one segment with the first request
+        # (usually login), and its reply is read before that request's.  One
+        # round trip and one send per connection fewer.
+        self._hello_id = self.next_id()
+        self._outbox = _hello_frame(self._hello_id)
+
+    def _finish_hello(self) -> None:
+        hello_id, self._hello_id = self._hello_id, None
+        assert hello_id is not None
+        hello = self.reply(hello_id, HelloOk)
         if hello.max_data > CLIENT_MAX_DATA:
             raise self.violation(f"server wants to send {hello.max_data}-byte DATA frames, "
                                  f"more than the {CLIENT_MAX_DATA} asked for")
@@ -110,6 +136,8 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         self._check_open()
+        if self._outbox:
+            data, self._outbox = self._outbox + data, b""
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -127,8 +155,9 @@ class Connection:
         file shrank, the frame is cut short, and the connection is closed.
         """
         self._check_open()
+        header, self._outbox = self._outbox + data_header(count), b""
         try:
-            self.sock.sendall(data_header(count), _MSG_MORE)
+            self.sock.sendall(header, _MSG_MORE)
             sent = self.sock.sendfile(fileobj, offset, count)
         except OSError as exc:
             raise self._send_failed(exc)
@@ -145,6 +174,10 @@ class Connection:
 
     def next_event(self) -> Event:
         """The next reply or DATA chunk.  Chunks die at the next call."""
+        if self._outbox:
+            self.send(b"")
+        if self._hello_id is not None:
+            self._finish_hello()
         while not self._events:
             self._fill()
         return self._events.popleft()
@@ -174,6 +207,26 @@ class Connection:
             self.close()
         raise exc
 
+    def receive_data(self, buffers: int = 1, guard: Callable[[], None] | None = None) -> None:
+        """Receive into ``buffers`` DATA-sized buffers, in turn, until ``receive_control``.
+
+        With more than one, a chunk stays valid until its buffer comes round
+        again: ``guard()`` is called before every receive and must block until
+        whoever still reads chunks from the buffer about to be refilled (the
+        ``buffers``-th receive back) is done with them.
+        """
+        while len(self._data) < buffers:
+            self._data.append(memoryview(bytearray(DATA_BUFFER)))
+        self._views = self._data[:buffers]
+        self._turn = 0
+        self._guard = guard
+
+    def receive_control(self) -> None:
+        """Back to the small buffer (the DATA buffers are kept for the next download)."""
+        self._views = [self._control]
+        self._turn = 0
+        self._guard = None
+
     def pending(self) -> bool:
         """Whether the server has sent something we have not read yet (never blocks)."""
         if self._events:
@@ -188,8 +241,14 @@ class Connection:
 
     def _fill(self) -> None:
         self._check_open()
+        if self._guard is not None:
+            self._guard()
+        views = self._views
+        view = views[self._turn]
+        if len(views) > 1:
+            self._turn = (self._turn + 1) % len(views)
         try:
-            n = self.sock.recv_into(self._buf)
+            n = self.sock.recv_into(view)
         except TimeoutError:
             raise self.fail(ConnectionLost(
                 "TIMEOUT", f"no answer from the server within {self.sock.gettimeout()} s"))
@@ -200,7 +259,7 @@ class Connection:
                 self._stream.feed_eof()
                 raise self.fail(ConnectionLost("CONNECTION_LOST",
                                                "the server closed the connection"))
-            self._events.extend(self._stream.feed(self._view[:n]))
+            self._events.extend(self._stream.feed(view[:n]))
         except ProtocolError as exc:
             raise self.fail(ConnectionLost(
                 exc.code, f"protocol violation by the server: {exc.message}"))
@@ -228,10 +287,10 @@ class Connection:
                             return self.fail(error_for(event.code, event.message,
                                                        event.details))
                     self._events.clear()
-                    n = self.sock.recv_into(self._buf)
+                    n = self.sock.recv_into(self._control)
                     if n == 0:
                         break
-                    self._events.extend(self._stream.feed(self._view[:n]))
+                    self._events.extend(self._stream.feed(self._control[:n]))
             except (OSError, ProtocolError):
                 pass
         return self._lost(exc)
@@ -255,6 +314,13 @@ class Connection:
                 self.sock.close()
             except OSError:
                 pass
+
+
+@functools.lru_cache(maxsize=4)
+def _hello_frame(request_id: int) -> bytes:
+    """The same for every connection (its id is always 1): encoded once."""
+    return encode(Hello(id=request_id, protocol=PROTOCOL_VERSION, client=CLIENT_NAME,
+                        max_data=CLIENT_MAX_DATA))
 
 
 def _describe(event: Event) -> str:

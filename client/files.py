@@ -1,15 +1,17 @@
-"""Local file helpers: streaming hashes, change detection, durable rename.
+"""Local file helpers: streaming hashes, change detection, rename into place.
 
 Files can be far larger than memory, so hashing reads fixed 1 MiB blocks into
 one reused buffer.  A file's "identity" (size and mtime_ns, plus the inode so
 a replaced file counts as changed) is what tells an upload that the bytes it
-declared are no longer the bytes on disk.
+declared are no longer the bytes on disk.  ``BackgroundHash`` hashes a file in
+a thread while the caller sends it (``hashlib`` and ``preadv`` release the GIL).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import BinaryIO, NamedTuple
 
 BLOCK = 1024 * 1024
@@ -48,6 +50,79 @@ def hash_file(fileobj: BinaryIO, length: int | None = None) -> hashlib._Hash:
     return digest
 
 
+_preadv = getattr(os, "preadv", None)
+
+
+def _read_at(fd: int, view: memoryview, offset: int) -> int:
+    """``pread`` into ``view``; reads fewer bytes only at the end of the file."""
+    if _preadv is not None:
+        return _preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[:len(data)] = data
+    return len(data)
+
+
+class BackgroundHash:
+    """SHA-256 of the first ``length`` bytes of ``fd``, computed in a thread.
+
+    Reads with ``pread`` (the file position is not touched, so the caller can
+    ``sendfile`` from the same descriptor meanwhile) into one 1 MiB buffer.
+    A file shorter than ``length`` hashes what is there: callers compare the
+    file's identity before and after to know the digest is the file's.  Below
+    ``THREAD_MIN`` bytes no thread is started: ``result()`` hashes there and then.
+    """
+
+    THREAD_MIN = BLOCK
+
+    def __init__(self, fd: int, length: int) -> None:
+        self._fd = fd
+        self._length = length
+        self._stop = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if length >= self.THREAD_MIN:
+            self._thread = threading.Thread(target=self._run, name="ftpc-hash", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            digest = hashlib.sha256()
+            view = memoryview(bytearray(min(BLOCK, max(1, self._length))))
+            pos, end = 0, self._length
+            while pos < end and not self._stop.is_set():
+                n = _read_at(self._fd, view[:min(len(view), end - pos)], pos)
+                if not n:
+                    break
+                digest.update(view[:n])
+                pos += n
+            if not self._stop.is_set():
+                self._digest = digest.hexdigest()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller in result()
+            self._error = exc
+
+    def result(self, timeout: float | None = None) -> str | None:
+        """Wait for the digest (hex); None if ``timeout`` seconds were not enough.
+        Raises what the hashing raised (an ``OSError``)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return None
+        elif self._digest is None and self._error is None:
+            self._run()
+        if self._error is not None:
+            raise self._error
+        if self._digest is None:
+            raise RuntimeError("the hash was stopped")
+        return self._digest
+
+    def stop(self) -> None:
+        """Stop early (at the next block) and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def write_all(fd: int, data: memoryview) -> None:
     """``os.write`` until every byte is down (short writes are legal)."""
     while data:
@@ -59,9 +134,13 @@ def part_path(local: str) -> str:
     return local + PART_SUFFIX
 
 
-def commit(part: str, local: str) -> None:
-    """Rename a finished, fsynced ``.part`` into place and make the rename durable."""
+def commit(part: str, local: str, *, fsync: bool = False) -> None:
+    """Rename a finished ``.part`` into place (atomic: readers see the old file or
+    the new one).  With ``fsync`` (the ``.part`` itself was fsynced by the caller)
+    the rename is made durable too, by fsyncing the folder."""
     os.replace(part, local)
+    if not fsync:
+        return
     folder = os.path.dirname(os.path.abspath(local))
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -66,8 +66,11 @@ class PutResult:
     """A committed upload.
 
     ``resumed_from`` is the server's offset when the upload began (bytes that did
-    not have to be sent again); ``restarted`` says the server discarded a stale
-    partial that did not match the local file; ``attempts`` counts connections.
+    not have to be sent again; 0 after a restart); ``restarted`` says a stale
+    partial that did not match the local file was discarded, by the server at
+    ``put`` or at a deferred upload's ``commit``; ``attempts`` counts the puts the
+    server accepted (one per connection, plus one for a restart or a parked commit).
+    ``sha256`` is the verified digest (None without verification).
     """
 
     path: str

@@ -7,11 +7,17 @@ failure: an ``error`` reply that ends the transfer leaves it usable; anything
 that interrupts the byte stream halfway (a cancel from the progress callback,
 Ctrl-C, a local write error, a server error in the middle of an upload)
 closes it, because nobody can tell any more which frames were in flight.
+
+Big verified downloads hash in a helper thread while the main thread receives
+and writes: the connection receives into a small ring of buffers, and a
+semaphore keeps it from refilling a buffer the hasher has not finished with.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -21,10 +27,13 @@ from protocol.messages import (
     AbortOk,
     Cancel,
     CancelOk,
+    Commit,
     ErrorReply,
     Get,
     GetDone,
     GetReady,
+    Ping,
+    Pong,
     Put,
     PutDone,
     PutReady,
@@ -37,6 +46,14 @@ from .files import Identity, identity
 #: ``progress(done_bytes, total_bytes, resumed_from)``; may raise ``Cancelled``.
 Progress = Callable[[int, int, int], None]
 Sink = Callable[[memoryview], None]
+#: ``digest(timeout)``: the whole file's SHA-256, or None if not ready within timeout.
+DeferredDigest = Callable[[float | None], "str | None"]
+
+#: Seconds a deferred upload waits after its last byte for the local hash (the
+#: server's stall timeout, 60 s by default, runs meanwhile) before it parks.
+COMMIT_WAIT = 15.0
+#: While parked the session is idle: ping this often to keep it open.
+PARK_PING = 15.0
 
 
 def changed_during_upload(name: str) -> IntegrityError:
@@ -46,16 +63,27 @@ def changed_during_upload(name: str) -> IntegrityError:
 
 def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
            sha256: str | None, before: Identity, overwrite: bool, name: str,
-           progress: Progress | None, on_ready: Callable[[PutReady], None]) -> PutDone:
+           progress: Progress | None, on_ready: Callable[[PutReady], None],
+           deferred_sha256: DeferredDigest | None = None) -> PutDone:
     """Declare the upload, send the bytes the server lacks, return ``put.done``.
 
-    ``before`` is the file's identity when it was hashed: if it changes between
-    frames the upload is cancelled, its partial discarded, and
+    ``before`` is the file's identity when it was hashed (or opened): if it
+    changes between frames the upload is cancelled, its partial discarded, and
     ``IntegrityError`` raised.
+
+    With ``deferred_sha256`` the put declares ``defer_sha256`` instead of
+    ``sha256``; after the last byte ``deferred_sha256(timeout)`` gives the whole
+    file's digest (it waits for a hashing thread), which goes in ``commit``,
+    and ``put.done`` answers the commit.  If the digest is not ready within
+    ``COMMIT_WAIT`` (a resumed upload whose long prefix is still being hashed)
+    the upload is *parked*: cancelled (the complete partial stays on the server),
+    the session kept alive with ``ping`` until the digest is ready, then put
+    again -- it resumes at the end -- and committed.
     """
+    deferred = deferred_sha256 is not None
     rid = conn.next_id()
     ready = conn.call(Put(id=rid, path=remote, size=size, sha256=sha256,
-                          overwrite=overwrite), PutReady)
+                          overwrite=overwrite, defer_sha256=deferred), PutReady)
     if ready.offset > size:
         raise conn.violation(f"put.ready offset {ready.offset} is past the size {size}")
     on_ready(ready)
@@ -69,7 +97,8 @@ def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
                 raise changed_during_upload(name)       # it shrank: the frame was cut
             pos += count
             if identity(fileobj) != before:
-                abandon_upload(conn, rid, ready.path, finished=pos == size)
+                # A deferred upload waits for its commit: cancel it even after the last byte.
+                abandon_upload(conn, rid, ready.path, finished=pos == size and not deferred)
                 raise changed_during_upload(name)
             if pos < size and conn.pending():
                 # Only an error can come now; it ends the upload server-side.
@@ -78,17 +107,66 @@ def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
                 raise conn.violation("unexpected reply in the middle of an upload")
             if progress:
                 progress(pos, size, offset)
+        digest = cid = None
+        if deferred_sha256 is not None:
+            digest = deferred_sha256(COMMIT_WAIT)
+            if digest is not None:
+                if identity(fileobj) != before:     # it changed while it was being hashed
+                    abandon_upload(conn, rid, ready.path, finished=False)
+                    raise changed_during_upload(name)
+                cid = conn.next_id()
+                conn.send_message(Commit(id=cid, sha256=digest))
     except IntegrityError:
         raise
     except BaseException:
         conn.close()
         raise
-    return conn.reply(rid, PutDone)
+    if deferred_sha256 is None:
+        return conn.reply(rid, PutDone)
+    if cid is not None:
+        return _commit_reply(conn, rid, cid)
+    # Park: the server would time the upload out while we hash.  In READY only
+    # the idle timeout runs, and a ping resets it.
+    committed = _cancel(conn, rid)
+    while deferred_sha256(PARK_PING) is None:
+        conn.call(Ping(id=conn.next_id()), Pong)
+    if committed is not None:
+        return committed            # a server without commit: the caller checks the hash
+    return upload(conn, fileobj, remote=ready.path, size=size, sha256=sha256, before=before,
+                  overwrite=overwrite, name=name, progress=progress, on_ready=on_ready,
+                  deferred_sha256=deferred_sha256)
+
+
+def _commit_reply(conn: Connection, rid: int, cid: int) -> PutDone:
+    """``put.done`` (or the error) for ``commit`` ``cid`` of the deferred put ``rid``.
+
+    A server that predates ``commit`` ignores ``defer_sha256`` (an unknown
+    field), commits by itself after the last byte and answers the put; it then
+    refuses the commit.  That outcome is returned (or raised) as is: its
+    ``put.done`` carries no ``sha256``, which tells the caller to check the
+    stored file some other way.
+    """
+    event = conn.next_event()
+    if isinstance(event, (PutDone, ErrorReply)) and event.id == rid:
+        refusal = conn.next_event()
+        if not (isinstance(refusal, ErrorReply) and refusal.id == cid):
+            raise conn.violation(f"expected the answer to commit {cid}, "
+                                 f"got {type(refusal).__name__}")
+        conn.raise_if_error(event, rid)
+        assert isinstance(event, PutDone)
+        return event
+    conn.raise_if_error(event, cid)
+    if not isinstance(event, PutDone) or event.id != cid:
+        raise conn.violation(f"expected put.done for commit {cid}, got "
+                             f"{type(event).__name__} (id {getattr(event, 'id', None)})")
+    return event
 
 
 def abandon_upload(conn: Connection, rid: int, path: str, *, finished: bool) -> None:
     """Stop an upload whose source changed, and discard its partial.
 
+    ``finished``: every byte is out and the server commits by itself (not a
+    deferred upload), so there is nothing to cancel; wait for its answer.
     Best effort: on any surprise the connection is closed instead, which also
     leaves the server in a clean state (the stale partial will be restarted by
     the next ``put`` because its declaration no longer matches).
@@ -100,21 +178,32 @@ def abandon_upload(conn: Connection, rid: int, path: str, *, finished: bool) -> 
             if not (isinstance(event, (PutDone, ErrorReply)) and event.id == rid):
                 conn.close()
             return
-        cid = conn.next_id()
-        conn.send_message(Cancel(id=cid))
-        while True:
-            event = conn.next_event()
-            if isinstance(event, ErrorReply) and event.id == rid:
-                continue                    # CANCELLED (or whatever ended the put)
-            if isinstance(event, (CancelOk, ErrorReply)) and event.id == cid:
-                break
-            conn.close()
-            return
+        _cancel(conn, rid)
         conn.call(Abort(id=conn.next_id(), path=path), AbortOk)
     except ServerError:
         pass                                # nothing to abort: fine
     except FtpError:
         conn.close()
+
+
+def _cancel(conn: Connection, rid: int) -> PutDone | None:
+    """Cancel the running upload ``rid`` (its partial stays); the session is READY.
+
+    Returns the ``put.done`` if the upload ended by itself first (a server that
+    commits without waiting for ``commit``).
+    """
+    cid = conn.next_id()
+    conn.send_message(Cancel(id=cid))
+    done = None
+    while True:
+        event = conn.next_event()
+        if isinstance(event, (PutDone, ErrorReply)) and event.id == rid:
+            if isinstance(event, PutDone):
+                done = event
+            continue                        # CANCELLED (or whatever ended the put)
+        if isinstance(event, (CancelOk, ErrorReply)) and event.id == cid:
+            return done
+        raise conn.violation(f"unexpected {type(event).__name__} while cancelling")
 
 
 def start_download(conn: Connection, remote: str, offset: int,
@@ -131,12 +220,84 @@ def start_download(conn: Connection, remote: str, offset: int,
     return rid, ready
 
 
+#: A download with at least this many bytes to come hashes in a helper thread.
+PIPELINE_MIN = 4 * 1024 * 1024
+#: Receive buffers (1 MiB each) the helper thread may lag behind by.
+RING_BUFFERS = 4
+_FILL_DONE = object()
+_STOP = object()
+
+
+class HashThread:
+    """``digest.update`` in a helper thread, fed views of the connection's ring.
+
+    ``before_fill`` is the connection's guard.  Called before every receive,
+    it first queues a marker for the previous receive (all of whose chunks are
+    queued by then), then takes one of ``slots`` permits; the thread gives one
+    back each time it passes a marker.  So receive ``n`` waits until every
+    chunk of receive ``n - slots`` -- the one that used the same buffer -- is
+    hashed, and the hasher never reads a buffer that is being refilled.
+    Chunks are hashed in order, so the digest is the sequential one.
+    """
+
+    def __init__(self, digest: hashlib._Hash, slots: int) -> None:
+        self._digest = digest
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._free = threading.Semaphore(slots)
+        self._fills = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ftpc-hash", daemon=True)
+        self._thread.start()
+
+    def before_fill(self) -> None:
+        if self._fills:
+            self._queue.put(_FILL_DONE)
+        self._free.acquire()
+        self._fills += 1
+
+    def feed(self, data: memoryview) -> None:
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        get, update, release = self._queue.get, self._digest.update, self._free.release
+        while True:
+            item = get()
+            if item is _FILL_DONE:
+                release()
+            elif item is _STOP:
+                return
+            elif self._error is None:
+                try:
+                    update(item)  # type: ignore[arg-type]
+                except BaseException as exc:  # noqa: BLE001 -- re-raised by finish()
+                    self._error = exc     # keep releasing buffers: never block the receiver
+
+    def finish(self) -> None:
+        """Wait until everything fed is hashed and the thread has ended."""
+        self._queue.put(_STOP)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
                      digest: hashlib._Hash | None, progress: Progress | None) -> GetDone:
-    """Hand every DATA chunk to ``sink`` (and ``digest``) until ``get.done``."""
+    """Hand every DATA chunk to ``sink`` (and ``digest``) until ``get.done``.
+
+    ``sink`` runs in the calling thread; with a digest and at least
+    ``PIPELINE_MIN`` bytes to come, the hashing runs in a ``HashThread``.
+    """
     size, offset = ready.size, ready.offset
     expected = size - offset
     got = 0
+    hasher = None
+    if digest is not None and expected >= PIPELINE_MIN:
+        hasher = HashThread(digest, RING_BUFFERS)
+        conn.receive_data(RING_BUFFERS, hasher.before_fill)
+        update: Callable[[memoryview], object] = hasher.feed
+    else:
+        conn.receive_data()
+        update = digest.update if digest is not None else _no_digest
     try:
         if progress:
             progress(offset, size, offset)
@@ -148,8 +309,7 @@ def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
                 if got > expected:
                     raise conn.violation(f"more than the {expected} bytes announced")
                 sink(data)
-                if digest is not None:
-                    digest.update(data)
+                update(data)
                 if progress:
                     progress(offset + got, size, offset)
                 continue
@@ -162,6 +322,14 @@ def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
     except BaseException:
         conn.close()
         raise
+    finally:
+        conn.receive_control()
+        if hasher is not None:
+            hasher.finish()
     if got != expected or event.size != size:
         raise conn.violation(f"download ended after {got} of {expected} bytes")
     return event
+
+
+def _no_digest(_data: memoryview) -> None:
+    pass

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from client import Client, IntegrityError
+from client import Cancelled, Client, IntegrityError
 from client.cli import main
+from client.client import RESTARTED_NOTICE
 from tests.daemon import REPO, DaemonProcess
 
 MiB = 1024 * 1024
@@ -109,7 +110,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 # ------------------------------------------------------------ library
 
 
-@pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1, 3 * MiB + 17])
+@pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1, 3 * MiB + 17, 4 * MiB,
+                                  9 * MiB + 1])
 def test_library_round_trip(user, tmp_path, size):
     data = os.urandom(size)
     src = tmp_path / "src"
@@ -141,7 +143,19 @@ def test_library_round_trip_100_mib(user, tmp_path):
         assert hashlib.file_digest(f, "sha256").hexdigest() == digest.hexdigest()
 
 
-def test_library_put_file_changing_during_upload(user, tmp_path):
+@pytest.mark.parametrize("size", [0, 1, MiB + 1])
+def test_library_round_trip_with_the_hash_declared_up_front(user, tmp_path, size):
+    data = os.urandom(size)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    with user.client() as c:
+        put = c.put(src, f"u{size}", defer_hash=False)
+        assert (put.path, put.size, put.sha256) == (f"/u{size}", size, sha(data))
+        assert c.hash(put.path).sha256 == sha(data)
+
+
+@pytest.mark.parametrize("defer_hash", [True, False], ids=["deferred", "upfront"])
+def test_library_put_file_changing_during_upload(user, tmp_path, defer_hash):
     src = tmp_path / "f"
     src.write_bytes(os.urandom(4 * MiB))
 
@@ -152,10 +166,94 @@ def test_library_put_file_changing_during_upload(user, tmp_path):
 
     with user.client() as c:
         with pytest.raises(IntegrityError, match="changed during the upload"):
-            c.put(src, progress=meddle)
+            c.put(src, progress=meddle, defer_hash=defer_hash)
         assert c.ping() >= 0                       # the session survives
         assert c.uploads() == ()                   # the suspect partial was aborted
         assert "f" not in [e.name for e in c.ls().entries]
+
+
+def test_library_deferred_put_of_a_changed_file_restarts_its_resumed_partial(user, tmp_path):
+    src = tmp_path / "f"
+    src.write_bytes(os.urandom(6 * MiB))
+
+    def stop(done: int, total: int, start: int) -> None:
+        if done >= 2 * MiB:
+            raise Cancelled()
+
+    with user.client() as c:
+        with pytest.raises(Cancelled):
+            c.put(src, progress=stop)
+        c.reconnect()
+        (partial,) = c.uploads()
+        assert partial.offset >= 2 * MiB and partial.sha256 is None     # deferred: no hash
+        src.write_bytes(os.urandom(6 * MiB))       # a new version, same size
+        notices: list[str] = []
+        result = c.put(src, notice=notices.append)
+        assert notices == [RESTARTED_NOTICE]
+        assert (result.restarted, result.resumed_from, result.attempts) == (True, 0, 2)
+        assert result.sha256 == c.hash("f").sha256 == sha(src.read_bytes())
+        assert c.uploads() == ()
+
+
+def test_library_deferred_put_whose_bytes_changed_unnoticed_fails_its_commit(user, tmp_path):
+    """Same size, mtime put back: the identity check cannot see it, the commit does.
+
+    (Small enough to be hashed after the send, so the digest is surely the new
+    bytes' while the old ones were sent.)
+    """
+    data = os.urandom(600 * 1024)
+    src = tmp_path / "f"
+    src.write_bytes(data)
+    stamp = os.stat(src)
+    rewritten: list[int] = []
+
+    def rewrite_quietly(done: int, total: int, start: int) -> None:
+        if done == total and not rewritten:
+            rewritten.append(done)
+            # sendfile hands the kernel page-cache pages, not copies: wait until the
+            # daemon holds every byte, or some could go out rewritten too.
+            wait_for(lambda: [u.offset for u in other.uploads()] == [total])
+            with open(src, "r+b") as f:
+                f.write(os.urandom(len(data)))
+            os.utime(src, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+    with user.client() as c, user.client() as other:
+        with pytest.raises(IntegrityError) as info:
+            c.put(src, progress=rewrite_quietly)
+        assert info.value.code == "INTEGRITY" and rewritten
+        assert c.ping() >= 0 and c.uploads() == ()     # the partial was discarded
+        assert "f" not in [e.name for e in c.ls().entries]
+
+
+def test_library_deferred_commit_outlasting_the_stall_timeout_parks(server_factory, tmp_path,
+                                                                   monkeypatch):
+    """A resumed upload whose prefix takes longer to hash than the daemon waits
+    for a commit (stall timeout 1 s here) parks in READY instead of timing out."""
+    from client import transfer
+    from tests.test_client_lib import slow_hash
+
+    daemon = server_factory(stall_timeout=1.0)
+    user = new_user(daemon)
+    data = os.urandom(3 * MiB)
+    src = tmp_path / "f"
+    src.write_bytes(data)
+    with user.client() as c:
+        with pytest.raises(Cancelled):
+            c.put(src, progress=lambda done, total, start: _cancel_after(done, MiB))
+        c.reconnect()
+        slow_hash(monkeypatch, 2.5)                   # > the stall timeout
+        monkeypatch.setattr(transfer, "COMMIT_WAIT", 0.3)
+        monkeypatch.setattr(transfer, "PARK_PING", 0.3)
+        offsets: list[int] = []
+        result = c.put(src, progress=lambda done, total, start: offsets.append(start))
+        assert result.sha256 == sha(data) == c.hash("f").sha256
+        assert result.resumed_from >= MiB and offsets[-1] == len(data)   # re-put at the end
+        assert c.uploads() == ()
+
+
+def _cancel_after(done: int, limit: int) -> None:
+    if done >= limit:
+        raise Cancelled()
 
 
 def test_library_resumes_after_daemon_crash(server, tmp_path):
@@ -401,3 +499,25 @@ def test_cli_shell_session(user, tmp_path):
         child.close()
     assert child.exitstatus == 0
     assert (tmp_path / "copy.txt").read_bytes() == b"hello shell"
+
+
+def test_put_waits_out_a_brief_upload_busy(server, tmp_path):
+    """The daemon may still hold the upload of a connection that just dropped:
+    the next put waits briefly for it instead of failing with UPLOAD_BUSY."""
+    import threading
+
+    import protocol.messages as m
+    from tests.wire import Wire
+
+    server.add_user("busy", "correct horse")
+    data = os.urandom(MiB)
+    src = tmp_path / "f"
+    src.write_bytes(data)
+    holder = Wire(server.host, server.port)
+    holder.logged_in("busy", "correct horse")
+    assert isinstance(holder.call(m.Put(id=1, path="f", size=len(data), defer_sha256=True)),
+                      m.PutReady)
+    threading.Timer(0.3, holder.close).start()       # the old connection goes away soon
+    with Client(server.host, server.port) as c:
+        c.login("busy", "correct horse")
+        assert c.put(src).sha256 == sha(data)

@@ -4,8 +4,9 @@ It speaks the real wire protocol (``protocol.MessageStream("server")`` and
 ``protocol.encode``) on a real socket, one thread per connection, and can be
 told to misbehave in the ways a client must survive: drop the connection in
 the middle of a transfer, lie about a SHA-256, send an oversized or surplus
-DATA frame, go silent, or refuse the connection.  Every request it receives
-is recorded in ``requests`` so tests can check what the client asked for.
+DATA frame, go silent, refuse the connection, or predate ``commit``.  Every
+request it receives is recorded in ``requests`` so tests can check what the
+client asked for.
 
 Test modules build their ``fake`` fixture with ``serve_fake``.
 """
@@ -37,6 +38,17 @@ class Upload:
     rid: int
     path: str
     partial: Partial
+    deferred: bool = False          # defer_sha256: wait for commit after the last byte
+
+
+@dataclass
+class CommitSeen:
+    """A commit that arrived during an upload, and what the server held then."""
+
+    request: m.Commit
+    held: int                       # bytes of the partial when the commit arrived
+    size: int                       # the declared size
+    sent: int                       # DATA bytes received on this connection so far
 
 
 class Hangup(Exception):
@@ -54,6 +66,7 @@ class FakeServer:
         self.partials: dict[str, Partial] = {}
         self.requests: list[m.Request] = []
         self.put_offsets: list[int] = []           # offset of every put.ready sent
+        self.commits: list[CommitSeen] = []        # every commit received during an upload
         self.quota_limit = 10**12
         # misbehaviour knobs
         self.greeting_error: str | None = None
@@ -65,6 +78,7 @@ class FakeServer:
         self.drop_put_after: int | None = None     # one-shot: received bytes, then hang up
         self.get_frame: int | None = None          # DATA frame size to send
         self.silent = False
+        self.legacy = False                         # no commit: ignores defer_sha256
         self.ls_page = 1000
         self.extra_entries: list[m.Entry] = []
         self.fatal_on: dict[str, str] = {}          # cmd -> fatal code sent with id null
@@ -176,13 +190,21 @@ class _Conn:
         if cmd in srv.fatal_on:
             self.error(None, srv.fatal_on[cmd], "fatal")
             raise Hangup
+        if cmd == "commit" and srv.legacy:
+            self.error(event.id, "UNKNOWN_COMMAND", "unknown command 'commit'")
+            return
         if self.upload is not None:
             if cmd == "cancel":
                 self.error(self.upload.rid, "CANCELLED", "cancelled")
                 self.upload = None
                 self.send(m.CancelOk(id=event.id))
+            elif cmd == "commit":
+                self.do_commit(event)
             else:
                 self.error(event.id, "BAD_STATE", "uploading")
+            return
+        if cmd in ("commit", "cancel"):
+            self.error(event.id, "BAD_STATE", "no transfer")
             return
         handler = getattr(self, "do_" + cmd.replace(".", "_"), None)
         if cmd not in ("hello", "login", "register", "ping", "quit", "whoami") \
@@ -353,8 +375,21 @@ class _Conn:
             partial = srv.partials[p] = Partial(r.size, r.sha256)
         srv.put_offsets.append(len(partial.data))
         self.send(m.PutReady(id=r.id, path=p, offset=len(partial.data), restarted=restarted))
-        self.upload = Upload(r.id, p, partial)
+        self.upload = Upload(r.id, p, partial, deferred=r.defer_sha256 and not srv.legacy)
         self.maybe_finish()
+
+    def do_commit(self, r: m.Commit) -> None:
+        up = self.upload
+        assert up is not None
+        held = len(up.partial.data)
+        self.srv.commits.append(CommitSeen(r, held, up.partial.size, self.received))
+        if not up.deferred:
+            return self.error(r.id, "BAD_STATE", "this upload declared its hash")
+        if held < up.partial.size:
+            self.send(m.ErrorReply(id=r.id, code="OFFSET_MISMATCH", message="early commit",
+                                   details={"expected": up.partial.size, "got": held}))
+            return
+        self.finish(r.id, r.sha256)
 
     def on_data(self, data: memoryview) -> None:
         up = self.upload
@@ -373,17 +408,24 @@ class _Conn:
         up = self.upload
         assert up is not None
         part = up.partial
-        if len(part.data) < part.size:
+        if len(part.data) < part.size or up.deferred:
             return
+        self.finish(up.rid, part.sha256)
+
+    def finish(self, rid: int, expected: str | None) -> None:
+        """Verify against ``expected`` (if any), publish, answer ``rid``."""
+        up = self.upload
+        assert up is not None
+        part = up.partial
         self.upload = None
         del self.srv.partials[up.path]
         data = bytes(part.data)
         sha = hashlib.sha256(data).hexdigest()
-        if self.srv.corrupt_put or (part.sha256 is not None and part.sha256 != sha):
-            return self.error(up.rid, "INTEGRITY", "sha256 mismatch")
+        if self.srv.corrupt_put or (expected is not None and expected != sha):
+            return self.error(rid, "INTEGRITY", "sha256 mismatch")
         self.srv.put_file(up.path, data)
-        self.send(m.PutDone(id=up.rid, path=up.path, size=len(data),
-                            sha256=sha if part.sha256 else None))
+        self.send(m.PutDone(id=rid, path=up.path, size=len(data),
+                            sha256=sha if expected else None))
 
     def do_get(self, r: m.Get) -> None:
         srv = self.srv

@@ -158,6 +158,35 @@ def test_cli_lying_server_is_an_integrity_failure(fake, monkeypatch, capsys, tmp
     assert not (tmp_path / "f").exists()
 
 
+def test_cli_get_fsyncs_only_with_the_flag(fake, monkeypatch, capsys, tmp_path):
+    env_for(monkeypatch, fake)
+    fake.put_file("/f", b"data")
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    assert cli.main(["get", "f", str(tmp_path / "a")]) == 0
+    assert calls == []
+    assert cli.main(["get", "--fsync", "f", str(tmp_path / "b")]) == 0
+    assert len(calls) == 2                         # the .part, then the folder
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == b"data"
+    assert cli.main(["put", "--fsync", str(tmp_path / "a")]) == 2     # a get option only
+
+
+@pytest.mark.parametrize(("flags", "declared", "commits"), [
+    ([], False, 1), (["--hash-first"], True, 0), (["--no-verify"], False, 0)])
+def test_cli_put_hashes_while_sending_unless_asked_to_hash_first(
+        fake, monkeypatch, capsys, tmp_path, flags, declared, commits):
+    env_for(monkeypatch, fake)
+    src = tmp_path / "f"
+    src.write_bytes(os.urandom(20_000))
+    assert cli.main(["--json", "put", *flags, str(src)]) == 0
+    (put,) = fake.requests_of(m.Put)
+    assert (put.sha256 is not None) == declared
+    assert put.defer_sha256 == (not flags)
+    assert len(fake.requests_of(m.Commit)) == commits
+    assert fake.files["/f"] == src.read_bytes()
+
+
 def test_cli_needs_a_user(fake, monkeypatch, capsys):
     env_for(monkeypatch, fake)
     monkeypatch.delenv("FTPC_USER")
