@@ -7,7 +7,7 @@ bytes, half-closes and reads until the daemon closes.  The promises:
 * every reply is a well-formed frame; a fatal error, if any, is the last one;
 * the connection ends (EOF or reset) within seconds: never a hang;
 * where the bytes alone decide the outcome, the daemon's verdict is the one the
-  framing rules of docs/DESIGN-NOTES.md give (computed here by an independent
+  framing rules of docs/PROTOCOL.md give (computed here by an independent
   reference parser of the frame headers);
 * after every example the daemon's process is alive and a well-behaved client on
   another connection (logged in for the whole module) is still served (ping and ls);
@@ -289,7 +289,7 @@ def test_requests_with_wrong_fields_are_refused_and_the_connection_survives(daem
     still_serving(daemon, bystander)
 
 
-# The state model: which commands each state accepts (docs/DESIGN-NOTES.md, protocol/state.py).
+# The state model: which commands each state accepts (docs/PROTOCOL.md, protocol/state.py).
 _ORDER_REQUESTS = {
     "hello": lambda i: m.Hello(id=i, protocol=1),
     "login": lambda i: m.Login(id=i, user=USER, password=PASSWORD),
