@@ -307,9 +307,9 @@ class Scenario:
         return ratio(medians.get(OURS), medians.get(other), self.higher_is_better)
 
 
-class BulkUpload(Scenario):
-    name = "upload"
-    title = "upload, no hash declared"
+class _Bulk(Scenario):
+    """A scenario that moves the one large random file."""
+
     unit = "MiB/s"
 
     def size_text(self, s: Sizes) -> str:
@@ -317,6 +317,11 @@ class BulkUpload(Scenario):
 
     def prepare(self, ctx: Context) -> None:
         ctx.random_file("bulk.bin", ctx.sizes.bulk)
+
+
+class BulkUpload(_Bulk):
+    name = "upload"
+    title = "upload, no hash declared"
 
     def measure(self, ctx: Context, who: str) -> Result:
         src = ctx.random_file("bulk.bin", ctx.sizes.bulk)
@@ -342,16 +347,9 @@ class BulkUpload(Scenario):
                 Target("ours/raw >= 0.9", self._ratio(medians, RAW), 0.9)]
 
 
-class BulkDownload(Scenario):
+class BulkDownload(_Bulk):
     name = "download"
     title = "download to a discarding reader"
-    unit = "MiB/s"
-
-    def size_text(self, s: Sizes) -> str:
-        return _size(s.bulk)
-
-    def prepare(self, ctx: Context) -> None:
-        ctx.random_file("bulk.bin", ctx.sizes.bulk)
 
     def measure(self, ctx: Context, who: str) -> Result:
         src = ctx.random_file("bulk.bin", ctx.sizes.bulk)
@@ -380,16 +378,12 @@ class BulkDownload(Scenario):
                 Target("ours/raw >= 0.9", self._ratio(medians, RAW), 0.9)]
 
 
-class VerifiedRoundTrip(Scenario):
+class VerifiedRoundTrip(_Bulk):
     name = "verified"
     title = "upload, then download into a file: ours verifies SHA-256, baselines do not"
-    unit = "MiB/s"
 
     def size_text(self, s: Sizes) -> str:
         return f"{_size(s.bulk)} up + down"
-
-    def prepare(self, ctx: Context) -> None:
-        ctx.random_file("bulk.bin", ctx.sizes.bulk)
 
     def measure(self, ctx: Context, who: str) -> Result:
         src = ctx.random_file("bulk.bin", ctx.sizes.bulk)

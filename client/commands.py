@@ -111,7 +111,7 @@ TRANSFER_OPTIONS = (
 # ------------------------------------------------------------ transfers
 
 
-def _put_line(r: PutResult) -> str:
+def _transfer_line(r: PutResult | GetResult, source: str, target: str) -> str:
     notes = [f"{r.size} bytes"]
     if r.resumed_from:
         notes.append(f"resumed from {r.resumed_from}")
@@ -119,18 +119,15 @@ def _put_line(r: PutResult) -> str:
         notes.append("stale partial restarted")
     if r.sha256:
         notes.append("verified")
-    return f"{r.local} -> {r.path} ({', '.join(notes)})"
+    return f"{source} -> {target} ({', '.join(notes)})"
+
+
+def _put_line(r: PutResult) -> str:
+    return _transfer_line(r, r.local, r.path)
 
 
 def _get_line(r: GetResult) -> str:
-    notes = [f"{r.size} bytes"]
-    if r.resumed_from:
-        notes.append(f"resumed from {r.resumed_from}")
-    if r.restarted:
-        notes.append("stale partial restarted")
-    if r.sha256:
-        notes.append("verified")
-    return f"{r.path} -> {r.local} ({', '.join(notes)})"
+    return _transfer_line(r, r.path, r.local)
 
 
 def remote_target(client: Client, remote: str | None, name: str) -> str:
