@@ -130,10 +130,12 @@ class Connection:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self, greeting: Reply) -> None:
+    def start(self, greeting: bytes) -> None:
+        """Register with the selector and send the (pre-encoded) greeting."""
         self.server.selector.register(self.sock, READ, self)
         self.mask = READ
-        self.send(greeting)
+        self._enqueue(greeting)
+        self._pump()
         self._arm_watchdog()
 
     def close(self, reason: str = "closed") -> None:
@@ -235,18 +237,27 @@ class Connection:
         except ProtocolError as exc:
             self.fatal(exc.code, exc.message)
             return
-        for event in events:
-            if self.closed or self.closing:
-                return
-            if type(event) is DataChunk:
-                self._on_data(event.data)
-            else:
-                self.draining = False
-                if self.busy or self.pending or self.pager is not None:
-                    self.pending.append(event)       # type: ignore[arg-type]
-                    self._set_reading(False)
+        if not events:
+            return
+        # Replies to requests that arrived together leave together: hold the
+        # output until the whole batch is handled, then send it in one go.
+        self.pumping = True
+        try:
+            for event in events:
+                if self.closed or self.closing:
+                    break
+                if type(event) is DataChunk:
+                    self._on_data(event.data)
                 else:
-                    self._dispatch(event)            # type: ignore[arg-type]
+                    self.draining = False
+                    if self.busy or self.pending or self.pager is not None:
+                        self.pending.append(event)       # type: ignore[arg-type]
+                        self._set_reading(False)
+                    else:
+                        self._dispatch(event)            # type: ignore[arg-type]
+        finally:
+            self.pumping = False
+        self._pump()
 
     def _on_eof(self) -> None:
         try:

@@ -75,10 +75,11 @@ class Server:
         self._signal_r, self._signal_w = socket.socketpair()
         for s in (self._signal_r, self._signal_w):
             s.setblocking(False)
-        self.greeting = Greeting(protocol=PROTOCOL_VERSION, server=f"ftpd/{__version__}",
-                                 max_control=config.max_control_frame,
-                                 max_data=config.max_data_frame,
-                                 register=config.allow_register)
+        # The same for everyone: encoded once.
+        self.greeting = encode(Greeting(protocol=PROTOCOL_VERSION, server=f"ftpd/{__version__}",
+                                        max_control=config.max_control_frame,
+                                        max_data=config.max_data_frame,
+                                        register=config.allow_register))
 
     # ------------------------------------------------------------ setup
 
