@@ -11,35 +11,41 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 import protocol.messages as m
+from client import Client
 from protocol import encode
 from tests.wire import Wire
 
 USER, PASSWORD = "load", "pw"
 
 
-def _client_round_trip(host: str, port: int, index: int) -> bool:
+def _client_round_trip(host: str, port: int, index: int, folder: Path) -> bool:
+    """One client of the real library: connect, log in, put and get its own file."""
     data = os.urandom(32 * 1024 + index * 97)
-    with Wire(host, port, timeout=60) as wire:
-        wire.logged_in(f"u{index % 20}", PASSWORD)
-        done = wire.put(f"file-{index}.bin", data)
-        assert isinstance(done, m.PutDone), done
-        ready, got, end = wire.get(f"file-{index}.bin")
-        assert isinstance(end, m.GetDone), end
-        return ready.sha256 == hashlib.sha256(data).hexdigest() == hashlib.sha256(got).hexdigest()
+    source = folder / f"up-{index}.bin"
+    source.write_bytes(data)
+    with Client(host, port, timeout=60) as client:
+        client.login(f"u{index % 20}", PASSWORD)
+        put = client.put(source, f"file-{index}.bin")
+        got = client.get(f"file-{index}.bin", folder / f"down-{index}.bin")
+    expected = hashlib.sha256(data).hexdigest()
+    return put.sha256 == got.sha256 == expected == \
+        hashlib.sha256((folder / f"down-{index}.bin").read_bytes()).hexdigest()
 
 
 @pytest.mark.slow
-def test_200_concurrent_clients_upload_and_download_with_every_hash_verified(server_factory):
+def test_200_concurrent_clients_upload_and_download_with_every_hash_verified(server_factory,
+                                                                             tmp_path):
     daemon = server_factory()
     for i in range(20):
         daemon.add_user(f"u{i}", PASSWORD)
     with ThreadPoolExecutor(max_workers=200) as pool:
-        results = list(pool.map(lambda i: _client_round_trip(daemon.host, daemon.port, i),
-                                range(200)))
+        results = list(pool.map(
+            lambda i: _client_round_trip(daemon.host, daemon.port, i, tmp_path), range(200)))
     assert results == [True] * 200
 
 
