@@ -33,6 +33,7 @@ from .workers import WorkerPool
 log = logging.getLogger("ftpd")
 
 ACCEPTS_PER_WAKEUP = 64
+CHECKPOINT_INTERVAL = 30.0     # seconds between write-ahead-log checkpoints on a worker
 
 
 class _Waker:
@@ -119,6 +120,7 @@ class Server:
     def serve_forever(self) -> None:
         if self.listener is None:
             self.bind()
+        self.store.no_checkpoints_on_this_thread()     # this is the reactor thread
         try:
             while not self.stopped:
                 self.run_once()
@@ -234,6 +236,22 @@ class Server:
             self.pool.submit(self.store.expire_uploads, self._cleanup_done)
             self._schedule_cleanup()
         self.timers.call_later(5.0 if first else self.config.cleanup_interval, run)
+        if first:
+            self._schedule_checkpoint()
+
+    def _schedule_checkpoint(self) -> None:
+        """Fold the database's write-ahead log on a worker now and then (it fsyncs)."""
+        def run() -> None:
+            if self.stopping:
+                return
+            self.pool.submit(self.store.checkpoint, self._checkpoint_done)
+            self._schedule_checkpoint()
+        self.timers.call_later(CHECKPOINT_INTERVAL, run)
+
+    @staticmethod
+    def _checkpoint_done(_: Any, error: BaseException | None) -> None:
+        if error is not None:
+            log.warning("database checkpoint failed: %s", error)
 
     @staticmethod
     def _cleanup_done(count: Any, error: BaseException | None) -> None:

@@ -144,6 +144,21 @@ class Database:
                 raise _mapped(exc)
             raise
 
+    def no_checkpoints_on_this_thread(self) -> None:
+        """WAL checkpoints fsync the database: never let one run on this thread.
+
+        The daemon calls it on its reactor thread; checkpoints then happen on the
+        worker threads' connections, or in ``checkpoint`` run by a worker.
+        """
+        self.conn().execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL back into the database file (PASSIVE: never waits for readers).
+
+        Returns (frames in the log, frames copied)."""
+        _, frames, copied = self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames, copied
+
     def all(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, args).fetchall()
 

@@ -66,6 +66,16 @@ class Store:
         self._uploads = UploadManager(self._ctx)
         self._uploads.recover()
 
+    def no_checkpoints_on_this_thread(self) -> None:
+        """Keep the database's fsyncing checkpoints off the calling thread (the reactor)."""
+        self._ctx.db.no_checkpoints_on_this_thread()
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Fold the write-ahead log into the database; SLOW (fsync): call from a worker.
+
+        Returns (frames in the log, frames copied)."""
+        return self._ctx.db.checkpoint()
+
     def close(self) -> None:
         """Close active uploads (without release: they stay resumable), the DB and fds.
 

@@ -63,3 +63,24 @@ def test_error_carries_message_and_json_safe_details():
     assert json.loads(json.dumps(exc.to_dict())) == {
         "code": "QUOTA_EXCEEDED", "message": "not enough quota",
         "details": {"free": 10, "needed": 20}}
+
+
+def test_checkpoints_can_be_kept_off_a_thread_and_run_on_demand(tmp_path):
+    import sqlite3
+
+    from storage import Store
+
+    store = Store(tmp_path / "root", scrypt_n=16)
+    try:
+        store.no_checkpoints_on_this_thread()
+        for i in range(30):
+            store.create_user(f"user{i}", "pw")
+        assert store._ctx.db.conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        frames, copied = store.checkpoint()
+        assert frames > 0 and copied == frames
+        db = sqlite3.connect(tmp_path / "root" / "users.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 30
+        db.close()
+    finally:
+        store.close()
