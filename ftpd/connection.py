@@ -334,7 +334,8 @@ class Connection:
 
     def submit(self, request_id: int | None, job: Callable[[], Any],
                done: Callable[[Any, BaseException | None], None],
-               if_closed: Callable[[], None] | None = None, cpu: bool = False) -> None:
+               if_closed: Callable[[Any, BaseException | None], None] | None = None,
+               cpu: bool = False) -> None:
         """Run ``job`` on a worker, then ``done`` here -- or ``if_closed`` if the
         connection closed meanwhile.
 
@@ -347,7 +348,7 @@ class Connection:
         def finish(result: Any, error: BaseException | None) -> None:
             if self.closed:
                 if if_closed is not None:
-                    if_closed()
+                    if_closed(result, error)
                 return
             try:
                 done(result, error)
@@ -398,6 +399,7 @@ class Connection:
     # ------------------------------------------------------------ uploads
 
     def start_upload(self, request: Request, upload: Any) -> None:
+        """The upload was begun (and counted in ``active_uploads`` by the caller)."""
         self.upload = upload
         self.put_request = request
         self.upload_start = upload.offset
@@ -406,7 +408,6 @@ class Connection:
         # A hash covers the whole file, so hashing starts at 0 even for a resumed upload.
         self.catch_up_mark = 0 if upload.hasher is not None else upload.offset
         self.transfer_started = self.last_progress = time.monotonic()
-        self.server.active_uploads[upload.user] += 1
         self.advance("put")
         if upload.complete() and not request.defer_sha256:
             self._commit()

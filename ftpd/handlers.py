@@ -127,7 +127,7 @@ def login(conn: Connection, req: m.Login) -> None:
 
     try:
         conn.submit(req.id, lambda: store.verify_password(req.user, req.password), done,
-                    if_closed=lambda: throttle.release(req.user, conn.ip), cpu=True)
+                    if_closed=lambda *_: throttle.release(req.user, conn.ip), cpu=True)
     except BaseException:
         throttle.release(req.user, conn.ip)
         raise
@@ -317,13 +317,38 @@ def put(conn: Connection, req: m.Put) -> None:
         raise ProtocolError(
             f"at most {server.config.max_uploads_per_user} uploads at once per user",
             code="TOO_MANY_UPLOADS")
-    upload = _store(conn).begin_upload(conn.user, req.path, req.size, req.sha256,
-                                       cwd=conn.cwd, overwrite=req.overwrite)
-    log.info("upload start %s user=%s path=%s size=%d offset=%d%s", conn.peer, conn.user,
-             upload.path, req.size, upload.offset, " (restarted)" if upload.restarted else "")
-    conn.send(m.PutReady(id=req.id, path=upload.path, offset=upload.offset,
-                         restarted=upload.restarted))
-    conn.start_upload(req, upload)
+    store, user, cwd = _store(conn), conn.user, conn.cwd
+    # Counted now, not when the worker is done, so racing puts cannot pass the limit.
+    server.active_uploads[user] += 1
+
+    def uncount() -> None:
+        server.active_uploads[user] -= 1
+        if server.active_uploads[user] <= 0:
+            del server.active_uploads[user]
+
+    def done(upload: Any, error: BaseException | None) -> None:
+        if error is not None:
+            uncount()
+            raise error
+        log.info("upload start %s user=%s path=%s size=%d offset=%d%s", conn.peer, user,
+                 upload.path, req.size, upload.offset,
+                 " (restarted)" if upload.restarted else "")
+        conn.send(m.PutReady(id=req.id, path=upload.path, offset=upload.offset,
+                             restarted=upload.restarted))
+        conn.busy = False             # the begin is over ...
+        conn.start_upload(req, upload)
+        if not conn.busy:             # ... unless a commit started right away (nothing to send)
+            conn.end_async()
+
+    def closed_meanwhile(upload: Any, error: BaseException | None) -> None:
+        uncount()
+        if upload is not None:
+            upload.release()          # nobody will write it now; it stays resumable
+
+    # begin_upload writes the database and creates the partial: worker work.
+    conn.submit(req.id, lambda: store.begin_upload(user, req.path, req.size, req.sha256,
+                                                   cwd=cwd, overwrite=req.overwrite),
+                done, if_closed=closed_meanwhile)
 
 
 @handles("get")

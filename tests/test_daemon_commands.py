@@ -168,6 +168,12 @@ def test_requests_pipelined_behind_slow_ones_keep_their_order(conn):
     assert order == [("LsOk", 1), ("Pong", 2), ("GetReady", 3), ("GetDone", 3), ("Pong", 4)]
 
 
+def test_a_request_pipelined_behind_an_empty_put_waits_for_its_commit(conn):
+    conn.send_raw(encode(m.Put(id=1, path="zero", size=0)) + encode(m.Ping(id=2)))
+    order = [type(conn.recv_reply()).__name__ for _ in range(3)]
+    assert order == ["PutReady", "PutDone", "Pong"]
+
+
 # ---------------------------------------------------------------- request errors
 
 

@@ -184,3 +184,25 @@ def test_parallel_logins_with_the_right_password_all_succeed_despite_a_low_locko
         for wire in wires:
             wire.close()
     assert all(isinstance(reply, m.LoginOk) for reply in replies), replies
+
+
+def test_a_client_that_hangs_up_during_a_slow_put_leaves_the_upload_free(inproc_server):
+    daemon = inproc_server()
+    daemon.add_user(USER, PASSWORD)
+    store = daemon.store
+    real_begin = store.begin_upload
+
+    def slow_begin(*args, **kwargs):
+        time.sleep(0.5)                       # the client hangs up meanwhile
+        return real_begin(*args, **kwargs)
+
+    store.begin_upload = slow_begin
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        wire.send(m.Put(id=1, path="orphan", size=10))
+    time.sleep(1.0)
+    store.begin_upload = real_begin
+    assert daemon.server.active_uploads[USER] == 0
+    with Wire(daemon.host, daemon.port) as wire:
+        wire.logged_in(USER, PASSWORD)
+        assert isinstance(wire.put("orphan", b"0123456789"), m.PutDone)
