@@ -83,7 +83,7 @@ class Connection:
         "server", "sock", "fd", "peer", "ip", "stream", "state", "out", "out_size", "mask",
         "user", "cwd", "pending", "busy", "upload", "put_request", "committing", "download",
         "pager", "draining", "closing", "closed", "eof", "opened", "last_request",
-        "last_progress", "watchdog", "force_timer", "data_frame", "reading_paused",
+        "last_progress", "watchdog", "force_timer", "data_frame", "closing_reason",
         "transfer_started", "upload_start", "pumping", "anonymous_since", "catching_up",
         "catch_up_mark", "__weakref__",
     )
@@ -122,7 +122,7 @@ class Connection:
         self.watchdog: Timer | None = None
         self.force_timer: Timer | None = None
         self.data_frame = cfg.max_data_frame
-        self.reading_paused = False
+        self.closing_reason = "done"
         self.upload_start = 0
         self.catching_up = False        # a worker is hashing/flushing this upload's bytes
         self.catch_up_mark = 0          # the offset the last catch-up started from
@@ -164,7 +164,8 @@ class Connection:
         except OSError:
             pass
         self.server.forget(self)
-        log.info("close %s user=%s reason=%s", self.peer, self.user or "-", reason)
+        log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-", reason,
+                 time.monotonic() - self.opened)
 
     def fatal(self, code: str, message: str, request_id: int | None = None,
               details: dict[str, Any] | None = None) -> None:
@@ -188,6 +189,7 @@ class Connection:
 
     def close_when_flushed(self, reason: str) -> None:
         self.closing = True
+        self.closing_reason = reason
         self._set_reading(False)
         if self.force_timer is None:
             self.force_timer = self.server.timers.call_later(
@@ -687,10 +689,7 @@ class Connection:
     def _maybe_finish_closing(self) -> None:
         if self.closing and not self.closed and not self.out and self.download is None \
                 and not self.committing:
-            self.close(self._closing_reason())
-
-    def _closing_reason(self) -> str:
-        return "done"
+            self.close(self.closing_reason)
 
     def _set_reading(self, on: bool) -> None:
         if on and (self.closing or self.eof):
