@@ -401,7 +401,7 @@ class Connection:
     # ------------------------------------------------------------ uploads
 
     def start_upload(self, request: Request, upload: Any) -> None:
-        """The upload was begun (and counted in ``active_uploads`` by the caller)."""
+        """The upload was begun (its slot taken by the caller: ``Server.take_upload_slot``)."""
         self.upload = upload
         self.put_request = request
         self.upload_start = upload.offset
@@ -511,9 +511,7 @@ class Connection:
                 upload.release()
             except Exception:
                 log.exception("releasing upload %s failed", upload.path)
-        self.server.active_uploads[upload.user] -= 1
-        if self.server.active_uploads[upload.user] <= 0:
-            del self.server.active_uploads[upload.user]
+        self.server.free_upload_slot(upload.user)
         elapsed = max(1e-9, time.monotonic() - self.transfer_started)
         moved = upload.offset - self.upload_start
         log.info("upload user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",

@@ -313,22 +313,16 @@ def put(conn: Connection, req: m.Put) -> None:
     server = conn.server
     if server.stopping:
         raise ProtocolError("the server is shutting down", code="SHUTTING_DOWN")
-    if server.active_uploads[conn.user] >= server.config.max_uploads_per_user:
+    store, user, cwd = _store(conn), conn.user, conn.cwd
+    # Taken now, not when the worker is done, so racing puts cannot pass the limit.
+    if not server.take_upload_slot(user):
         raise ProtocolError(
             f"at most {server.config.max_uploads_per_user} uploads at once per user",
             code="TOO_MANY_UPLOADS")
-    store, user, cwd = _store(conn), conn.user, conn.cwd
-    # Counted now, not when the worker is done, so racing puts cannot pass the limit.
-    server.active_uploads[user] += 1
-
-    def uncount() -> None:
-        server.active_uploads[user] -= 1
-        if server.active_uploads[user] <= 0:
-            del server.active_uploads[user]
 
     def done(upload: Any, error: BaseException | None) -> None:
         if error is not None:
-            uncount()
+            server.free_upload_slot(user)
             raise error
         log.info("upload start %s user=%s path=%s size=%d offset=%d%s", conn.peer, user,
                  upload.path, req.size, upload.offset,
@@ -341,7 +335,7 @@ def put(conn: Connection, req: m.Put) -> None:
             conn.end_async()
 
     def closed_meanwhile(upload: Any, error: BaseException | None) -> None:
-        uncount()
+        server.free_upload_slot(user)
         if upload is not None:
             upload.release()          # nobody will write it now; it stays resumable
 

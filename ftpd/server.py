@@ -206,6 +206,18 @@ class Server:
         log.info("open %s", conn.peer)
         conn.start(self.greeting)
 
+    def take_upload_slot(self, user: str) -> bool:
+        """Count one more upload of ``user``, unless the per-user limit is reached."""
+        if self.active_uploads[user] >= self.config.max_uploads_per_user:
+            return False
+        self.active_uploads[user] += 1
+        return True
+
+    def free_upload_slot(self, user: str) -> None:
+        self.active_uploads[user] -= 1
+        if self.active_uploads[user] <= 0:
+            del self.active_uploads[user]
+
     def forget(self, conn: Connection) -> None:
         """Called by a connection as it closes."""
         if conn in self.connections:
