@@ -84,8 +84,8 @@ class Connection:
         "user", "cwd", "pending", "busy", "upload", "put_request", "committing", "download",
         "pager", "draining", "closing", "closed", "eof", "opened", "last_request",
         "last_progress", "watchdog", "force_timer", "data_frame", "closing_reason",
-        "transfer_started", "upload_start", "pumping", "anonymous_since", "catching_up",
-        "catch_up_mark", "__weakref__",
+        "transfer_started", "upload_start", "pumping", "anonymous_since", "hashing",
+        "hash_mark", "flushing", "flush_mark", "__weakref__",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -124,8 +124,10 @@ class Connection:
         self.data_frame = cfg.max_data_frame
         self.closing_reason = "done"
         self.upload_start = 0
-        self.catching_up = False        # a worker is hashing/flushing this upload's bytes
-        self.catch_up_mark = 0          # the offset the last catch-up started from
+        self.hashing = False            # a worker is hashing this upload's bytes
+        self.hash_mark = 0              # the offset the last hash job started from
+        self.flushing = False           # a worker is flushing this upload's bytes to disk
+        self.flush_mark = 0             # the offset the last flush job started from
         self.pumping = False
 
     # ------------------------------------------------------------ lifecycle
@@ -408,7 +410,8 @@ class Connection:
         if request.defer_sha256:
             upload.expect_hash_later()
         # A hash covers the whole file, so hashing starts at 0 even for a resumed upload.
-        self.catch_up_mark = 0 if upload.hasher is not None else upload.offset
+        self.hash_mark = 0
+        self.flush_mark = upload.offset
         self.transfer_started = self.last_progress = time.monotonic()
         self.advance("put")
         if upload.complete() and not request.defer_sha256:
@@ -447,21 +450,39 @@ class Connection:
         if upload.complete():
             if not self.put_request.defer_sha256:
                 self._commit()
-        elif not self.catching_up and \
-                upload.offset - self.catch_up_mark >= self.server.config.writeback_bytes:
+        else:
             self._catch_up(upload)
 
     def _catch_up(self, upload: Any) -> None:
-        """Hash and flush what has arrived on a worker while more arrives."""
-        self.catching_up = True
-        self.catch_up_mark = upload.offset
+        """Hash and flush what has arrived, on workers, while more arrives.
 
-        def done(_: Any, error: BaseException | None) -> None:
-            self.catching_up = False
-            if error is not None:
-                log.warning("background hash/flush of %s failed: %s", upload.path, error)
+        Two independent jobs, at most one of each in flight: the hash must not
+        wait for the disk, or it falls behind the writer (a flush of 16 MiB
+        takes about as long as hashing it) and the commit is left with a long
+        tail to hash.  Each job covers what was written when it started.
+        """
+        step = self.server.config.writeback_bytes
+        if not self.hashing and upload.hasher is not None and \
+                upload.offset - self.hash_mark >= step:
+            self.hashing = True
+            self.hash_mark = upload.offset
 
-        self.server.pool.submit(upload.catch_up, done)
+            def hashed(_: Any, error: BaseException | None) -> None:
+                self.hashing = False
+                if error is not None:
+                    log.warning("background hash of %s failed: %s", upload.path, error)
+
+            self.server.pool.submit(upload.hash_behind, hashed)
+        if not self.flushing and upload.offset - self.flush_mark >= step:
+            self.flushing = True
+            self.flush_mark = upload.offset
+
+            def flushed(_: Any, error: BaseException | None) -> None:
+                self.flushing = False
+                if error is not None:
+                    log.warning("background flush of %s failed: %s", upload.path, error)
+
+            self.server.pool.submit(upload.flush, flushed)
 
     def _commit(self, reply_id: int | None = None, sha256: str | None = None) -> None:
         """Verify, fsync and publish the upload on a worker (the slow part).

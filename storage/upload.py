@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .confine import map_oserror
@@ -130,21 +131,32 @@ class Upload:
             self.hasher = PrefixHasher()
 
     def catch_up(self) -> int:
-        """Hash (when a SHA-256 was declared) and flush to disk what is written so far.
+        """``hash_behind`` then ``flush``: both for what is written so far."""
+        return self.flush() if self.hash_behind() else 0
+
+    def hash_behind(self) -> int:
+        """Hash (when a SHA-256 is expected) what is written so far.
 
         A job for a worker thread while the writer goes on: it reads the bytes
-        back through its own descriptor and ``fdatasync``s them, so ``commit``
-        is left with only the tail.  Harmless if the upload ended meanwhile.
-        Returns the offset it covered (0 if it did nothing).
+        back through its own descriptor, so ``commit`` is left with only the
+        tail.  Harmless if the upload ended meanwhile.  Returns the offset it
+        covered (0 if it did nothing).
         """
+        return self._behind(lambda fd, end: self.hasher.advance(fd, end)
+                            if self.hasher is not None else None)
+
+    def flush(self) -> int:
+        """``fdatasync`` what is written so far, so that ``commit`` has only the
+        tail to make durable.  A worker's job, like ``hash_behind``."""
+        return self._behind(lambda fd, _end: os.fdatasync(fd))
+
+    def _behind(self, job: Callable[[int, int], object]) -> int:
         with self._lock:
             if not self.active:
                 return 0
             fd, end = os.dup(self._fd), self.offset
         try:
-            if self.hasher is not None:
-                self.hasher.advance(fd, end)
-            os.fdatasync(fd)
+            job(fd, end)
         except OSError:
             return 0                  # commit will meet the same error and report it
         finally:

@@ -206,3 +206,45 @@ def test_a_client_that_hangs_up_during_a_slow_put_leaves_the_upload_free(inproc_
     with Wire(daemon.host, daemon.port) as wire:
         wire.logged_in(USER, PASSWORD)
         assert isinstance(wire.put("orphan", b"0123456789"), m.PutDone)
+
+
+def test_hashing_behind_an_upload_does_not_wait_for_its_flush(inproc_server, monkeypatch):
+    from storage.upload import Upload
+
+    release = threading.Event()
+    flushing = threading.Event()
+    hashed_before_release: list[int] = []
+    real_flush, real_hash = Upload.flush, Upload.hash_behind
+
+    def slow_flush(self: Upload) -> int:
+        flushing.set()
+        release.wait(20)                 # a disk that takes its time
+        return real_flush(self)
+
+    def watched_hash(self: Upload) -> int:
+        end = real_hash(self)
+        if not release.is_set():
+            hashed_before_release.append(end)
+        return end
+
+    monkeypatch.setattr(Upload, "flush", slow_flush)
+    monkeypatch.setattr(Upload, "hash_behind", watched_hash)
+    daemon = inproc_server(writeback_bytes=256 * 1024)
+    daemon.add_user(USER, PASSWORD)
+    piece = 1 << 20
+    data = os.urandom(4 * piece)
+    with Wire(daemon.host, daemon.port, timeout=30) as wire:
+        wire.logged_in(USER, PASSWORD)
+        assert isinstance(wire.put("big.bin", data, stop_at=0), m.PutReady)
+        for end in range(piece, len(data), piece):     # all but the last piece
+            wire.send_data(data[end - piece:end])
+            deadline = time.monotonic() + 10
+            while not (hashed_before_release and hashed_before_release[-1] >= end) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert flushing.is_set()        # the first flush began and is still stuck
+        release.set()
+        wire.send_data(data[-piece:])
+        assert isinstance(wire.recv_reply(), m.PutDone)
+    # The first flush never ended, yet every piece was hashed as it arrived.
+    assert hashed_before_release[-1] == len(data) - piece

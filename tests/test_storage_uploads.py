@@ -585,6 +585,24 @@ def test_catch_up_hashes_behind_the_writer_so_commit_hashes_only_the_tail(store)
     assert read(store, "/ahead") == data
 
 
+def test_hash_behind_hashes_what_is_written_so_far(store):
+    data = os.urandom(900)
+    up = store.begin_upload("alice", "/behind", len(data), sha(data))
+    up.write(data[:700])
+    assert up.hash_behind() == 700 and up.hasher.upto == 700
+    up.write(data[700:])
+    assert up.commit().sha256 == sha(data)
+
+
+def test_flush_leaves_the_hash_to_hash_behind(store):
+    data = os.urandom(900)
+    up = store.begin_upload("alice", "/flushed", len(data), sha(data))
+    up.write(data[:700])
+    assert up.flush() == 700 and up.hasher.upto == 0
+    up.write(data[700:])
+    assert up.commit().sha256 == sha(data)
+
+
 def test_catch_up_after_the_upload_ended_does_nothing(store):
     up = store.begin_upload("alice", "/gone", 10, None)
     up.write(b"12345")
