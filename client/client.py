@@ -520,7 +520,7 @@ class Client:
                 os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
             receive_download(conn, rid, ready, lambda view: write_all(fd, view), digest,
-                             progress)
+                             progress, threaded_sink=True)
             if fsync:
                 os.fsync(fd)
         finally:

@@ -8,9 +8,10 @@ that interrupts the byte stream halfway (a cancel from the progress callback,
 Ctrl-C, a local write error, a server error in the middle of an upload)
 closes it, because nobody can tell any more which frames were in flight.
 
-Big verified downloads hash in a helper thread while the main thread receives
-and writes: the connection receives into a small ring of buffers, and a
-semaphore keeps it from refilling a buffer the hasher has not finished with.
+Big downloads hash, and write to their file, in helper threads while the main
+thread receives: the connection receives into a small ring of buffers, and a
+semaphore per helper keeps it from refilling a buffer a helper has not
+finished with.
 """
 
 from __future__ import annotations
@@ -220,36 +221,44 @@ def start_download(conn: Connection, remote: str, offset: int,
     return rid, ready
 
 
-#: A download with at least this many bytes to come hashes in a helper thread.
+#: A download with at least this many bytes to come hashes (and writes, when its
+#: sink allows) in helper threads.
 PIPELINE_MIN = 4 * 1024 * 1024
-#: Receive buffers (1 MiB each) the helper thread may lag behind by.
+#: Receive buffers (1 MiB each) the helper threads may lag behind by.
 RING_BUFFERS = 4
 _FILL_DONE = object()
 _STOP = object()
 
 
-class HashThread:
-    """``digest.update`` in a helper thread, fed views of the connection's ring.
+class RingReader:
+    """``consume(chunk)`` in a helper thread, fed views of the connection's ring.
 
     ``before_fill`` is the connection's guard.  Called before every receive,
     it first queues a marker for the previous receive (all of whose chunks are
     queued by then), then takes one of ``slots`` permits; the thread gives one
     back each time it passes a marker.  So receive ``n`` waits until every
     chunk of receive ``n - slots`` -- the one that used the same buffer -- is
-    hashed, and the hasher never reads a buffer that is being refilled.
-    Chunks are hashed in order, so the digest is the sequential one.
+    consumed, and the thread never reads a buffer that is being refilled.
+    Chunks are consumed in order.
+
+    After ``consume`` fails the thread skips the rest (it keeps releasing
+    buffers, never blocking the receiver); the next ``before_fill`` raises the
+    error in the receiving thread, and so does ``finish``.
     """
 
-    def __init__(self, digest: hashlib._Hash, slots: int) -> None:
-        self._digest = digest
+    def __init__(self, consume: Callable[[memoryview], object], slots: int,
+                 name: str = "ftpc-ring") -> None:
+        self._consume = consume
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._free = threading.Semaphore(slots)
         self._fills = 0
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ftpc-hash", daemon=True)
+        self._raised = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def before_fill(self) -> None:
+        self._raise_error()
         if self._fills:
             self._queue.put(_FILL_DONE)
         self._free.acquire()
@@ -259,7 +268,7 @@ class HashThread:
         self._queue.put(data)
 
     def _run(self) -> None:
-        get, update, release = self._queue.get, self._digest.update, self._free.release
+        get, consume, release = self._queue.get, self._consume, self._free.release
         while True:
             item = get()
             if item is _FILL_DONE:
@@ -268,36 +277,95 @@ class HashThread:
                 return
             elif self._error is None:
                 try:
-                    update(item)  # type: ignore[arg-type]
-                except BaseException as exc:  # noqa: BLE001 -- re-raised by finish()
-                    self._error = exc     # keep releasing buffers: never block the receiver
+                    consume(item)  # type: ignore[arg-type]
+                except BaseException as exc:  # noqa: BLE001 -- re-raised in the receiver
+                    self._error = exc
+
+    def _raise_error(self) -> None:
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
 
     def finish(self) -> None:
-        """Wait until everything fed is hashed and the thread has ended."""
+        """Wait until everything fed is consumed and the thread has ended."""
         self._queue.put(_STOP)
         self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._raise_error()
+
+
+class HashThread(RingReader):
+    """``digest.update`` in a helper thread: the digest is the sequential one."""
+
+    def __init__(self, digest: hashlib._Hash, slots: int) -> None:
+        super().__init__(digest.update, slots, "ftpc-hash")
+
+
+class _Ring:
+    """Several ``RingReader``s that each see every chunk; a buffer is refilled
+    only when all of them are done with it."""
+
+    def __init__(self, readers: list[RingReader]) -> None:
+        self.readers = readers
+
+    def before_fill(self) -> None:
+        for reader in self.readers:
+            reader.before_fill()
+
+    def feed(self, data: memoryview) -> None:
+        for reader in self.readers:
+            reader.feed(data)
+
+    def finish(self) -> None:
+        """Finish every reader (even after one failed), then raise the first error."""
+        error: BaseException | None = None
+        for reader in self.readers:
+            try:
+                reader.finish()
+            except BaseException as exc:  # noqa: BLE001 -- re-raised below
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
-                     digest: hashlib._Hash | None, progress: Progress | None) -> GetDone:
+                     digest: hashlib._Hash | None, progress: Progress | None, *,
+                     threaded_sink: bool = False) -> GetDone:
     """Hand every DATA chunk to ``sink`` (and ``digest``) until ``get.done``.
 
-    ``sink`` runs in the calling thread; with a digest and at least
-    ``PIPELINE_MIN`` bytes to come, the hashing runs in a ``HashThread``.
+    With at least ``PIPELINE_MIN`` bytes to come, the hashing runs in a
+    ``HashThread``, and with ``threaded_sink`` the sink runs in a ``RingReader``
+    of its own (so a slow local write does not hold up the receive); each sees
+    every chunk in order, and everything is consumed before this returns.
+    Otherwise ``sink`` runs in the calling thread.
     """
     size, offset = ready.size, ready.offset
     expected = size - offset
     got = 0
-    hasher = None
-    if digest is not None and expected >= PIPELINE_MIN:
-        hasher = HashThread(digest, RING_BUFFERS)
-        conn.receive_data(RING_BUFFERS, hasher.before_fill)
-        update: Callable[[memoryview], object] = hasher.feed
+    ring = None
+    feed: Callable[[memoryview], object]
+    if expected >= PIPELINE_MIN and (digest is not None or threaded_sink):
+        readers: list[RingReader] = []
+        if digest is not None:
+            readers.append(HashThread(digest, RING_BUFFERS))
+        if threaded_sink:
+            readers.append(RingReader(sink, RING_BUFFERS, "ftpc-write"))
+        ring = _Ring(readers)
+        conn.receive_data(RING_BUFFERS, ring.before_fill)
+        if threaded_sink:
+            feed = ring.feed
+        else:
+            hash_feed = ring.feed
+
+            def feed(data: memoryview) -> None:
+                sink(data)
+                hash_feed(data)
     else:
         conn.receive_data()
         update = digest.update if digest is not None else _no_digest
+
+        def feed(data: memoryview) -> None:
+            sink(data)
+            update(data)
     try:
         if progress:
             progress(offset, size, offset)
@@ -308,8 +376,7 @@ def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
                 got += len(data)
                 if got > expected:
                     raise conn.violation(f"more than the {expected} bytes announced")
-                sink(data)
-                update(data)
+                feed(data)
                 if progress:
                     progress(offset + got, size, offset)
                 continue
@@ -324,8 +391,8 @@ def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
         raise
     finally:
         conn.receive_control()
-        if hasher is not None:
-            hasher.finish()
+        if ring is not None:
+            ring.finish()
     if got != expected or event.size != size:
         raise conn.violation(f"download ended after {got} of {expected} bytes")
     return event

@@ -7,6 +7,7 @@ server, and the client's own checks (local file changing mid-upload).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -31,6 +32,7 @@ from client import (
     put_tree,
     transfer,
 )
+from client import client as client_module
 from protocol import messages as m
 from tests.test_client_fakeserver import FakeServer, Partial, serve_fake
 
@@ -676,11 +678,56 @@ def test_a_failed_download_stops_the_hash_thread(small, tmp_path):
     data = os.urandom(transfer.PIPELINE_MIN + MiB)
     small.put_file("/f", data)
     small.drop_get_after = 2 * MiB
-    before = threading.active_count()
     with logged_in(small) as c, pytest.raises(ConnectionLost):
         c.get("/f", tmp_path / "f")
-    assert threading.active_count() <= before
+    assert _helper_threads() == []
     assert (tmp_path / "f.part").read_bytes() == data[:2 * MiB]
+
+
+def _helper_threads() -> list[threading.Thread]:
+    """The client's download helpers still alive (the fake server's own threads
+    end on their own time, so a plain thread count would race with them)."""
+    return [t for t in threading.enumerate() if t.name.startswith("ftpc-")]
+
+
+def test_a_big_download_writes_its_file_on_a_helper_thread(fake, tmp_path, monkeypatch):
+    data = os.urandom(transfer.PIPELINE_MIN + MiB + 5)
+    fake.put_file("/f", data)
+    writers = set()
+    real_write_all = client_module.write_all
+
+    def watched(fd, view):
+        writers.add(threading.current_thread().name)
+        real_write_all(fd, view)
+
+    monkeypatch.setattr(client_module, "write_all", watched)
+    with logged_in(fake) as c:
+        assert c.get("/f", tmp_path / "f").sha256 == sha(data)
+    assert writers == {"ftpc-write"}
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_a_write_error_on_the_helper_thread_fails_the_download(fake, tmp_path, monkeypatch):
+    data = os.urandom(transfer.PIPELINE_MIN + 4 * MiB)
+    fake.put_file("/f", data)
+    written = [0]
+    real_write_all = client_module.write_all
+
+    def disk_fills_up(fd, view):
+        if written[0] >= 2 * MiB:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, view)
+        written[0] += len(view)
+
+    monkeypatch.setattr(client_module, "write_all", disk_fills_up)
+    c = logged_in(fake)
+    with pytest.raises(OSError) as failure:
+        c.get("/f", tmp_path / "f")
+    assert failure.value.errno == errno.ENOSPC
+    assert not c.connected                     # the byte stream was cut: closed
+    assert _helper_threads() == []
+    assert not (tmp_path / "f").exists()
+    assert (tmp_path / "f.part").read_bytes() == data[:written[0]]
 
 
 def test_receive_buffers_are_small_until_a_download_needs_big_ones(fake, tmp_path):
@@ -691,9 +738,9 @@ def test_receive_buffers_are_small_until_a_download_needs_big_ones(fake, tmp_pat
         assert len(conn._control) == connection.CONTROL_BUFFER and conn._data == []
         c.get("/small", tmp_path / "small")
         assert [len(b) for b in conn._data] == [connection.DATA_BUFFER]
-        c.get("/big", tmp_path / "big", verify=False)     # no hash thread: one buffer
+        c.get_stream("/big", lambda _view: None)           # no helper thread: one buffer
         assert len(conn._data) == 1
-        c.get("/big", tmp_path / "big2")
+        c.get("/big", tmp_path / "big2", verify=False)     # a writer thread: the ring
         assert len(conn._data) == transfer.RING_BUFFERS
         assert conn._views == [conn._control] and conn._guard is None
         assert c.ls("/").entries                          # control traffic works after
