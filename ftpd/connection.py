@@ -416,6 +416,8 @@ class Connection:
         self.advance("put")
         if upload.complete() and not request.defer_sha256:
             self._commit()
+        else:
+            self._catch_up(upload)          # a resumed prefix is hashed from now on
 
     def commit_deferred(self, commit: Request) -> None:
         """``commit``: the client names the SHA-256 of a ``defer_sha256`` upload."""
@@ -447,9 +449,8 @@ class Connection:
             self.draining = True      # DATA already in flight is dropped until the next request
             return
         self.last_progress = time.monotonic()
-        if upload.complete():
-            if not self.put_request.defer_sha256:
-                self._commit()
+        if upload.complete() and not self.put_request.defer_sha256:
+            self._commit()
         else:
             self._catch_up(upload)
 
@@ -459,9 +460,11 @@ class Connection:
         Two independent jobs, at most one of each in flight: the hash must not
         wait for the disk, or it falls behind the writer (a flush of 16 MiB
         takes about as long as hashing it) and the commit is left with a long
-        tail to hash.  Each job covers what was written when it started.
+        tail to hash.  Each job covers what was written when it started.  Once
+        every byte is in (a deferred upload waiting for its ``commit``), the
+        rest is caught up at once, while the client finishes its own hash.
         """
-        step = self.server.config.writeback_bytes
+        step = 1 if upload.complete() else self.server.config.writeback_bytes
         if not self.hashing and upload.hasher is not None and \
                 upload.offset - self.hash_mark >= step:
             self.hashing = True
@@ -471,6 +474,8 @@ class Connection:
                 self.hashing = False
                 if error is not None:
                     log.warning("background hash of %s failed: %s", upload.path, error)
+                elif self.upload is upload and upload.complete() and not self.committing:
+                    self._catch_up(upload)      # the bytes that came in meanwhile
 
             self.server.pool.submit(upload.hash_behind, hashed)
         if not self.flushing and upload.offset - self.flush_mark >= step:

@@ -229,7 +229,8 @@ def test_hashing_behind_an_upload_does_not_wait_for_its_flush(inproc_server, mon
 
     monkeypatch.setattr(Upload, "flush", slow_flush)
     monkeypatch.setattr(Upload, "hash_behind", watched_hash)
-    daemon = inproc_server(writeback_bytes=256 * 1024)
+    step = 256 * 1024
+    daemon = inproc_server(writeback_bytes=step)
     daemon.add_user(USER, PASSWORD)
     piece = 1 << 20
     data = os.urandom(4 * piece)
@@ -238,13 +239,72 @@ def test_hashing_behind_an_upload_does_not_wait_for_its_flush(inproc_server, mon
         assert isinstance(wire.put("big.bin", data, stop_at=0), m.PutReady)
         for end in range(piece, len(data), piece):     # all but the last piece
             wire.send_data(data[end - piece:end])
-            deadline = time.monotonic() + 10
-            while not (hashed_before_release and hashed_before_release[-1] >= end) \
-                    and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # Jobs start on arriving data: the last one may begin up to a step early.
+            assert _wait_for(lambda end=end: bool(hashed_before_release)
+                             and hashed_before_release[-1] > end - step)
         assert flushing.is_set()        # the first flush began and is still stuck
         release.set()
         wire.send_data(data[-piece:])
         assert isinstance(wire.recv_reply(), m.PutDone)
-    # The first flush never ended, yet every piece was hashed as it arrived.
-    assert hashed_before_release[-1] == len(data) - piece
+    # The first flush never ended, yet the hash kept up with the bytes as they came.
+    assert hashed_before_release[-1] > len(data) - piece - step
+
+
+def _watch_hash_behind(monkeypatch) -> list[int]:
+    """The offsets every ``Upload.hash_behind`` job covered, in order."""
+    from storage.upload import Upload
+
+    covered: list[int] = []
+    real = Upload.hash_behind
+
+    def watched(self: Upload) -> int:
+        end = real(self)
+        covered.append(end)
+        return end
+
+    monkeypatch.setattr(Upload, "hash_behind", watched)
+    return covered
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_deferred_upload_is_hashed_to_its_end_before_its_commit_arrives(inproc_server,
+                                                                         monkeypatch):
+    covered = _watch_hash_behind(monkeypatch)
+    daemon = inproc_server(writeback_bytes=1 << 20)
+    daemon.add_user(USER, PASSWORD)
+    data = os.urandom((3 << 20) + 12345)               # the tail is not a whole step
+    with Wire(daemon.host, daemon.port, timeout=30) as wire:
+        wire.logged_in(USER, PASSWORD)
+        wire.call(m.Put(id=1, path="d.bin", size=len(data), defer_sha256=True))
+        wire.send_data(data)
+        assert _wait_for(lambda: len(data) in covered)
+        done = wire.call(m.Commit(id=2, sha256=hashlib.sha256(data).hexdigest()))
+        assert isinstance(done, m.PutDone)
+
+
+def test_a_resumed_upload_hashes_its_prefix_before_new_bytes_arrive(inproc_server,
+                                                                    monkeypatch):
+    covered = _watch_hash_behind(monkeypatch)
+    daemon = inproc_server(writeback_bytes=1 << 20)
+    daemon.add_user(USER, PASSWORD)
+    data = os.urandom(4 << 20)
+    with Wire(daemon.host, daemon.port, timeout=30) as wire:
+        wire.logged_in(USER, PASSWORD)
+        wire.call(m.Put(id=1, path="r.bin", size=len(data), defer_sha256=True))
+        wire.send_data(data[:2 << 20])
+        wire.call(m.Ping(id=2))
+    covered.clear()
+    with Wire(daemon.host, daemon.port, timeout=30) as wire:
+        wire.logged_in(USER, PASSWORD)
+        ready = wire.call(m.Put(id=1, path="r.bin", size=len(data), defer_sha256=True))
+        assert ready.offset == 2 << 20
+        assert _wait_for(lambda: ready.offset in covered)     # no DATA sent yet
+        wire.send_data(data[ready.offset:])
+        done = wire.call(m.Commit(id=2, sha256=hashlib.sha256(data).hexdigest()))
+        assert isinstance(done, m.PutDone)
