@@ -212,13 +212,13 @@ def test_hashing_behind_an_upload_does_not_wait_for_its_flush(inproc_server, mon
     from storage.upload import Upload
 
     release = threading.Event()
-    flushing = threading.Event()
+    stuck_at: list[int] = []               # the offset when the first flush got stuck
     hashed_before_release: list[int] = []
     real_flush, real_hash = Upload.flush, Upload.hash_behind
 
     def slow_flush(self: Upload) -> int:
-        flushing.set()
-        release.wait(20)                 # a disk that takes its time
+        stuck_at.append(self.offset)
+        release.wait(20)                   # a disk that takes its time
         return real_flush(self)
 
     def watched_hash(self: Upload) -> int:
@@ -232,22 +232,21 @@ def test_hashing_behind_an_upload_does_not_wait_for_its_flush(inproc_server, mon
     step = 256 * 1024
     daemon = inproc_server(writeback_bytes=step)
     daemon.add_user(USER, PASSWORD)
-    piece = 1 << 20
-    data = os.urandom(4 * piece)
+    data = os.urandom(16 * step)
     with Wire(daemon.host, daemon.port, timeout=30) as wire:
         wire.logged_in(USER, PASSWORD)
         assert isinstance(wire.put("big.bin", data, stop_at=0), m.PutReady)
-        for end in range(piece, len(data), piece):     # all but the last piece
-            wire.send_data(data[end - piece:end])
-            # Jobs start on arriving data: the last one may begin up to a step early.
-            assert _wait_for(lambda end=end: bool(hashed_before_release)
-                             and hashed_before_release[-1] > end - step)
-        assert flushing.is_set()        # the first flush began and is still stuck
+        # Jobs start as data arrives: feed it a step at a time, giving each a moment.
+        for sent in range(step, len(data), step):      # all but the last step
+            wire.send_data(data[sent - step:sent])
+            _wait_for(lambda sent=sent: bool(hashed_before_release)
+                      and hashed_before_release[-1] >= sent - step, 2.0)
+        assert len(stuck_at) == 1 and not release.is_set()
         release.set()
-        wire.send_data(data[-piece:])
+        wire.send_data(data[-step:])
         assert isinstance(wire.recv_reply(), m.PutDone)
-    # The first flush never ended, yet the hash kept up with the bytes as they came.
-    assert hashed_before_release[-1] > len(data) - piece - step
+    # The first flush never ended, yet the hash went far past where it got stuck.
+    assert hashed_before_release[-1] >= stuck_at[0] + 8 * step
 
 
 def _watch_hash_behind(monkeypatch) -> list[int]:
