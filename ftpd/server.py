@@ -80,7 +80,8 @@ class Server:
         self.greeting = encode(Greeting(protocol=PROTOCOL_VERSION, server=f"ftpd/{__version__}",
                                         max_control=config.max_control_frame,
                                         max_data=config.max_data_frame,
-                                        register=config.allow_register))
+                                        register=config.allow_register,
+                                        inline_max=config.inline_max))
 
     # ------------------------------------------------------------ setup
 
@@ -290,7 +291,8 @@ class Server:
         for conn in list(self.connections):
             if conn.closing or conn.closed:
                 continue
-            if conn.upload is None and conn.download is None and not conn.busy:
+            if conn.upload is None and conn.download is None and not conn.busy \
+                    and not conn.inflight and conn.receiving is None:
                 conn.fatal("SHUTTING_DOWN", "the server is shutting down")
         if now >= self._shutdown_deadline:
             for conn in list(self.connections):

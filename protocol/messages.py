@@ -339,7 +339,10 @@ class Put(Request):
     """Begin or resume an upload of ``size`` bytes to ``path``.
 
     With ``defer_sha256`` the client hashes while it sends and names the
-    SHA-256 after the last byte, in ``commit``, instead of up front.
+    SHA-256 after the last byte, in ``commit``, instead of up front.  With
+    ``inline`` the client sends all ``size`` bytes right behind the request,
+    without waiting for ``put.ready`` (there is none); the server never resumes
+    such an upload and answers ``put.done`` or an error only.
     """
 
     cmd = "put"
@@ -349,10 +352,13 @@ class Put(Request):
     sha256: str | None = fld(None, pattern=SHA256_RE)
     overwrite: bool = False
     defer_sha256: bool = False
+    inline: bool = False
 
     def _check(self) -> None:
         if self.defer_sha256 and self.sha256 is not None:
             raise BadRequest("put: give sha256 up front or defer it, not both")
+        if self.defer_sha256 and self.inline:
+            raise BadRequest("put: an inline upload cannot defer its sha256")
 
 
 @dataclass(frozen=True)
@@ -453,6 +459,8 @@ class Greeting(Reply):
     max_control: int = fld(min=1, max=MAX_INT)
     max_data: int = fld(min=1, max=MAX_INT)
     register: bool = False
+    #: the largest ``size`` an inline put may declare; 0: no inline puts
+    inline_max: int = fld(0, min=0, max=MAX_INT)
 
 
 @dataclass(frozen=True)
