@@ -443,7 +443,7 @@ class Client:
 
     def put_many(self, files: Iterable[str | os.PathLike[str]
                                        | tuple[str | os.PathLike[str], str]], *,
-                 overwrite: bool = False, verify: bool = True, window: int = 32,
+                 overwrite: bool = False, verify: bool = True, window: int = 96,
                  on_result: Callable[[str, PutResult | BaseException], None] | None = None,
                  ) -> list[PutResult | BaseException]:
         """Upload many files over this connection, pipelined.

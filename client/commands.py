@@ -178,8 +178,8 @@ def do_put(app: App, a: argparse.Namespace) -> Outcome:
          arg("--to", metavar="DIR", help="remote folder to put them in (default: the current)"),
          arg("--overwrite", action="store_true", help="replace existing remote files"),
          arg("--no-verify", action="store_true", help="skip the end-to-end SHA-256 check"),
-         arg("--window", type=int, default=32, metavar="N",
-             help="at most N small files awaiting the server's answer (default 32)"))
+         arg("--window", type=int, default=96, metavar="N",
+             help="at most N small files awaiting the server's answer (default 96)"))
 def do_mput(app: App, a: argparse.Namespace) -> Outcome:
     pairs = [(local, posixpath.join(a.to, os.path.basename(os.path.abspath(local)))
               if a.to else os.path.basename(os.path.abspath(local))) for local in a.local]

@@ -61,10 +61,10 @@ class Config:
 
     # inline (pipelined) puts of small files
     inline_max: int = 1 << 20             # largest inline put (announced in the greeting); 0: off
-    inline_window_files: int = 64         # inline puts read but not answered, per connection
+    inline_window_files: int = 128        # inline puts read but not answered, per connection
     inline_window_bytes: int = 8 << 20    # ... and their bytes held in memory; past either
                                           # bound the connection stops reading
-    inline_batches: int = 2               # groups of them being stored at once, per connection
+    inline_batches: int = 4               # groups of them being stored at once, per connection
     inline_batch_files: int = 32          # files per group (one sync pass for all of them)
     use_sendfile: bool = True
 

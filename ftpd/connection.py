@@ -52,6 +52,7 @@ from protocol import (
 from protocol.codec import MessageStream
 from protocol.errors import ERROR_CODES, FATAL_CODES
 from storage import SmallFile, StorageError
+from storage.paths import join_user_path, split_user_path
 
 if TYPE_CHECKING:
     from .server import Server
@@ -91,11 +92,15 @@ class Download:
 class InlinePut:
     """An inline put: its bytes while they arrive, then its encoded final reply."""
 
-    __slots__ = ("request", "cwd", "buf", "left", "reply", "started")
+    __slots__ = ("request", "cwd", "target", "buf", "left", "reply", "started")
 
     def __init__(self, request: Request, cwd: str, refusal: bytes | None) -> None:
         self.request = request
         self.cwd = cwd
+        try:       # the normalised target, so that two puts of one file never overlap
+            self.target = join_user_path(split_user_path(request.path, cwd))  # type: ignore
+        except StorageError:
+            self.target = ""                      # the store refuses it (BAD_PATH)
         self.buf: bytearray | None = bytearray() if refusal is None else None
         self.left: int = request.size             # type: ignore[attr-defined]
         self.reply = refusal                      # None until the outcome is known
@@ -110,7 +115,7 @@ class Connection:
         "last_progress", "watchdog", "force_timer", "data_frame", "closing_reason",
         "transfer_started", "upload_start", "pumping", "anonymous_since", "catching_up",
         "catch_up_mark", "receiving", "inflight", "inflight_bytes", "batch", "batches_running",
-        "inline_slot", "resuming", "__weakref__",
+        "inline_slot", "resuming", "storing", "__weakref__",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -159,6 +164,7 @@ class Connection:
         self.inflight_bytes = 0                   # their buffered bytes
         self.batch: list[InlinePut] = []          # received, not yet handed to a worker
         self.batches_running = 0
+        self.storing: dict[str, int] = {}          # targets of the groups being stored
         self.inline_slot = False                  # the pipeline holds one upload slot
 
     # ------------------------------------------------------------ lifecycle
@@ -667,8 +673,18 @@ class Connection:
         cfg = self.server.config
         store, user = self.server.store, self.user
         while self.batch and self.batches_running < cfg.inline_batches:
-            items = self.batch[:cfg.inline_batch_files]
+            # A group never overlaps a running one on a target: puts of one file stay
+            # in request order (the store orders those inside one group itself).
+            items = []
+            for item in self.batch[:cfg.inline_batch_files]:
+                if item.target in self.storing:
+                    break
+                items.append(item)
+            if not items:
+                return
             del self.batch[:len(items)]
+            for item in items:
+                self.storing[item.target] = self.storing.get(item.target, 0) + 1
             files = [SmallFile(path=it.request.path, data=it.buf,   # type: ignore[arg-type]
                                sha256=it.request.sha256,             # type: ignore[attr-defined]
                                overwrite=it.request.overwrite,       # type: ignore[attr-defined]
@@ -684,6 +700,10 @@ class Connection:
         # Runs even if the connection closed meanwhile: the bookkeeping must happen.
         self.batches_running -= 1
         now = time.monotonic()
+        for item in items:
+            left = self.storing.pop(item.target) - 1
+            if left:
+                self.storing[item.target] = left
         for k, item in enumerate(items):
             req = item.request
             outcome = error if error is not None else results[k]
