@@ -231,13 +231,10 @@ class Connection:
         self.close_when_flushed(code)
 
     def close_when_flushed(self, reason: str) -> None:
+        """Read no more requests; close once what is queued has been sent."""
         self.closing = True
         self.closing_reason = reason
-        self._set_reading(False)
-        if self.force_timer is None:
-            self.force_timer = self.server.timers.call_later(
-                FORCE_CLOSE_AFTER, lambda: self.close(f"{reason}; peer did not read"))
-        self._pump()
+        self._pump()            # usually sends it all and closes (at the latest, after the batch)
 
     # ------------------------------------------------------------ selector events
 
@@ -381,9 +378,14 @@ class Connection:
             self.state = target
             if target is State.ANONYMOUS:
                 self.anonymous_since = time.monotonic()
-            # Each state has its own timeout (login, idle, stall): re-arm for the new one.
-            self.server.timers.cancel(self.watchdog)
-            self._arm_watchdog()
+            # Each state has its own timeout (login, idle, stall).  A watchdog due
+            # before the new state's deadline can stay: when it fires it finds
+            # nothing expired and re-arms for the real deadline.
+            watchdog = self.watchdog
+            if watchdog is None or watchdog.cancelled or \
+                    watchdog.deadline > self._watchdog_deadline(time.monotonic())[0]:
+                self.server.timers.cancel(watchdog)
+                self._arm_watchdog()
 
     def begin_async(self) -> None:
         """A request is now in progress off the loop: stop reading until it ends."""
@@ -927,9 +929,19 @@ class Connection:
         return sent
 
     def _maybe_finish_closing(self) -> None:
-        if self.closing and not self.closed and not self.out and self.download is None \
-                and not self.committing and not self.inflight:
+        if not self.closing or self.closed:
+            return
+        if not self.out and self.download is None and not self.committing \
+                and not self.inflight:
             self.close(self.closing_reason)
+            return
+        # Still sending (or committing): read nothing more, and do not wait
+        # forever for a peer that does not read.
+        self._set_reading(False)
+        if self.force_timer is None:
+            reason = self.closing_reason
+            self.force_timer = self.server.timers.call_later(
+                FORCE_CLOSE_AFTER, lambda: self.close(f"{reason}; peer did not read"))
 
     def _set_reading(self, on: bool) -> None:
         if on and (self.closing or self.eof):
@@ -953,19 +965,22 @@ class Connection:
 
     # ------------------------------------------------------------ timeouts
 
+    def _watchdog_deadline(self, now: float) -> tuple[float, str]:
+        """When this connection times out in its current state, and why."""
+        cfg = self.server.config
+        if self.busy or self.committing or (self.inflight and self.receiving is None):
+            return now + 1.0, ""                # work in progress is not the client's fault
+        if self.state in (State.GREETED, State.ANONYMOUS):
+            return self.anonymous_since + cfg.login_timeout, "login"
+        if self.upload is not None or self.download is not None or self.receiving is not None:
+            return self.last_progress + cfg.stall_timeout, "transfer stalled"
+        return self.last_request + cfg.idle_timeout, "idle"
+
     def _arm_watchdog(self) -> None:
         if self.closed:
             return
-        cfg = self.server.config
         now = time.monotonic()
-        if self.state in (State.GREETED, State.ANONYMOUS):
-            deadline, what = self.anonymous_since + cfg.login_timeout, "login"
-        elif self.upload is not None or self.download is not None or self.receiving is not None:
-            deadline, what = self.last_progress + cfg.stall_timeout, "transfer stalled"
-        else:
-            deadline, what = self.last_request + cfg.idle_timeout, "idle"
-        if self.busy or self.committing or (self.inflight and self.receiving is None):
-            deadline, what = now + 1.0, ""      # work in progress is not the client's fault
+        deadline, what = self._watchdog_deadline(now)
         if now >= deadline and what:
             log.info("timeout %s user=%s (%s)", self.peer, self.user or "-", what)
             self.watchdog = None
