@@ -83,9 +83,11 @@ class DaemonProcess:
         except FileNotFoundError:
             return ""
 
-    def log(self) -> str:
-        """The whole log, once the daemon has written what it buffered."""
-        time.sleep(LOG_SETTLE)
+    def log(self, settle: bool = False) -> str:
+        """The whole log.  Warnings and errors are in it at once; INFO lines only
+        after ``LOG_SETTLE`` (``settle=True`` waits that long first)."""
+        if settle:
+            time.sleep(LOG_SETTLE)
         try:
             return self.log_path.read_text("utf-8", "replace")
         except FileNotFoundError:
