@@ -46,7 +46,7 @@ def test_put_many_uploads_every_file_pipelined(server, tmp_path):
     assert all(isinstance(r, PutResult) and r.sha256 is None for r in results)
     for p in paths:
         assert stored(server, p.name) == p.read_bytes()
-    assert "inline result=ok" in server.log()
+    assert "inline result=ok" in server.log(settle=True)
 
 
 def test_put_many_with_verify_declares_each_sha256(server, tmp_path):
@@ -79,7 +79,7 @@ def test_put_many_sends_files_above_inline_max_as_resumable_puts(server_factory,
         results = c.put_many([small[0], big, small[1], small[2]])
     assert all(isinstance(r, PutResult) for r in results)
     assert stored(daemon, "big.bin") == big.read_bytes()
-    log = daemon.log()
+    log = daemon.log(settle=True)
     assert log.count("inline result=ok") == 3 and "path=/big.bin size=20000" in log
 
 
@@ -89,7 +89,7 @@ def test_put_many_works_with_a_server_without_inline_puts(server_factory, tmp_pa
     with client_for(daemon) as c:
         results = c.put_many(paths)
     assert all(isinstance(r, PutResult) for r in results)
-    assert "inline" not in daemon.log()
+    assert "inline" not in daemon.log(settle=True)
 
 
 def test_put_many_fails_the_unanswered_files_when_the_connection_is_lost(server, tmp_path):
