@@ -731,7 +731,8 @@ class Connection:
                 result = "ok"
             item.reply = encode(reply)
             log.info("upload user=%s path=%s bytes=%d seconds=%.3f inline result=%s", self.user,
-                     req.path, req.size, now - item.started, result)  # type: ignore[attr-defined]
+                     item.target or req.path, req.size,  # type: ignore[attr-defined]
+                     now - item.started, result)
         if self.closed:
             self._release_inline_slot()
             return

@@ -81,6 +81,7 @@ def test_put_many_sends_files_above_inline_max_as_resumable_puts(server_factory,
     assert stored(daemon, "big.bin") == big.read_bytes()
     log = daemon.log(settle=True)
     assert log.count("inline result=ok") == 3 and "path=/big.bin size=20000" in log
+    assert "path=/f001.bin bytes=101 " in log          # the normalised path, as for put
 
 
 def test_put_many_works_with_a_server_without_inline_puts(server_factory, tmp_path):
