@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from .client import Client
 from .commands import COMMANDS, App
 from .errors import FtpError
-from .failures import EXIT_OK, EXIT_TABLE, UsageError, describe
+from .failures import EXIT_OK, EXIT_TABLE, SomeFailed, UsageError, describe
 from .output import Outcome, Output
 
 DEFAULT_HOST = "127.0.0.1"
@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FtpError:
             pass
         return EXIT_OK
-    except (FtpError, OSError, UsageError, KeyboardInterrupt) as exc:
+    except (FtpError, OSError, UsageError, SomeFailed, KeyboardInterrupt) as exc:
         failure = describe(exc)
         out.error(failure)
         return failure.exit_status

@@ -10,12 +10,13 @@ an upload, from the ``.part`` file's length for a download.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import posixpath
 import stat as stat_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -94,6 +95,8 @@ from .results import (
     StatResult,
 )
 from .transfer import (
+    InlineFile,
+    InlinePipe,
     Progress,
     Sink,
     changed_during_upload,
@@ -438,6 +441,78 @@ class Client:
         return PutResult(done.path, done.size, done.sha256, resumed_from, restarted,
                          local, len(first))
 
+    def put_many(self, files: Iterable[str | os.PathLike[str]
+                                       | tuple[str | os.PathLike[str], str]], *,
+                 overwrite: bool = False, verify: bool = True, window: int = 96,
+                 on_result: Callable[[str, PutResult | BaseException], None] | None = None,
+                 ) -> list[PutResult | BaseException]:
+        """Upload many files over this connection, pipelined.
+
+        Each item is a local path (uploaded under its base name into the remote
+        working folder) or a ``(local, remote)`` pair.  Files no bigger than the
+        server's ``greeting.inline_max`` go as inline puts (protocol section 7.7):
+        request and bytes are sent without waiting, with up to ``window`` puts
+        awaiting their ``put.done``.  Bigger files, or all of them if the server
+        takes no inline puts, go one by one through :meth:`put`.  With ``verify``
+        each small file's SHA-256 is declared up front (hashing a small file is
+        cheap) and the server refuses a corrupted one.
+
+        Returns one entry per file, in order: its ``PutResult`` or the exception
+        that failed it (``FtpError`` for the server's refusal, ``OSError`` for a
+        local file).  Each file fails alone, except that a lost connection fails
+        every file not yet answered (``ConnectionLost``); an inline put that was
+        sent but not answered may or may not have been stored.  ``on_result``
+        (if given) is called with the local name and the entry as each is known.
+        """
+        items = [(os.fspath(f), None) if not isinstance(f, tuple) else (os.fspath(f[0]), f[1])
+                 for f in files]
+        results: list[PutResult | BaseException | None] = [None] * len(items)
+
+        def settle(index: int, local: str, outcome: PutResult | BaseException) -> None:
+            results[index] = outcome
+            if on_result is not None:
+                on_result(local, outcome)
+
+        def done(f: InlineFile, outcome: PutDone | FtpError) -> None:
+            if isinstance(outcome, PutDone):
+                settle(f.index, f.local, PutResult(outcome.path, outcome.size, outcome.sha256,
+                                                   0, False, f.local, 1))
+            else:
+                settle(f.index, f.local, outcome)
+
+        conn = self._require()
+        limit = conn.greeting.inline_max if conn.greeting is not None else 0
+        pipe = InlinePipe(conn, window, overwrite, done)
+        try:
+            for index, (local, remote) in enumerate(items):
+                remote_path = remote or os.path.basename(local.rstrip(os.sep))
+                try:
+                    small = _read_small(local, limit)
+                except OSError as exc:
+                    settle(index, local, exc)
+                    continue
+                except IntegrityError as exc:
+                    settle(index, local, exc)
+                    continue
+                if small is None:                  # too big for an inline put
+                    pipe.drain()
+                    try:
+                        settle(index, local, self.put(local, remote_path, overwrite=overwrite,
+                                                      verify=verify))
+                    except ConnectionLost:
+                        raise
+                    except (FtpError, OSError) as exc:
+                        settle(index, local, exc)
+                    continue
+                sha256 = hashlib.sha256(small).hexdigest() if verify else None
+                pipe.send(InlineFile(index, local, remote_path, small, sha256))
+            pipe.drain()
+        except ConnectionLost as exc:
+            for index, (local, _) in enumerate(items):
+                if results[index] is None:
+                    settle(index, local, exc)
+        return results  # type: ignore[return-value]
+
     def get(self, remote: str, local: str | os.PathLike[str] | None = None, *,
             verify: bool = True, fsync: bool = False, progress: Progress | None = None,
             retries: int = 0, notice: Notice | None = None) -> GetResult:
@@ -559,3 +634,22 @@ class Client:
             raise IntegrityError("INTEGRITY", f"SHA-256 of the streamed {remote!r} differs "
                                  "from the server's")
         return result
+
+
+def _read_small(local: str, limit: int) -> bytes | None:
+    """The whole content of a regular file of at most ``limit`` bytes, else None.
+
+    ``IntegrityError`` if the file changes while it is read.
+    """
+    with open(local, "rb") as fileobj:
+        st = os.fstat(fileobj.fileno())
+        if not stat_module.S_ISREG(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", local)
+        if st.st_size > limit:
+            return None
+        before = identity(fileobj)
+        data = fileobj.read(limit + 1)
+        if len(data) != before.size or identity(fileobj) != before:
+            raise IntegrityError("INTEGRITY", f"local file {local!r} changed while it was "
+                                 "being read; it was not uploaded, try again once it is stable")
+        return data

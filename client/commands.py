@@ -20,6 +20,7 @@ from typing import Any
 
 from .client import Client
 from .errors import NotFoundError, ServerError
+from .failures import SomeFailed, describe
 from .output import Outcome, Output
 from .progress import Progress, human_size, parse_rate
 from .results import Entry, GetResult, PutResult
@@ -170,6 +171,33 @@ def do_put(app: App, a: argparse.Namespace) -> Outcome:
         return Outcome({"files": results}, "\n".join(map(_put_line, results)) or None)
     result = app.put_file(a.local, remote_target(app.client, a.remote, name), a)
     return Outcome(result, _put_line(result))
+
+
+@command("mput", "upload many files at once, pipelined, into the remote folder (or --to DIR)",
+         arg("local", nargs="+"),
+         arg("--to", metavar="DIR", help="remote folder to put them in (default: the current)"),
+         arg("--overwrite", action="store_true", help="replace existing remote files"),
+         arg("--no-verify", action="store_true", help="skip the end-to-end SHA-256 check"),
+         arg("--window", type=int, default=96, metavar="N",
+             help="at most N small files awaiting the server's answer (default 96)"))
+def do_mput(app: App, a: argparse.Namespace) -> Outcome:
+    pairs = [(local, posixpath.join(a.to, os.path.basename(os.path.abspath(local)))
+              if a.to else os.path.basename(os.path.abspath(local))) for local in a.local]
+
+    def report(local: str, outcome: PutResult | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            app.out.warn(f"error: {describe(outcome).code}: {local}: {describe(outcome).message}")
+
+    results = app.client.put_many(pairs, overwrite=a.overwrite, verify=not a.no_verify,
+                                  window=max(1, a.window), on_result=report)
+    done = [r for r in results if isinstance(r, PutResult)]
+    failed = [r for r in results if not isinstance(r, PutResult)]
+    outcome = Outcome({"files": done, "failed": len(failed)},
+                      "\n".join(map(_put_line, done)) or None)
+    if failed:
+        app.out.result(outcome)
+        raise SomeFailed(len(failed), len(results), failed[0])
+    return outcome
 
 
 @command("get", "download REMOTE to LOCAL (default: its name, in the current folder)",

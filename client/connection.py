@@ -6,7 +6,7 @@ closed, or bytes that break the protocol -- comes out of here as
 what lets the layers above retry a transfer without guessing what an
 ``OSError`` meant (a local file's ``OSError`` is never wrapped).
 
-Receive buffers: control replies are read into a small (64 KiB) buffer made
+Receive buffers: control replies are read into a small (16 KiB) buffer made
 with the connection; the 1 MiB buffers DATA needs are made on the first
 download (``receive_data``) and kept for the next one.  Received DATA payloads
 are ``memoryview`` slices of the receive buffer: a chunk returned by
@@ -39,8 +39,9 @@ from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Reque
 
 from .errors import ConnectionLost, FtpError, error_for
 
-#: Receive buffer for control replies (a whole default-size control frame fits).
-CONTROL_BUFFER = 64 * 1024
+#: Receive buffer for control replies, made with each connection: small, since most
+#: replies are a few hundred bytes (a big listing page just takes several reads).
+CONTROL_BUFFER = 16 * 1024
 #: Each receive buffer of a download (made on the first one, then kept).
 DATA_BUFFER = 1024 * 1024
 #: The largest DATA frame we ask the server to send (hello's max_data).

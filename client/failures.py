@@ -58,6 +58,16 @@ class UsageError(Exception):
     """A bad command line (or shell line)."""
 
 
+class SomeFailed(Exception):
+    """Several files were transferred and some failed (each reported on its own line).
+
+    The exit status is the first failure's, so scripts branch as for one file."""
+
+    def __init__(self, failed: int, total: int, first: BaseException) -> None:
+        super().__init__(f"{failed} of {total} files failed")
+        self.first = first
+
+
 @dataclass(frozen=True)
 class Failure:
     code: str
@@ -75,6 +85,8 @@ def describe(exc: BaseException) -> Failure:
         return Failure(exc.code, exc.message, status)
     if isinstance(exc, UsageError):
         return Failure("USAGE", str(exc), EXIT_USAGE)
+    if isinstance(exc, SomeFailed):
+        return Failure("SOME_FAILED", str(exc), describe(exc.first).exit_status)
     if isinstance(exc, KeyboardInterrupt):
         return Failure("INTERRUPTED", "interrupted; run the command again to resume",
                        EXIT_INTERRUPTED)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .commands import COMMANDS, App
 from .errors import FtpError
-from .failures import UsageError, describe
+from .failures import SomeFailed, UsageError, describe
 from .output import Outcome
 
 BUILTINS: dict[str, str] = {
@@ -107,7 +107,7 @@ class Shell:
                 self.app.out.result(COMMANDS[args.command].run(self.app, args))
         except SystemExit:
             pass                                       # "put -h" printed its help
-        except (FtpError, OSError, UsageError, KeyboardInterrupt) as exc:
+        except (FtpError, OSError, UsageError, SomeFailed, KeyboardInterrupt) as exc:
             self.app.out.error(describe(exc))
         finally:
             self._listings.clear()                     # anything may have changed

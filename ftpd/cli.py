@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from storage import StorageError, Store, parse_size
 
 from . import config as configuration
+from . import logs
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -104,8 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ftpd: error: configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg.log_level)
     server = Server(cfg)
     try:
         server.bind()

@@ -16,7 +16,8 @@ from typing import Any
 from storage import parse_size
 
 _SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
-                "low_water", "recv_buffer", "writeback_bytes"}
+                "low_water", "recv_buffer", "writeback_bytes", "inline_max",
+                "inline_window_bytes"}
 
 
 @dataclass
@@ -57,6 +58,14 @@ class Config:
     writeback_bytes: int = 16 << 20
     workers: int = 4                      # file work: hashing, fsync, commit, listings
     auth_workers: int = 0                 # password hashing; 0 means one per CPU
+
+    # inline (pipelined) puts of small files
+    inline_max: int = 1 << 20             # largest inline put (announced in the greeting); 0: off
+    inline_window_files: int = 128        # inline puts read but not answered, per connection
+    inline_window_bytes: int = 8 << 20    # ... and their bytes held in memory; past either
+                                          # bound the connection stops reading
+    inline_batches: int = 4               # groups of them being stored at once, per connection
+    inline_batch_files: int = 32          # files per group (one sync pass for all of them)
     use_sendfile: bool = True
 
     # storage
@@ -74,12 +83,15 @@ class Config:
         if self.workers < 1 or self.auth_workers < 0:
             raise ValueError("workers must be >= 1 and auth_workers >= 0")
         for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
-                     "lockout_threshold"):
+                     "lockout_threshold", "inline_window_files", "inline_window_bytes",
+                     "inline_batches", "inline_batch_files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("login_timeout", "idle_timeout", "stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.inline_max <= 64 << 20:
+            raise ValueError("inline_max must be between 0 and 64 MiB")
         if not 4096 <= self.max_data_frame <= 64 << 20:
             raise ValueError("max_data_frame must be between 4 KiB and 64 MiB")
         if not 1024 <= self.max_control_frame <= 1 << 20:

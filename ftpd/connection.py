@@ -6,6 +6,14 @@ views into that buffer and go straight to the partial file; requests are
 handled one at a time, in order; while one is in progress (a password hash on
 a worker, a login delay, a commit) reading stops and later requests wait.
 
+Inline puts (``put`` with ``inline: true``) are pipelined: the request and
+its DATA are read into memory at once, and while earlier ones are being stored
+on a worker (in groups, ``Store.store_small_files``) further inline puts are
+read and queued.  Their replies leave strictly in request order; any other
+request waits until every earlier inline put has been answered.  At most
+``inline_window_files`` files / ``inline_window_bytes`` bytes wait per
+connection; past that, reading stops (backpressure).
+
 Writing: output is sent at once when the socket takes it, and only the rest is
 queued; EVENT_WRITE is asked for only while something waits.  Producers (a
 download's ``sendfile``, a paged listing) run only while the queue is below the
@@ -20,6 +28,7 @@ import os
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +38,7 @@ from protocol import (
     ErrorReply,
     GetDone,
     ProtocolError,
+    Put,
     PutDone,
     Rejected,
     Reply,
@@ -41,7 +51,8 @@ from protocol import (
 )
 from protocol.codec import MessageStream
 from protocol.errors import ERROR_CODES, FATAL_CODES
-from storage import StorageError
+from storage import SmallFile, StorageError
+from storage.paths import join_user_path, split_user_path
 
 if TYPE_CHECKING:
     from .server import Server
@@ -78,6 +89,24 @@ class Download:
         self.started = time.monotonic()
 
 
+class InlinePut:
+    """An inline put: its bytes while they arrive, then its encoded final reply."""
+
+    __slots__ = ("request", "cwd", "target", "buf", "left", "reply", "started")
+
+    def __init__(self, request: Request, cwd: str, refusal: bytes | None) -> None:
+        self.request = request
+        self.cwd = cwd
+        try:       # the normalised target, so that two puts of one file never overlap
+            self.target = join_user_path(split_user_path(request.path, cwd))  # type: ignore
+        except StorageError:
+            self.target = ""                      # the store refuses it (BAD_PATH)
+        self.buf: bytearray | None = bytearray() if refusal is None else None
+        self.left: int = request.size             # type: ignore[attr-defined]
+        self.reply = refusal                      # None until the outcome is known
+        self.started = time.monotonic()
+
+
 class Connection:
     __slots__ = (
         "server", "sock", "fd", "peer", "ip", "stream", "state", "out", "out_size", "mask",
@@ -85,7 +114,8 @@ class Connection:
         "pager", "draining", "closing", "closed", "eof", "opened", "last_request",
         "last_progress", "watchdog", "force_timer", "data_frame", "closing_reason",
         "transfer_started", "upload_start", "pumping", "anonymous_since", "hashing",
-        "hash_mark", "flushing", "flush_mark", "__weakref__",
+        "hash_mark", "flushing", "flush_mark", "receiving", "inflight", "inflight_bytes",
+        "batch", "batches_running", "inline_slot", "resuming", "storing", "__weakref__",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -102,7 +132,8 @@ class Connection:
         self.mask = 0
         self.user: str | None = None
         self.cwd = "/"
-        self.pending: list[Request | Rejected] = []
+        # Requests (and, behind them, copies of DATA payloads) waiting their turn.
+        self.pending: deque[Request | Rejected | bytes] = deque()
         self.busy = False
         self.upload: Any = None                   # storage.Upload while uploading
         self.put_request: Request | None = None
@@ -129,6 +160,14 @@ class Connection:
         self.flushing = False           # a worker is flushing this upload's bytes to disk
         self.flush_mark = 0             # the offset the last flush job started from
         self.pumping = False
+        self.resuming = False
+        self.receiving: InlinePut | None = None   # the inline put whose DATA is arriving
+        self.inflight: deque[InlinePut] = deque()  # inline puts not answered yet, in order
+        self.inflight_bytes = 0                   # their buffered bytes
+        self.batch: list[InlinePut] = []          # received, not yet handed to a worker
+        self.batches_running = 0
+        self.storing: dict[str, int] = {}          # targets of the groups being stored
+        self.inline_slot = False                  # the pipeline holds one upload slot
 
     # ------------------------------------------------------------ lifecycle
 
@@ -152,6 +191,7 @@ class Connection:
             self._end_upload(released=True, result=f"interrupted ({reason})")
         if self.download is not None:
             self._end_download(f"interrupted ({reason})")
+        self._drop_inline()
         self.pager = None
         self.pending.clear()
         self.out.clear()
@@ -183,6 +223,9 @@ class Connection:
             if aborted_mid_frame:
                 self.close(code)
                 return
+        # Inline puts not answered yet never will be: the stream ends with this error.
+        # Groups already on a worker finish (their files may become visible, unacknowledged).
+        self._drop_inline()
         self.pending.clear()
         self.pager = None
         self._enqueue(encode(ErrorReply(id=request_id, code=code, message=message,
@@ -190,13 +233,10 @@ class Connection:
         self.close_when_flushed(code)
 
     def close_when_flushed(self, reason: str) -> None:
+        """Read no more requests; close once what is queued has been sent."""
         self.closing = True
         self.closing_reason = reason
-        self._set_reading(False)
-        if self.force_timer is None:
-            self.force_timer = self.server.timers.call_later(
-                FORCE_CLOSE_AFTER, lambda: self.close(f"{reason}; peer did not read"))
-        self._pump()
+        self._pump()            # usually sends it all and closes (at the latest, after the batch)
 
     # ------------------------------------------------------------ selector events
 
@@ -213,15 +253,18 @@ class Connection:
     def on_readable(self) -> None:
         # An upload streams: after a full buffer there is likely more, and one more
         # recv is cheaper than a trip through select.  Bounded, for fairness.
-        for _ in range(UPLOAD_RECVS_PER_WAKEUP if self.upload is not None else 1):
+        streaming = self.upload is not None or self.receiving is not None
+        for _ in range(UPLOAD_RECVS_PER_WAKEUP if streaming else 1):
             n = self._receive()
-            if n < self.server.recv_size or self.upload is None or self.mask & READ == 0:
+            if n < self.server.recv_size or not streaming or self.mask & READ == 0:
                 return
+            streaming = self.upload is not None or self.receiving is not None
 
     def _receive(self) -> int:
         """One recv, fed to the protocol; returns the byte count (0: nothing more now)."""
         server = self.server
-        limit = server.recv_size if self.upload is not None else server.control_recv_size
+        limit = server.recv_size if self.upload is not None or self.receiving is not None \
+            or self.inflight else server.control_recv_size
         try:
             n = self.sock.recv_into(server.recv_view, limit)
         except (BlockingIOError, InterruptedError):
@@ -250,18 +293,46 @@ class Connection:
             for event in events:
                 if self.closed or self.closing:
                     break
-                if type(event) is DataChunk:
+                if self.pending:
+                    # Behind a waiting request everything waits, DATA included (copied:
+                    # the receive buffer is reused).  Reading is off, so this is bounded.
+                    self._hold(bytes(event.data) if type(event) is DataChunk else event)
+                elif type(event) is DataChunk:
                     self._on_data(event.data)
+                elif self.receiving is not None:
+                    self._request_inside_inline_data()
+                elif self._must_wait(event):              # type: ignore[arg-type]
+                    self.draining = False
+                    self._hold(event)
                 else:
                     self.draining = False
-                    if self.busy or self.pending or self.pager is not None:
-                        self.pending.append(event)       # type: ignore[arg-type]
-                        self._set_reading(False)
-                    else:
-                        self._dispatch(event)            # type: ignore[arg-type]
+                    self._dispatch(event)            # type: ignore[arg-type]
         finally:
             self.pumping = False
         self._pump()
+
+    def _hold(self, event: Request | Rejected | bytes) -> None:
+        self.pending.append(event)
+        self._set_reading(False)
+
+    def _must_wait(self, request: Request | Rejected) -> bool:
+        """Whether ``request`` must wait for earlier work before it is handled."""
+        if self.busy or self.pager is not None:
+            return True
+        if type(request) is Put and request.inline:     # type: ignore[attr-defined]
+            return self._pipeline_full()
+        return bool(self.inflight)          # replies leave in order: after the inline puts
+
+    def _pipeline_full(self) -> bool:
+        cfg = self.server.config
+        return len(self.inflight) >= cfg.inline_window_files \
+            or self.inflight_bytes >= cfg.inline_window_bytes
+
+    def _request_inside_inline_data(self) -> None:
+        item = self.receiving
+        assert item is not None
+        self.fatal("BAD_STATE", f"a request arrived with {item.left} bytes of the inline put "
+                                f"{item.request.id} still to come")
 
     def _on_eof(self) -> None:
         try:
@@ -270,12 +341,13 @@ class Connection:
             self.close("peer closed inside a frame")
             return
         self.eof = True
-        if self.upload is not None and not self.committing:
+        if (self.upload is not None and not self.committing) or self.receiving is not None:
             self.close("peer closed during upload")
             return
         self._set_reading(False)
         self._maybe_finish_closing()
-        if not self.closed and not (self.busy or self.pending or self.download or self.out):
+        if not self.closed and not (self.busy or self.pending or self.download or self.out
+                                    or self.inflight):
             self.close("peer closed")
 
     # ------------------------------------------------------------ requests
@@ -308,9 +380,14 @@ class Connection:
             self.state = target
             if target is State.ANONYMOUS:
                 self.anonymous_since = time.monotonic()
-            # Each state has its own timeout (login, idle, stall): re-arm for the new one.
-            self.server.timers.cancel(self.watchdog)
-            self._arm_watchdog()
+            # Each state has its own timeout (login, idle, stall).  A watchdog due
+            # before the new state's deadline can stay: when it fires it finds
+            # nothing expired and re-arms for the real deadline.
+            watchdog = self.watchdog
+            if watchdog is None or watchdog.cancelled or \
+                    watchdog.deadline > self._watchdog_deadline(time.monotonic())[0]:
+                self.server.timers.cancel(watchdog)
+                self._arm_watchdog()
 
     def begin_async(self) -> None:
         """A request is now in progress off the loop: stop reading until it ends."""
@@ -324,17 +401,39 @@ class Connection:
         self._resume()
 
     def _resume(self) -> None:
-        while self.pending and not self.busy and not self.closed and not self.closing \
-                and self.pager is None and self.download is None:
-            self._dispatch(self.pending.pop(0))
+        if self.resuming:
+            return                  # an outer call's loop goes on with the queue
+        self.resuming = True
+        try:
+            self._take_pending()
+        finally:
+            self.resuming = False
         if self.closed or self.closing:
             return
         if not (self.busy or self.pending):
             if self.eof:
-                if not (self.download or self.pager or self.out):
+                if not (self.download or self.pager or self.out or self.inflight):
                     self.close("peer closed")
                 return
-            self._set_reading(self.out_size <= self.server.config.high_water)
+            self._set_reading(self.out_size <= self.server.config.high_water
+                              and not self._pipeline_full())
+
+    def _take_pending(self) -> None:
+        pending = self.pending
+        while pending and not self.closed and not self.closing \
+                and self.pager is None and self.download is None:
+            item = pending[0]
+            if type(item) is bytes:
+                pending.popleft()
+                self._on_data(memoryview(item))
+            elif self.receiving is not None:
+                self._request_inside_inline_data()
+            elif self._must_wait(item):         # type: ignore[arg-type]
+                return
+            else:
+                pending.popleft()
+                self.draining = False
+                self._dispatch(item)            # type: ignore[arg-type]
 
     def submit(self, request_id: int | None, job: Callable[[], Any],
                done: Callable[[Any, BaseException | None], None],
@@ -431,6 +530,10 @@ class Connection:
         self._commit(commit.id, commit.sha256)
 
     def _on_data(self, view: memoryview) -> None:
+        item = self.receiving
+        if item is not None:
+            self._on_inline_data(item, view)
+            return
         if self.draining:
             return
         upload = self.upload
@@ -546,6 +649,148 @@ class Connection:
         self.put_request = None
         if self.state is State.UPLOADING:
             self.advance("done")
+
+    # ------------------------------------------------------------ inline puts
+
+    def start_inline(self, request: Request, refusal: ErrorReply | None) -> None:
+        """An inline put: read its ``size`` bytes now; store them, or drop them if refused."""
+        if refusal is None and not self.inline_slot:
+            if self.server.take_upload_slot(self.user):      # type: ignore[arg-type]
+                self.inline_slot = True
+            else:
+                refusal = ErrorReply(
+                    id=request.id, code="TOO_MANY_UPLOADS",
+                    message=f"at most {self.server.config.max_uploads_per_user} uploads at "
+                            "once per user")
+        item = InlinePut(request, self.cwd, encode(refusal) if refusal is not None else None)
+        self.inflight.append(item)
+        if refusal is None:
+            self.inflight_bytes += item.left
+        self.transfer_started = self.last_progress = time.monotonic()
+        if item.left == 0:
+            self._inline_received(item)
+        else:
+            self.receiving = item
+            self.advance("inline")
+
+    def _on_inline_data(self, item: InlinePut, view: memoryview) -> None:
+        n = len(view)
+        if n > item.left:
+            self.fatal("BAD_STATE", f"more data than the declared {item.request.size} bytes")
+            return
+        if item.buf is not None:
+            item.buf += view
+        item.left -= n
+        self.last_progress = time.monotonic()
+        if item.left == 0:
+            self.receiving = None
+            self.advance("done")
+            self._inline_received(item)
+
+    def _inline_received(self, item: InlinePut) -> None:
+        if item.reply is None:
+            self.batch.append(item)
+            self._start_batches()
+        else:
+            self._flush_inline()
+        if self._pipeline_full():
+            self._set_reading(False)
+
+    def _start_batches(self) -> None:
+        """Hand received inline puts to workers, a group at a time (group commit)."""
+        cfg = self.server.config
+        store, user = self.server.store, self.user
+        while self.batch and self.batches_running < cfg.inline_batches:
+            # A group never overlaps a running one on a target: puts of one file stay
+            # in request order (the store orders those inside one group itself).
+            items = []
+            for item in self.batch[:cfg.inline_batch_files]:
+                if item.target in self.storing:
+                    break
+                items.append(item)
+            if not items:
+                return
+            del self.batch[:len(items)]
+            for item in items:
+                self.storing[item.target] = self.storing.get(item.target, 0) + 1
+            files = [SmallFile(path=it.request.path, data=it.buf,   # type: ignore[arg-type]
+                               sha256=it.request.sha256,             # type: ignore[attr-defined]
+                               overwrite=it.request.overwrite,       # type: ignore[attr-defined]
+                               cwd=it.cwd) for it in items]
+            self.batches_running += 1
+            assert user is not None
+            self.server.pool.submit(lambda files=files: store.store_small_files(user, files),
+                                    lambda result, error, items=items:
+                                    self._batch_done(items, result, error))
+
+    def _batch_done(self, items: list[InlinePut], results: Any,
+                    error: BaseException | None) -> None:
+        # Runs even if the connection closed meanwhile: the bookkeeping must happen.
+        self.batches_running -= 1
+        now = time.monotonic()
+        for item in items:
+            left = self.storing.pop(item.target) - 1
+            if left:
+                self.storing[item.target] = left
+        for k, item in enumerate(items):
+            req = item.request
+            outcome = error if error is not None else results[k]
+            self.inflight_bytes -= req.size                 # type: ignore[attr-defined]
+            item.buf = None
+            if isinstance(outcome, StorageError):
+                details = {key: v for key, v in (outcome.details or {}).items()
+                           if isinstance(v, int | str | float | bool)}
+                code = outcome.code if outcome.code in ERROR_CODES \
+                    and outcome.code not in FATAL_CODES else "IO_ERROR"
+                reply: Reply = ErrorReply(id=req.id, code=code, message=outcome.message,
+                                          details=details or None)
+                result = f"failed ({code})"
+            elif isinstance(outcome, BaseException):
+                log.error("storing inline put %s failed", req.path,  # type: ignore[attr-defined]
+                          exc_info=outcome)
+                reply = ErrorReply(id=req.id, code="IO_ERROR",
+                                   message=f"commit failed: {outcome}")
+                result = "failed (IO_ERROR)"
+            else:
+                reply = PutDone(id=req.id, path=outcome.path, size=outcome.size,
+                                sha256=outcome.sha256)
+                result = "ok"
+            item.reply = encode(reply)
+            log.info("upload user=%s path=%s bytes=%d seconds=%.3f inline result=%s", self.user,
+                     item.target or req.path, req.size,  # type: ignore[attr-defined]
+                     now - item.started, result)
+        if self.closed:
+            self._release_inline_slot()
+            return
+        self._start_batches()
+        self._flush_inline()
+
+    def _flush_inline(self) -> None:
+        """Send the inline puts' replies that are next in line; then take up waiting work."""
+        sent = False
+        inflight = self.inflight
+        while inflight and inflight[0].reply is not None:
+            self._enqueue(inflight.popleft().reply)     # type: ignore[arg-type]
+            sent = True
+        if not inflight:
+            self._release_inline_slot()
+            self.last_request = time.monotonic()    # server-side work does not count as idling
+        if sent:
+            self._pump()
+        self._resume()
+        self._maybe_finish_closing()
+
+    def _drop_inline(self) -> None:
+        self.receiving = None
+        self.inflight.clear()
+        self.batch.clear()
+        self._release_inline_slot()
+
+    def _release_inline_slot(self) -> None:
+        if self.inline_slot and not self.inflight and self.receiving is None \
+                and not self.batch and self.batches_running == 0:
+            self.inline_slot = False
+            self.server.free_upload_slot(self.user)         # type: ignore[arg-type]
 
     # ------------------------------------------------------------ downloads
 
@@ -686,7 +931,7 @@ class Connection:
         if self.out_size > high:
             self._set_reading(False)
         elif self.out_size <= self.server.config.low_water and not (
-                self.busy or self.pending or self.closing or self.eof
+                self.busy or self.pending or self.closing or self.eof or self._pipeline_full()
                 or (self.download is not None and len(self.download.deferred) >= MAX_DEFERRED)):
             self._set_reading(True)
         self._maybe_finish_closing()
@@ -711,9 +956,19 @@ class Connection:
         return sent
 
     def _maybe_finish_closing(self) -> None:
-        if self.closing and not self.closed and not self.out and self.download is None \
-                and not self.committing:
+        if not self.closing or self.closed:
+            return
+        if not self.out and self.download is None and not self.committing \
+                and not self.inflight:
             self.close(self.closing_reason)
+            return
+        # Still sending (or committing): read nothing more, and do not wait
+        # forever for a peer that does not read.
+        self._set_reading(False)
+        if self.force_timer is None:
+            reason = self.closing_reason
+            self.force_timer = self.server.timers.call_later(
+                FORCE_CLOSE_AFTER, lambda: self.close(f"{reason}; peer did not read"))
 
     def _set_reading(self, on: bool) -> None:
         if on and (self.closing or self.eof):
@@ -737,19 +992,22 @@ class Connection:
 
     # ------------------------------------------------------------ timeouts
 
+    def _watchdog_deadline(self, now: float) -> tuple[float, str]:
+        """When this connection times out in its current state, and why."""
+        cfg = self.server.config
+        if self.busy or self.committing or (self.inflight and self.receiving is None):
+            return now + 1.0, ""                # work in progress is not the client's fault
+        if self.state in (State.GREETED, State.ANONYMOUS):
+            return self.anonymous_since + cfg.login_timeout, "login"
+        if self.upload is not None or self.download is not None or self.receiving is not None:
+            return self.last_progress + cfg.stall_timeout, "transfer stalled"
+        return self.last_request + cfg.idle_timeout, "idle"
+
     def _arm_watchdog(self) -> None:
         if self.closed:
             return
-        cfg = self.server.config
         now = time.monotonic()
-        if self.state in (State.GREETED, State.ANONYMOUS):
-            deadline, what = self.anonymous_since + cfg.login_timeout, "login"
-        elif self.upload is not None or self.download is not None:
-            deadline, what = self.last_progress + cfg.stall_timeout, "transfer stalled"
-        else:
-            deadline, what = self.last_request + cfg.idle_timeout, "idle"
-        if self.busy or self.committing:
-            deadline, what = now + 1.0, ""      # work in progress is not the client's fault
+        deadline, what = self._watchdog_deadline(now)
         if now >= deadline and what:
             log.info("timeout %s user=%s (%s)", self.peer, self.user or "-", what)
             self.watchdog = None

@@ -313,6 +313,14 @@ def put(conn: Connection, req: m.Put) -> None:
     server = conn.server
     if server.stopping:
         raise ProtocolError("the server is shutting down", code="SHUTTING_DOWN")
+    if req.inline:
+        limit = server.config.inline_max
+        refusal = None if req.size <= limit else m.ErrorReply(
+            id=req.id, code="BAD_REQUEST",
+            message=f"an inline put may declare at most {limit} bytes; use a resumable put",
+            details={"inline_max": limit})
+        conn.start_inline(req, refusal)     # replies put.done (or the error) in order
+        return
     store, user, cwd = _store(conn), conn.user, conn.cwd
     # Taken now, not when the worker is done, so racing puts cannot pass the limit.
     if not server.take_upload_slot(user):

@@ -22,7 +22,7 @@ from typing import Any
 from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
-from . import __version__
+from . import __version__, logs
 from .config import Config
 from .connection import Connection
 from .handlers import HANDLERS
@@ -80,7 +80,8 @@ class Server:
         self.greeting = encode(Greeting(protocol=PROTOCOL_VERSION, server=f"ftpd/{__version__}",
                                         max_control=config.max_control_frame,
                                         max_data=config.max_data_frame,
-                                        register=config.allow_register))
+                                        register=config.allow_register,
+                                        inline_max=config.inline_max))
 
     # ------------------------------------------------------------ setup
 
@@ -131,6 +132,9 @@ class Server:
         timeout = self.timers.timeout()
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
+        log_due = logs.flush_due(time.monotonic())      # buffered log records: wake to write
+        if log_due is not None:
+            timeout = log_due if timeout is None else min(timeout, log_due)
         if self.stopping:
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
         for key, mask in self.selector.select(timeout):
@@ -290,7 +294,8 @@ class Server:
         for conn in list(self.connections):
             if conn.closing or conn.closed:
                 continue
-            if conn.upload is None and conn.download is None and not conn.busy:
+            if conn.upload is None and conn.download is None and not conn.busy \
+                    and not conn.inflight and conn.receiving is None:
                 conn.fatal("SHUTTING_DOWN", "the server is shutting down")
         if now >= self._shutdown_deadline:
             for conn in list(self.connections):
@@ -313,6 +318,7 @@ class Server:
         self._signal_w.close()
         self.store.close()
         log.info("stopped")
+        logs.flush()
 
 
 def _raise_fd_limit() -> None:

@@ -27,9 +27,6 @@ class Timer:
         self.callback = callback
         self.cancelled = False
 
-    def __lt__(self, other: Timer) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
-
     def cancel(self) -> None:
         self.cancelled = True
         self.callback = _noop
@@ -42,7 +39,9 @@ def _noop() -> None:
 class TimerHeap:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._heap: list[Timer] = []
+        # (deadline, seq, timer): tuples compare in C; seq is unique, so the
+        # comparison never reaches the timer.
+        self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._cancelled = 0
 
@@ -50,8 +49,9 @@ class TimerHeap:
         return len(self._heap) - self._cancelled
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer(self.clock() + max(0.0, delay), next(self._seq), callback)
-        heapq.heappush(self._heap, timer)
+        deadline, seq = self.clock() + max(0.0, delay), next(self._seq)
+        timer = Timer(deadline, seq, callback)
+        heapq.heappush(self._heap, (deadline, seq, timer))
         return timer
 
     def cancel(self, timer: Timer | None) -> None:
@@ -59,27 +59,27 @@ class TimerHeap:
             timer.cancel()
             self._cancelled += 1
             if self._cancelled > 512 and self._cancelled > len(self._heap) // 2:
-                self._heap = [t for t in self._heap if not t.cancelled]
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
                 heapq.heapify(self._heap)
                 self._cancelled = 0
 
     def timeout(self) -> float | None:
         """Seconds until the next live timer, or None when there is none."""
         heap = self._heap
-        while heap and heap[0].cancelled:
+        while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
             self._cancelled -= 1
         if not heap:
             return None
-        return max(0.0, heap[0].deadline - self.clock())
+        return max(0.0, heap[0][0] - self.clock())
 
     def run_due(self) -> int:
         """Run every timer whose deadline has passed; returns how many ran."""
         now = self.clock()
         heap = self._heap
         ran = 0
-        while heap and (heap[0].cancelled or heap[0].deadline <= now):
-            timer = heapq.heappop(heap)
+        while heap and (heap[0][2].cancelled or heap[0][0] <= now):
+            timer = heapq.heappop(heap)[2]
             if timer.cancelled:
                 self._cancelled -= 1
                 continue

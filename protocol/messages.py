@@ -18,6 +18,7 @@ import json
 import math
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,121 +59,187 @@ class _Rule:
     has_default: bool
 
 
-_RULES: dict[type, tuple[_Rule, ...]] = {}
+@dataclass(frozen=True)
+class _Schema:
+    """What a message class needs at run time, worked out once per class.
+
+    Every message sent or received is validated, so the rules are turned into
+    one small closure per field (``checks``) instead of being interpreted
+    field by field, rule by rule, on every message.
+    """
+
+    rules: tuple[_Rule, ...]
+    checks: tuple[tuple[str, Callable[[Any], None]], ...]
+    plain: tuple[str, ...]             # fields that go to and from JSON as they are
+    nested: tuple[_Rule, ...]          # records and lists of records
+    required: tuple[str, ...]          # fields the JSON object must have
+
+
+_SCHEMAS: dict[type, _Schema] = {}
+
+
+def _schema(cls: type) -> _Schema:
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        rules = _build_rules(cls)
+        schema = _SCHEMAS[cls] = _Schema(
+            rules=rules,
+            checks=tuple((rule.name, _compile_check(cls, rule)) for rule in rules),
+            plain=tuple(rule.name for rule in rules if rule.item is None),
+            nested=tuple(rule for rule in rules if rule.item is not None),
+            required=tuple(rule.name for rule in rules
+                           if not rule.has_default and not rule.optional))
+    return schema
 
 
 def _rules(cls: type) -> tuple[_Rule, ...]:
-    rules = _RULES.get(cls)
-    if rules is None:
-        hints = typing.get_type_hints(cls)
-        built = []
-        for f in dataclasses.fields(cls):
-            hint = hints[f.name]
-            args = typing.get_args(hint)
-            optional = type(None) in args
-            if optional:
-                hint = next(a for a in args if a is not type(None))
-            item = None
-            origin = typing.get_origin(hint)
-            if origin is tuple:
-                item, hint = typing.get_args(hint)[0], tuple
-            elif origin is dict:
-                hint = dict
-            elif isinstance(hint, type) and issubclass(hint, Message):
-                item = hint          # a nested record, e.g. StatOk.entry
-            has_default = f.default is not _MISSING or f.default_factory is not _MISSING
-            built.append(_Rule(f.name, hint, optional, item, dict(f.metadata), has_default))
-        rules = _RULES[cls] = tuple(built)
-    return rules
+    return _schema(cls).rules
 
 
-def _check_value(cls: type, rule: _Rule, value: Any) -> None:
+def _build_rules(cls: type) -> tuple[_Rule, ...]:
+    hints = typing.get_type_hints(cls)
+    built = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        if optional:
+            hint = next(a for a in args if a is not type(None))
+        item = None
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            item, hint = typing.get_args(hint)[0], tuple
+        elif origin is dict:
+            hint = dict
+        elif isinstance(hint, type) and issubclass(hint, Message):
+            item = hint          # a nested record, e.g. StatOk.entry
+        has_default = f.default is not _MISSING or f.default_factory is not _MISSING
+        built.append(_Rule(f.name, hint, optional, item, dict(f.metadata), has_default))
+    return tuple(built)
+
+
+def _compile_check(cls: type, rule: _Rule) -> Callable[[Any], None]:
+    """One field's rules as a closure: ``check(value)`` raises ``BadRequest`` or returns."""
     where = f"{getattr(cls, 'cmd', None) or getattr(cls, 'type', cls.__name__)}.{rule.name}"
-    if value is None:
-        if not rule.optional:
-            raise BadRequest(f"{where} is required")
-        return
-    base = rule.base
-    ok = (type(value) is base) or (base is float and type(value) is int)
-    if not ok:
-        raise BadRequest(f"{where} must be {base.__name__}, not {type(value).__name__}")
-    m = rule.meta
+    base, optional, item = rule.base, rule.optional, rule.item
+    meta = rule.meta
+    lo, hi = meta.get("min"), meta.get("max")
+    max_len, min_len = meta.get("max_len"), meta.get("min_len")
+    pattern, choices = meta.get("pattern"), meta.get("choices")
+    fullmatch = pattern.fullmatch if pattern is not None else None
+
+    def fail(message: str) -> None:
+        raise BadRequest(f"{where} {message}")
+
+    def check_type(value: Any) -> bool:
+        """False for None (allowed), True for a value of the right type; raises otherwise."""
+        if value is None:
+            if not optional:
+                fail("is required")
+            return False
+        if type(value) is not base and not (base is float and type(value) is int):
+            fail(f"must be {base.__name__}, not {type(value).__name__}")
+        return True
+
     if base is int or base is float:
-        if type(value) is float and not math.isfinite(value):
-            # 1e400 parses as inf: the encoder could never send it back (allow_nan=False).
-            raise BadRequest(f"{where} must be a finite number")
-        if m.get("min") is not None and value < m["min"]:
-            raise BadRequest(f"{where} must be >= {m['min']}")
-        if m.get("max") is not None and value > m["max"]:
-            raise BadRequest(f"{where} must be <= {m['max']}")
+        def check(value: Any) -> None:
+            if type(value) is not int and not check_type(value):
+                return
+            if type(value) is float and not math.isfinite(value):
+                # 1e400 parses as inf: the encoder could never send it back (allow_nan=False).
+                fail("must be a finite number")
+            if lo is not None and value < lo:
+                fail(f"must be >= {lo}")
+            if hi is not None and value > hi:
+                fail(f"must be <= {hi}")
     elif base is str:
-        if m.get("max_len") is not None and len(value) > m["max_len"]:
-            raise BadRequest(f"{where} is longer than {m['max_len']} characters")
-        if m.get("min_len") is not None and len(value) < m["min_len"]:
-            raise BadRequest(f"{where} must not be empty")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadRequest(f"{where} is not valid Unicode (lone surrogate)")
-        if m.get("pattern") is not None and not m["pattern"].fullmatch(value):
-            raise BadRequest(f"{where} is malformed")
-        if m.get("choices") is not None and value not in m["choices"]:
-            raise BadRequest(f"{where} must be one of {', '.join(m['choices'])}")
+        def check(value: Any) -> None:
+            if type(value) is not str and not check_type(value):
+                return
+            if max_len is not None and len(value) > max_len:
+                fail(f"is longer than {max_len} characters")
+            if min_len is not None and len(value) < min_len:
+                fail("must not be empty")
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    fail("is not valid Unicode (lone surrogate)")
+            if fullmatch is not None and not fullmatch(value):
+                fail("is malformed")
+            if choices is not None and value not in choices:
+                fail(f"must be one of {', '.join(choices)}")
     elif base is dict:
-        # Free-form JSON (ErrorReply.details): it must be encodable again, so no
-        # infinities, lone surrogates or non-JSON objects.
-        try:
-            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except (TypeError, ValueError, RecursionError):
-            raise BadRequest(f"{where} is not encodable as JSON")
+        def check(value: Any) -> None:
+            if not check_type(value):
+                return
+            # Free-form JSON (ErrorReply.details): it must be encodable again, so no
+            # infinities, lone surrogates or non-JSON objects.
+            try:
+                json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            except (TypeError, ValueError, RecursionError):
+                fail("is not encodable as JSON")
     elif base is tuple:
-        for element in value:
-            if type(element) is not rule.item:
-                raise BadRequest(f"{where} holds a {type(element).__name__}")
+        def check(value: Any) -> None:
+            if not check_type(value):
+                return
+            for element in value:
+                if type(element) is not item:
+                    fail(f"holds a {type(element).__name__}")
+    else:
+        def check(value: Any) -> None:
+            check_type(value)
+    return check
 
 
 class Message:
     """Base of every control message."""
 
     def __post_init__(self) -> None:
-        cls = type(self)
-        for rule in _rules(cls):
-            _check_value(cls, rule, getattr(self, rule.name))
+        schema = _SCHEMAS.get(type(self)) or _schema(type(self))
+        for name, check in schema.checks:
+            check(getattr(self, name))
         self._check()
 
     def _check(self) -> None:
         """Cross-field rules; subclasses override."""
 
     def to_wire(self) -> dict[str, Any]:
+        schema = _SCHEMAS.get(type(self)) or _schema(type(self))
         out: dict[str, Any] = {}
-        for rule in _rules(type(self)):
+        for name in schema.plain:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        for rule in schema.nested:
             value = getattr(self, rule.name)
             if value is None:
                 continue
             if rule.base is tuple:
-                value = [element.to_wire() for element in value]
-            elif rule.item is not None:
-                value = value.to_wire()
-            out[rule.name] = value
+                out[rule.name] = [element.to_wire() for element in value]
+            else:
+                out[rule.name] = value.to_wire()
         return out
 
     @classmethod
     def from_wire(cls, obj: Any) -> Any:
         if type(obj) is not dict:
             raise BadRequest(f"{cls.__name__} must be a JSON object")
-        kwargs: dict[str, Any] = {}
-        for rule in _rules(cls):
+        schema = _SCHEMAS.get(cls) or _schema(cls)
+        for name in schema.required:
+            if name not in obj:
+                raise BadRequest(f"{cls.__name__}: missing field {name!r}")
+        kwargs = {name: obj[name] for name in schema.plain if name in obj}
+        for rule in schema.nested:
             if rule.name not in obj:
-                if not rule.has_default and not rule.optional:
-                    raise BadRequest(f"{cls.__name__}: missing field {rule.name!r}")
                 continue
             value = obj[rule.name]
             if rule.base is tuple:
                 if type(value) is not list:
                     raise BadRequest(f"{cls.__name__}.{rule.name} must be a list")
                 value = tuple(rule.item.from_wire(element) for element in value)  # type: ignore[union-attr]
-            elif rule.item is not None and value is not None:
-                value = rule.item.from_wire(value)
+            elif value is not None:
+                value = rule.item.from_wire(value)  # type: ignore[union-attr]
             kwargs[rule.name] = value
         return cls(**kwargs)
 
@@ -339,7 +406,10 @@ class Put(Request):
     """Begin or resume an upload of ``size`` bytes to ``path``.
 
     With ``defer_sha256`` the client hashes while it sends and names the
-    SHA-256 after the last byte, in ``commit``, instead of up front.
+    SHA-256 after the last byte, in ``commit``, instead of up front.  With
+    ``inline`` the client sends all ``size`` bytes right behind the request,
+    without waiting for ``put.ready`` (there is none); the server never resumes
+    such an upload and answers ``put.done`` or an error only.
     """
 
     cmd = "put"
@@ -349,10 +419,13 @@ class Put(Request):
     sha256: str | None = fld(None, pattern=SHA256_RE)
     overwrite: bool = False
     defer_sha256: bool = False
+    inline: bool = False
 
     def _check(self) -> None:
         if self.defer_sha256 and self.sha256 is not None:
             raise BadRequest("put: give sha256 up front or defer it, not both")
+        if self.defer_sha256 and self.inline:
+            raise BadRequest("put: an inline upload cannot defer its sha256")
 
 
 @dataclass(frozen=True)
@@ -453,6 +526,8 @@ class Greeting(Reply):
     max_control: int = fld(min=1, max=MAX_INT)
     max_data: int = fld(min=1, max=MAX_INT)
     register: bool = False
+    #: the largest ``size`` an inline put may declare; 0: no inline puts
+    inline_max: int = fld(0, min=0, max=MAX_INT)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """The session state machine shared by server and client: one table.
 
 ``TRANSITIONS[state][event]`` is the state a session moves to when ``event``
-succeeds in ``state``.  Events are command names, plus three pseudo-events the
-server raises itself: ``"data"`` (a DATA frame), ``"done"`` (a transfer
-finished or failed) and ``"close"``.  A missing entry is the protocol error:
-the daemon answers ``BAD_STATE`` (or ``AUTH_REQUIRED`` for a command that is
-legal once logged in) and the state does not change.
+succeeds in ``state``.  Events are command names, plus four pseudo-events the
+server raises itself: ``"inline"`` (a ``put`` with ``inline: true`` was
+accepted for reading), ``"data"`` (a DATA frame), ``"done"`` (a transfer
+finished or failed; for an inline put: its last byte arrived) and ``"close"``.
+A missing entry is the protocol error: the daemon answers ``BAD_STATE`` (or
+``AUTH_REQUIRED`` for a command that is legal once logged in) and the state
+does not change.
 
 Commands that fail leave the state unchanged, with one exception the table
 cannot express: a failed ``put``/``get`` never enters its transfer state.
@@ -22,6 +24,7 @@ class State(Enum):
     READY = "ready"                # logged in, idle
     UPLOADING = "uploading"        # put accepted; DATA frames flow client -> server
     DOWNLOADING = "downloading"    # get accepted; DATA frames flow server -> client
+    RECEIVING = "receiving"        # an inline put's DATA frames are arriving
     CLOSED = "closed"
 
 
@@ -40,15 +43,16 @@ TRANSITIONS: dict[State, dict[str, State | None]] = {
     _S.GREETED: _row(hello=_S.ANONYMOUS),
     _S.ANONYMOUS: _row(register=None, login=_S.READY, whoami=None),
     _S.READY: _row(**dict.fromkeys(_FILE_COMMANDS), logout=_S.ANONYMOUS,
-                   put=_S.UPLOADING, get=_S.DOWNLOADING),
+                   put=_S.UPLOADING, get=_S.DOWNLOADING, inline=_S.RECEIVING),
     _S.UPLOADING: {"data": None, "commit": None, "cancel": _S.READY, "done": _S.READY,
                    "close": _S.CLOSED},
+    _S.RECEIVING: {"data": None, "done": _S.READY, "close": _S.CLOSED},
     _S.DOWNLOADING: {"cancel": _S.READY, "ping": None, "done": _S.READY, "close": _S.CLOSED},
     _S.CLOSED: {},
 }
 
 #: Commands that need a logged-in user; used to pick AUTH_REQUIRED over BAD_STATE.
-AUTHENTICATED_COMMANDS = frozenset(TRANSITIONS[_S.READY]) - frozenset(_ALWAYS)
+AUTHENTICATED_COMMANDS = frozenset(TRANSITIONS[_S.READY]) - frozenset(_ALWAYS) - {"inline"}
 
 
 def next_state(state: State, event: str) -> State | None:

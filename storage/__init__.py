@@ -25,7 +25,7 @@ from .errors import (
     UploadBusy,
     UserExists,
 )
-from .models import CommitResult, Entry, PartialInfo, Usage, UserInfo
+from .models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from .names import USERNAME_PATTERN
 from .sizes import parse_size
 from .store import Store
@@ -52,6 +52,7 @@ __all__ = [
     "OffsetMismatch",
     "PartialInfo",
     "QuotaExceeded",
+    "SmallFile",
     "StorageError",
     "StorageIOError",
     "Store",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CommitResult", "Entry", "EntryType", "PartialInfo", "Usage", "UserInfo"]
+__all__ = ["CommitResult", "Entry", "EntryType", "PartialInfo", "SmallFile", "Usage", "UserInfo"]
 
 EntryType = Literal["file", "dir", "other"]
 
@@ -59,3 +59,17 @@ class CommitResult:
     path: str
     size: int
     sha256: str | None      # None when the upload declared no SHA-256 (nothing was hashed)
+
+
+@dataclass(frozen=True)
+class SmallFile:
+    """One whole small file to store at once (``Store.store_small_files``).
+
+    ``path`` is as the client named it, relative to ``cwd``; ``data`` is the
+    whole content (its length is the size); ``sha256``, when given, must match.
+    """
+    path: str
+    data: bytes
+    sha256: str | None = None
+    overwrite: bool = False
+    cwd: str = "/"

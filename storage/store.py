@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .accounts import Accounts
 from .context import StoreContext
 from .db import Database
-from .models import Entry, PartialInfo, Usage, UserInfo
+from .errors import StorageError
+from .models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from .passwords import PasswordHasher, ScryptParams
 from .tree import FileTree
 from .upload import Upload
@@ -194,6 +195,16 @@ class Store:
         ``ValueError`` for a negative size or a malformed sha256 (64 hex digits).
         """
         return self._uploads.begin(user, path, size, sha256, cwd=cwd, overwrite=overwrite)
+
+    def store_small_files(self, user: str,
+                          files: Sequence[SmallFile]) -> list[CommitResult | StorageError]:
+        """Store several whole small files at once, sharing their syncs (group commit).
+
+        One result per file, in order: its ``CommitResult`` once it is fsynced
+        and visible, or the ``StorageError`` that refused it.  SLOW: a worker's
+        job.  See ``UploadManager.store_small``.
+        """
+        return self._uploads.store_small(user, files)
 
     def list_uploads(self, user: str) -> list[PartialInfo]:
         return self._uploads.list(user)

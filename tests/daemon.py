@@ -23,10 +23,13 @@ from typing import Any
 
 import pytest
 
+from ftpd.logs import FLUSH_AFTER
 from storage import Store
 
 TEST_SCRYPT_N = 16
 REPO = Path(__file__).resolve().parent.parent
+#: INFO records reach the log file at most FLUSH_AFTER seconds after they are made.
+LOG_SETTLE = 3 * FLUSH_AFTER
 _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 
@@ -80,7 +83,11 @@ class DaemonProcess:
         except FileNotFoundError:
             return ""
 
-    def log(self) -> str:
+    def log(self, settle: bool = False) -> str:
+        """The whole log.  Warnings and errors are in it at once; INFO lines only
+        after ``LOG_SETTLE`` (``settle=True`` waits that long first)."""
+        if settle:
+            time.sleep(LOG_SETTLE)
         try:
             return self.log_path.read_text("utf-8", "replace")
         except FileNotFoundError:

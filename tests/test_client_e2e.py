@@ -184,8 +184,10 @@ def test_library_deferred_put_of_a_changed_file_restarts_its_resumed_partial(use
         with pytest.raises(Cancelled):
             c.put(src, progress=stop)
         c.reconnect()
-        (partial,) = c.uploads()
-        assert partial.offset >= 2 * MiB and partial.sha256 is None     # deferred: no hash
+        # The daemon holds what reached it before the drop: maybe less than the
+        # 2 MiB the client handed to its kernel (bytes in flight can be lost), not none.
+        (partial,) = wait_for(lambda: [u for u in c.uploads() if u.offset > 0])
+        assert partial.sha256 is None                                   # deferred: no hash
         src.write_bytes(os.urandom(6 * MiB))       # a new version, same size
         notices: list[str] = []
         result = c.put(src, notice=notices.append)

@@ -164,7 +164,7 @@ def test_500_slow_and_idle_connections_are_reaped_by_the_timeouts(server_factory
     assert alive(daemon)
     assert wait_until(lambda: daemon.fd_count() <= baseline, 5), \
         f"fds {daemon.fd_count()} vs baseline {baseline}"
-    log = daemon.log()
+    log = daemon.log(settle=True)
     assert log.count("user=- (login)") >= 350 and log.count(f"user={USER} (idle)") >= 90
 
 

@@ -447,10 +447,28 @@ def test_login_needs_a_user_with_a_password_or_a_token_alone(obj):
 DIGEST = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
 
 
+def test_an_inline_put_round_trips():
+    put = p.Put(id=5, path="a.txt", size=6, sha256=DIGEST, inline=True)
+    assert json.loads(payload(put))["inline"] is True
+    assert p.decode_request(payload(put)) == put
+
+
+def test_an_inline_put_cannot_defer_its_sha256():
+    obj = {"cmd": "put", "id": 1, "path": "a", "size": 1, "inline": True, "defer_sha256": True}
+    assert rejects(obj).request_id == 1
+
+
+def test_a_greeting_without_inline_max_means_no_inline_puts():
+    greeting = p.decode_reply(json.dumps({"type": "greeting", "protocol": 1, "server": "x",
+                                          "max_control": 65536, "max_data": 4096}).encode())
+    assert greeting.inline_max == 0
+
+
 def test_put_with_a_deferred_sha256_and_its_commit_round_trip():
     put = p.Put(id=5, path="docs/a.txt", size=6, defer_sha256=True)
     assert json.loads(payload(put)) == {"cmd": "put", "id": 5, "path": "docs/a.txt",
-                                        "size": 6, "overwrite": False, "defer_sha256": True}
+                                        "size": 6, "overwrite": False, "defer_sha256": True,
+                                        "inline": False}
     assert p.decode_request(payload(put)) == put
     commit = p.Commit(id=6, sha256=DIGEST)
     assert json.loads(payload(commit)) == {"cmd": "commit", "id": 6, "sha256": DIGEST}

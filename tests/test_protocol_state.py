@@ -8,7 +8,7 @@ import protocol as p
 from protocol.state import AUTHENTICATED_COMMANDS, TRANSITIONS, State, next_state, refusal_code
 
 S = State
-PSEUDO_EVENTS = ("data", "done", "close")
+PSEUDO_EVENTS = ("inline", "data", "done", "close")
 EVENTS = [*p.REQUESTS, *PSEUDO_EVENTS]
 FILE_COMMANDS = ("pwd", "cd", "ls", "stat", "mkdir", "rmdir", "rm", "mv", "uploads", "abort",
                  "quota", "hash")
@@ -101,9 +101,9 @@ def test_put_starts_uploading_and_get_starts_downloading():
     assert next_state(S.READY, "get") is S.DOWNLOADING
 
 
-def test_data_frames_are_accepted_only_while_uploading():
+def test_data_frames_are_accepted_only_while_uploading_or_receiving_an_inline_put():
     for state in State:
-        expected = S.UPLOADING if state is S.UPLOADING else None
+        expected = state if state in (S.UPLOADING, S.RECEIVING) else None
         assert next_state(state, "data") is expected
         if expected is None:
             assert refusal_code(state, "data") == "BAD_STATE"
@@ -143,7 +143,7 @@ def test_other_requests_during_a_transfer_are_bad_state(transfer):
 
 def test_ping_is_answered_everywhere_but_during_an_upload():
     for state in LIVE:
-        expected = None if state is S.UPLOADING else state
+        expected = None if state in (S.UPLOADING, S.RECEIVING) else state
         assert next_state(state, "ping") is expected
 
 
@@ -176,3 +176,18 @@ def test_every_state_is_reachable_from_greeted():
                 todo.append(target)
     assert seen == set(State)
 
+
+
+def test_an_inline_put_is_received_from_ready_and_ends_in_ready():
+    assert next_state(S.READY, "inline") is S.RECEIVING
+    assert next_state(S.RECEIVING, "data") is S.RECEIVING
+    assert next_state(S.RECEIVING, "done") is S.READY
+    for state in LIVE:
+        if state is not S.READY:
+            assert next_state(state, "inline") is None
+
+
+def test_no_request_is_accepted_while_an_inline_put_is_receiving():
+    for cmd in p.REQUESTS:
+        assert next_state(S.RECEIVING, cmd) is None, cmd
+        assert refusal_code(S.RECEIVING, cmd) == "BAD_STATE"
