@@ -133,7 +133,8 @@ class Connection:
         self.user: str | None = None
         self.cwd = "/"
         # Requests (and, behind them, copies of DATA payloads) waiting their turn.
-        self.pending: deque[Request | Rejected | bytes] = deque()
+        # (A deque costs half a KiB even empty: made when something has to wait.)
+        self.pending: deque[Request | Rejected | bytes] | None = None
         self.busy = False
         self.upload: Any = None                   # storage.Upload while uploading
         self.put_request: Request | None = None
@@ -162,7 +163,7 @@ class Connection:
         self.pumping = False
         self.resuming = False
         self.receiving: InlinePut | None = None   # the inline put whose DATA is arriving
-        self.inflight: deque[InlinePut] = deque()  # inline puts not answered yet, in order
+        self.inflight: list[InlinePut] = []       # inline puts not answered yet, in order
         self.inflight_bytes = 0                   # their buffered bytes
         self.batch: list[InlinePut] = []          # received, not yet handed to a worker
         self.batches_running = 0
@@ -193,7 +194,7 @@ class Connection:
             self._end_download(f"interrupted ({reason})")
         self._drop_inline()
         self.pager = None
-        self.pending.clear()
+        self.pending = None
         self.out.clear()
         if self.mask:                      # registered: a paused connection is not
             try:
@@ -226,7 +227,7 @@ class Connection:
         # Inline puts not answered yet never will be: the stream ends with this error.
         # Groups already on a worker finish (their files may become visible, unacknowledged).
         self._drop_inline()
-        self.pending.clear()
+        self.pending = None
         self.pager = None
         self._enqueue(encode(ErrorReply(id=request_id, code=code, message=message,
                                         details=details)))
@@ -312,6 +313,8 @@ class Connection:
         self._pump()
 
     def _hold(self, event: Request | Rejected | bytes) -> None:
+        if self.pending is None:
+            self.pending = deque()
         self.pending.append(event)
         self._set_reading(False)
 
@@ -420,6 +423,8 @@ class Connection:
 
     def _take_pending(self) -> None:
         pending = self.pending
+        if pending is None:
+            return
         while pending and not self.closed and not self.closing \
                 and self.pager is None and self.download is None:
             item = pending[0]
@@ -434,6 +439,8 @@ class Connection:
                 pending.popleft()
                 self.draining = False
                 self._dispatch(item)            # type: ignore[arg-type]
+        if not pending and self.pending is pending:
+            self.pending = None
 
     def submit(self, request_id: int | None, job: Callable[[], Any],
                done: Callable[[Any, BaseException | None], None],
@@ -770,7 +777,7 @@ class Connection:
         sent = False
         inflight = self.inflight
         while inflight and inflight[0].reply is not None:
-            self._enqueue(inflight.popleft().reply)     # type: ignore[arg-type]
+            self._enqueue(inflight.pop(0).reply)        # type: ignore[arg-type]
             sent = True
         if not inflight:
             self._release_inline_slot()
