@@ -184,14 +184,7 @@ class UploadManager:
                     _unlink_quietly(sfd, pname)  # before the row changes: never splice
                 with db.write() as conn:
                     self._check_quota(conn, user, shown, need)
-                    conn.execute(
-                        "INSERT INTO uploads (user, path, size, sha256, reserved, created, updated)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user, path) DO UPDATE SET"
-                        " size = excluded.size, sha256 = excluded.sha256,"
-                        " reserved = excluded.reserved, updated = excluded.updated,"
-                        " created = CASE WHEN ? THEN uploads.created ELSE excluded.created END,"
-                        " commit_dev = NULL, commit_ino = NULL, commit_old = NULL",
-                        (user, shown, size, sha256, need, now, now, resume))
+                    self._upsert_row(conn, user, shown, size, sha256, need, now, resume)
                 fd = os.open(pname, _PART_FLAGS, 0o600, dir_fd=sfd)
             except OSError as exc:
                 raise map_oserror(exc, shown)
@@ -229,6 +222,20 @@ class UploadManager:
         if not stat.S_ISREG(st.st_mode):
             raise BadPath("not a regular file", path=shown)
         return st.st_size
+
+    @staticmethod
+    def _upsert_row(conn: sqlite3.Connection, user: str, path: str, size: int,
+                    sha256: str | None, reserved: int, now: float, resume: bool) -> None:
+        """The upload's row, new or replacing the old one (no commit mark); a
+        resumed upload keeps its creation time."""
+        conn.execute(
+            "INSERT INTO uploads (user, path, size, sha256, reserved, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user, path) DO UPDATE SET"
+            " size = excluded.size, sha256 = excluded.sha256,"
+            " reserved = excluded.reserved, updated = excluded.updated,"
+            " created = CASE WHEN ? THEN uploads.created ELSE excluded.created END,"
+            " commit_dev = NULL, commit_ino = NULL, commit_old = NULL",
+            (user, path, size, sha256, reserved, now, now, resume))
 
     @staticmethod
     def _check_quota(conn: sqlite3.Connection, user: str, path: str, need: int) -> None:
@@ -441,15 +448,8 @@ class UploadManager:
                         except OSError as exc:
                             results[i] = map_oserror(exc, shown)
                             continue
-                        conn.execute(
-                            "INSERT INTO uploads (user, path, size, sha256, reserved, created,"
-                            " updated) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user, path)"
-                            " DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,"
-                            " reserved = excluded.reserved, updated = excluded.updated,"
-                            " created = excluded.created, commit_dev = NULL,"
-                            " commit_ino = NULL, commit_old = NULL",
-                            (user, shown, len(f.data), f.sha256 and f.sha256.lower(), need,
-                             now, now))
+                        self._upsert_row(conn, user, shown, len(f.data),
+                                         f.sha256 and f.sha256.lower(), need, now, resume=False)
                         live.append(item)
             except StorageError as exc:       # the transaction failed: none of them begun
                 for i, *_ in group:
