@@ -44,6 +44,16 @@ def _digest(token: str) -> str:
 
 
 class Accounts:
+    """Users, their password hashes, login tokens and quota figures.
+
+    Owns the ``users`` and ``tokens`` rows and the creation and removal of a
+    user's two folders (``homes/<user>``, ``staging/<user>``) as a whole.  It
+    may not change what is inside a home or a staging folder while the user
+    exists (``FileTree`` and ``UploadManager`` do that), and it reads the
+    ``uploads`` rows only to report reservations.  Password hashing is the
+    ``PasswordHasher``'s: one scrypt per check, known user or not.
+    """
+
     def __init__(self, ctx: StoreContext, hasher: PasswordHasher) -> None:
         self.ctx = ctx
         self.hasher = hasher

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .confine import (
     entry_type,
@@ -22,41 +20,14 @@ from .confine import (
     symlink_error,
     walk,
 )
-from .context import StoreContext
+from .context import Parts, StoreContext, user_dir, user_parent
 from .errors import BadPath, Exists, IsADirectory, NotADirectory, NotFound
 from .hashing import cache_forget, cache_lookup, cache_store, sha256_fd
 from .models import Entry
 from .names import check_username
 from .paths import join_user_path, split_user_path
 
-__all__ = ["FileTree", "open_user_dir", "user_parent"]
-
-Parts = tuple[str, ...]
-
-
-def open_user_dir(ctx: StoreContext, user: str, parts: Parts) -> int:
-    """fd of the folder ``parts`` in ``user``'s home (caller closes)."""
-    home = ctx.home_fd(user)
-    try:
-        return walk(home, parts)
-    finally:
-        os.close(home)
-
-
-@contextmanager
-def user_dir(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
-    fd = open_user_dir(ctx, user, parts)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def user_parent(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
-    """fd of the folder that holds the last component of ``parts`` (which must be non-empty)."""
-    with user_dir(ctx, user, parts[:-1]) as fd:
-        yield fd
+__all__ = ["FileTree"]
 
 
 def _make_entry(name: str, path: str, st: os.stat_result) -> Entry:
@@ -76,6 +47,16 @@ def _lstat_existing(dir_fd: int, name: str, path: str) -> os.stat_result:
 
 
 class FileTree:
+    """The confined file tree of every user: what a client sees under its home.
+
+    Owns nothing but its reference to the shared ``StoreContext``.  It may
+    change files and folders inside ``homes/<user>/`` and give bytes back to
+    ``users.used`` when a file leaves the tree (remove, replace by rename), both
+    under the user's lock.  It may not touch ``staging/``, upload rows or
+    reservations: those belong to the ``UploadManager``; and it never follows
+    a symbolic link.
+    """
+
     def __init__(self, ctx: StoreContext) -> None:
         self.ctx = ctx
 

@@ -31,7 +31,7 @@ from storage import (
     Upload,
     UploadBusy,
 )
-from storage.uploads import part_name
+from storage.partials import part_name
 
 USER = "u"
 QUOTA = 3000
