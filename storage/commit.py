@@ -126,7 +126,8 @@ def recover(ctx: StoreContext) -> None:
     Itself crash-safe: each row is finished by steps that can be repeated, so a
     crash during recovery leaves rows the next start-up recovers again.
     """
-    for row in ctx.db.all("SELECT * FROM uploads WHERE commit_ino IS NOT NULL"):
+    for row in ctx.db.all("SELECT * FROM uploads WHERE commit_ino IS NOT NULL"
+                          " ORDER BY user, path"):
         user, path = row["user"], row["path"]
         marked = CommitMark(row["commit_dev"], row["commit_ino"], row["commit_old"] or 0)
         with ctx.user_lock(user):
