@@ -82,3 +82,14 @@ def test_no_sockets_below_the_daemon(package):
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not names & {"socket", "selectors", "ssl", "asyncio"}, path.name
+
+
+def test_the_storage_state_machine_takes_its_examples_from_the_profile():
+    """The ci profile asks for 500 examples; the machine must not ask for fewer."""
+    from hypothesis import settings
+
+    from tests.test_storage_state import StorageMachine
+
+    machine = StorageMachine.TestCase.settings
+    assert machine.max_examples == settings.default.max_examples
+    assert machine.database == settings.default.database

@@ -312,8 +312,9 @@ class StorageMachine(RuleBasedStateMachine):
         assert staged <= {part_name(p) for p in self.partials}
 
 
+# Only what this machine needs on top of the profile: the number of examples and
+# the example database come from the profile (--hypothesis-profile), never lowered here.
 StorageMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow], database=None,
+    stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
 )
 TestStorageMachine = StorageMachine.TestCase
