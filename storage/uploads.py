@@ -58,9 +58,8 @@ class UploadManager:
     # ----- begin
     def begin(self, user: str, path: str, size: int, sha256: str | None, *, cwd: str = "/",
               overwrite: bool = False) -> Upload:
-        check_username(user)
-        sha256 = check_declaration(size, sha256)
         target = Target.locate(user, path, cwd, overwrite)
+        sha256 = check_declaration(size, sha256)
         shown = target.path
         with self.ctx.user_lock(user):
             with user_parent(self.ctx, user, target.parts) as pfd:

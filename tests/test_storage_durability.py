@@ -174,3 +174,14 @@ def test_put_done_means_fsynced_a_group_returns_after_every_sync(store, recorder
         ino = os.stat(os.path.join(home(store), f.path.lstrip("/"))).st_ino
         assert ("fsync-file", ino) in synced or ("fdatasync-file", ino) in synced
     assert ("fsync-dir", os.stat(os.path.join(home(store), "d")).st_ino) in synced
+
+
+def test_flush_syncs_what_is_written_so_far(store, recorder):
+    """The write-behind sync: it leaves the commit only the tail to make durable."""
+    up = store.begin_upload("alice", "/f", 10, None)
+    up.write(b"12345")
+    recorder.calls.clear()
+    assert up.flush() == 5
+    ino = os.fstat(up.fileno()).st_ino
+    assert recorder.index(("fdatasync-file", "fsync-file"), ino) >= 0
+    up.release()
