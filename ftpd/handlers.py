@@ -85,7 +85,7 @@ def register(conn: Connection, req: m.Register) -> None:
 def login(conn: Connection, req: m.Login) -> None:
     server = conn.server
     throttle = server.throttle
-    locked = throttle.locked(req.user, conn.ip)
+    locked = throttle.locked(req.user, conn.ip, token=req.token is not None)
     if locked:
         log.info("login refused %s user=%s: locked out", conn.peer, req.user)
         conn.reply_error(req.id, "LOCKED_OUT",
