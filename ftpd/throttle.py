@@ -30,8 +30,10 @@ process and bounded in size.
 
 The login handler's whole interface: ``locked(user, addr, token=...)`` before a
 login, ``admit``/``release`` around a password check, ``failure`` (returns the
-delay) and ``success``.  They run on the reactor: each is one or two indexed
-SQLite reads, and at most two small writes (no fsync: WAL, ``synchronous=NORMAL``).
+delay) and ``success``; ``register`` asks ``locked(None, addr)`` and then
+``register_attempt(addr)`` (the delay before its reply).  They run on the
+reactor: each is one or two indexed SQLite reads, and at most two small writes
+(no fsync: WAL, ``synchronous=NORMAL``).
 """
 
 from __future__ import annotations
@@ -173,7 +175,8 @@ class LoginThrottle:
                                               max_rows=self.max_entries)
             if started:
                 what = "address" if kind == ADDR else "user name (for untrusted sources)"
-                log.warning("lockout started: %s %s after %d failed logins, for %d s",
+                log.warning("lockout started: %s %s after %d failed logins or registrations, "
+                            "for %d s",
                             what, key, state.failures, int(self.lockout))
             if (kind, key) in binding:
                 worst = max(worst, state.failures)
@@ -182,6 +185,13 @@ class LoginThrottle:
             self._since_prune = 0
             self.ledger.prune(now, self.decay, now - self.trust_window)
         return min(self.max_delay, self.base * 2 ** min(worst - 1, 60)) if worst else 0.0
+
+    def register_attempt(self, addr: str) -> float:
+        """A ``register`` from ``addr``: it counts against the address like a failed
+        login (recorded before its scrypt runs, so parallel attempts cannot overshoot),
+        and its reply waits the returned delay.  Whether the name was free or taken,
+        an address learns names no faster than it could guess passwords."""
+        return self.failure(None, addr)
 
     def success(self, user: str, addr: str) -> None:
         """``user`` logged in from ``addr``: clear that user name's record (only), and

@@ -286,3 +286,28 @@ def test_ftpd_user_unlock_ends_a_running_daemons_lockout(inproc_server):
     login_ok(daemon, "127.0.0.61", VICTIM, VICTIM_PW)
     with SourceWire(daemon.host, daemon.port, "127.0.0.60") as wire:
         assert wire.login(VICTIM, VICTIM_PW).code == "LOCKED_OUT"
+
+
+# ---------------------------------------------------------------- name probing (item 11)
+
+
+def test_register_is_throttled_per_address_like_a_failed_login(inproc_server):
+    """Before the fix ``register`` told taken names apart at once, without a hash and
+    without a limit.  Now every register costs one scrypt whether the name is taken or
+    free, counts against the address like a failed login, and past the threshold the
+    address is LOCKED_OUT for register and login alike; other addresses are not."""
+    daemon = inproc_server(allow_register=True, lockout_threshold=3, lockout_seconds=60)
+    daemon.add_user(VICTIM, VICTIM_PW)
+    codes, hashes = [], []
+    with SourceWire(daemon.host, daemon.port, "127.0.0.70") as wire:
+        for name in (VICTIM, "newbie", "newbie", "another"):
+            before = daemon.store.hash_calls
+            reply = wire.call(m.Register(id=wire.next_id(), user=name, password="pw"))
+            codes.append(reply.code if reply.type == "error" else "OK")
+            hashes.append(daemon.store.hash_calls - before)
+        assert wire.login("newbie", "pw").code == "LOCKED_OUT"
+    assert codes == ["USER_EXISTS", "OK", "USER_EXISTS", "LOCKED_OUT"]
+    assert hashes == [1, 1, 1, 0]
+    with SourceWire(daemon.host, daemon.port, "127.0.0.71") as wire:
+        assert wire.call(m.Register(id=1, user="another", password="pw")).type == "register"
+        assert isinstance(wire.login("newbie", "pw"), m.LoginOk)
