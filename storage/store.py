@@ -26,9 +26,11 @@ from .errors import StorageError
 from .logins import USER, LoginLedger
 from .models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from .passwords import PasswordHasher, ScryptParams
-from .tree import FileTree
+from .paths import join_user_path
+from .tree import FileTree, open_user_dir
 from .upload import Upload
 from .uploads import UploadManager
+from .workdir import WorkDir
 
 __all__ = ["DB_NAME", "Store"]
 
@@ -241,3 +243,15 @@ class Store:
         """End a lockout of the user name ``name`` and forget its failures (``ftpd user
         unlock``); True if there was a record.  Addresses keep theirs."""
         return self.logins.clear(USER, name)
+
+    # ----- a session's working folder held open (issue 13, item 1)
+    def open_workdir(self, user: str, path: str, cwd: str = "/") -> WorkDir:
+        """``cd``: open the folder ``path`` (relative to ``cwd``) and return it as a
+        ``WorkDir``: its normalised path (a ``str``, usable wherever ``cwd`` is) holding
+        an open descriptor.  Passed back as ``cwd``, it lets every tree operation on a
+        path below it walk only the components past it.  The caller closes it (on the
+        next ``cd``, logout, or the end of the session).  Errors as ``is_dir``:
+        NotFound, NotADirectory, BadPath (symlink, too deep)."""
+        parts = self._tree.locate(user, path, cwd)
+        fd = open_user_dir(self._ctx, user, parts, cwd)
+        return WorkDir(join_user_path(parts), user, parts, fd)
