@@ -90,6 +90,11 @@ def escape_controls(text: str) -> str:
 
 
 def _safe_args(args: Any) -> Any:
+    if type(args) is tuple:
+        # The common case, inlined: plain text and numbers pass as they are.
+        return tuple([value if (type(value) is str and value.isprintable() and '"' not in value
+                                and "\\" not in value and "=" not in value)
+                      or type(value) is int else safe_arg(value) for value in args])
     if isinstance(args, Mapping):
         return {key: safe_arg(value) for key, value in args.items()}
     if isinstance(args, tuple):

@@ -47,6 +47,12 @@ class WorkDir(str):
         self._lock = threading.Lock()
         return self
 
+    @property
+    def path(self) -> str:
+        """The path as a plain ``str``: what goes into replies (the protocol's field
+        checks want exactly ``str``, not a subclass)."""
+        return str.__str__(self)
+
     def dup(self) -> int | None:
         """A new descriptor of the folder (the caller closes it), or None once closed."""
         with self._lock:

@@ -72,7 +72,7 @@ def test_a_working_folder_resolves_paths_below_it_without_walking_from_home(stor
                                                                            monkeypatch):
     store.mkdir("alice", deep(40) + "/sub", parents=True)
     with store.open_workdir("alice", deep(40)) as wd:
-        assert isinstance(wd, str) and wd == deep(40)
+        assert isinstance(wd, str) and wd == deep(40) and type(wd.path) is str
         homes = []
         real = store._ctx.home_fd
         monkeypatch.setattr(store._ctx, "home_fd", lambda u: homes.append(u) or real(u))
