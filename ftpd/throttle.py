@@ -89,6 +89,7 @@ class LoginThrottle:
         self.clock = clock
         self.ledger = store.logins if store is not None else _private_ledger()
         self._inflight: dict[tuple[int, str], int] = {}     # (USER | ADDR, key) -> checks
+        self._reserved: dict[tuple[str | None, str], list[list[tuple[int, str]]]] = {}
         self._trust_cache: dict[tuple[str, str], tuple[float, bool]] = {}
         self._since_prune = 0
 
@@ -148,18 +149,26 @@ class LoginThrottle:
                 return False
         for key in keys:
             self._inflight[key] = self._inflight.get(key, 0) + 1
+        self._reserved.setdefault((user, addr), []).append(keys)
         return True
 
     def release(self, user: str | None, addr: str) -> None:
-        """A check reserved by ``admit`` finished (before recording its outcome)."""
-        for key in ((USER, user), (ADDR, addr)):
-            if key[1] is None or key not in self._inflight:
-                continue
-            left = self._inflight[key] - 1        # type: ignore[index]
+        """A check reserved by ``admit`` finished (before recording its outcome).
+
+        Gives back exactly the budgets that ``admit`` took (a trusted source took
+        none of the user name's)."""
+        held = self._reserved.get((user, addr))
+        if not held:
+            return
+        keys = held.pop()
+        if not held:
+            del self._reserved[(user, addr)]
+        for key in keys:
+            left = self._inflight.get(key, 0) - 1
             if left > 0:
-                self._inflight[key] = left        # type: ignore[index]
+                self._inflight[key] = left
             else:
-                self._inflight.pop(key, None)     # type: ignore[arg-type]
+                self._inflight.pop(key, None)
 
     # ----- recording outcomes
     def failure(self, user: str | None, addr: str) -> float:

@@ -123,3 +123,14 @@ def test_unlock_clears_the_user_name_only(store, clock):
     assert store.unlock_user("alice") is True
     assert throttle.locked("alice", "10.0.0.2") == 0
     assert throttle.locked("alice", "10.0.0.1") > 0      # the guessing address stays locked
+
+
+def test_a_trusted_check_gives_back_no_budget_it_did_not_take(store, clock):
+    """The owner's check at a trusted address takes no user-name budget, so its release
+    must not give one back to a stranger's parallel guesses."""
+    throttle = throttle_on(store, clock, threshold=2)
+    throttle.success("alice", "10.0.0.1")
+    assert throttle.admit("alice", "10.6.6.6") and throttle.admit("alice", "10.6.6.7")
+    assert throttle.admit("alice", "10.0.0.1")          # trusted: not counted
+    throttle.release("alice", "10.0.0.1")
+    assert not throttle.admit("alice", "10.6.6.8")      # the strangers' budget is still spent
