@@ -21,6 +21,7 @@ from .confine import open_dir_at, walk
 from .db import Database
 from .errors import NoSuchUser, NotFound
 from .names import check_username
+from .workdir import WorkDir
 
 __all__ = ["HOMES", "STAGING", "Parts", "StoreContext", "open_user_dir", "user_dir",
            "user_parent"]
@@ -107,18 +108,31 @@ class StoreContext:
                 pass
 
 
-def open_user_dir(ctx: StoreContext, user: str, parts: Parts) -> int:
+def start_fd(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> tuple[int, int]:
+    """``(fd, n)``: an open folder (caller closes) holding ``parts[:n]``, from which the
+    rest is to be walked.  The session's working folder when ``cwd`` is a ``WorkDir`` of
+    this user and ``parts`` lie below it; else the home (n = 0)."""
+    if isinstance(cwd, WorkDir) and cwd.user == user:
+        depth = len(cwd.parts)
+        if parts[:depth] == cwd.parts:
+            fd = cwd.dup()
+            if fd is not None:
+                return fd, depth
+    return ctx.home_fd(user), 0
+
+
+def open_user_dir(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> int:
     """fd of the folder ``parts`` in ``user``'s home (caller closes)."""
-    home = ctx.home_fd(user)
+    base, done = start_fd(ctx, user, parts, cwd)
     try:
-        return walk(home, parts)
+        return walk(base, parts[done:], parts[:done])
     finally:
-        os.close(home)
+        os.close(base)
 
 
 @contextmanager
-def user_dir(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
-    fd = open_user_dir(ctx, user, parts)
+def user_dir(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> Iterator[int]:
+    fd = open_user_dir(ctx, user, parts, cwd)
     try:
         yield fd
     finally:
@@ -126,7 +140,7 @@ def user_dir(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
 
 
 @contextmanager
-def user_parent(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
+def user_parent(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> Iterator[int]:
     """fd of the folder that holds the last component of ``parts`` (which must be non-empty)."""
-    with user_dir(ctx, user, parts[:-1]) as fd:
+    with user_dir(ctx, user, parts[:-1], cwd) as fd:
         yield fd
