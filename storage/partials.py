@@ -48,6 +48,8 @@ def open_partial(sfd: int, name: str, size: int, *, truncate: bool = False) -> t
     A partial longer than ``size`` is cut to ``size``.  Raises ``OSError``.
     """
     fd = os.open(name, PART_FLAGS | (os.O_TRUNC if truncate else 0), 0o600, dir_fd=sfd)
+    if truncate:
+        return fd, 0
     try:
         length = os.fstat(fd).st_size
         if length > size:
