@@ -205,8 +205,9 @@ def test_user_add_twice_fails_with_a_clear_message(tmp_path):
     assert again.returncode == 1 and "USER_EXISTS" in again.stderr
 
 
-def test_user_add_without_a_terminal_or_stdin_flag_refuses():
-    result = _ftpd("user", "add", "erin", "--root", "/tmp/never-created-ftpd-root")
+def test_user_add_without_a_terminal_or_stdin_flag_refuses(tmp_path):
+    root = tmp_path / "never-created"
+    result = _ftpd("user", "add", "erin", "--root", str(root))
     assert result.returncode != 0 and "--password-stdin" in result.stderr
 
 
