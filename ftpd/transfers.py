@@ -12,7 +12,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol import ProtocolError, Request
+from protocol import ProtocolError, Request, data_header
 
 if TYPE_CHECKING:
     from .context import SessionContext
@@ -170,9 +170,37 @@ class DownloadProducer:
         self.frame_left = min(self.frame_size, self.size - self.pos)
         return self.frame_left
 
-    def advance(self, sent: int) -> None:
-        self.pos += sent
-        self.frame_left -= sent
+    def produce(self, transport: Any) -> str | None:
+        """Send frames while the transport takes them.
+
+        Returns None when the transport cannot take more now (it resumes the
+        session later), or how the download ended: ``"ok"`` (every byte is
+        out), ``"cancelled"`` (at a frame boundary, after a ``cancel``), or a
+        reason to close the connection (the file shrank or failed mid-frame).
+        Replies held back during a frame go out at its end.
+        """
+        while True:
+            if self.frame_left == 0:
+                if self.deferred:
+                    for data in self.deferred:
+                        transport.write(data)
+                    self.deferred.clear()
+                if self.cancel_id is not None:
+                    return "cancelled"
+                if self.next_frame() == 0:
+                    return "ok"
+                transport.write(data_header(self.frame_left))
+                continue
+            try:
+                sent = transport.send_file(self.fd, self.pos, self.frame_left)
+            except EOFError:
+                return "file shrank during download"
+            except OSError as exc:
+                return f"read failed: {exc.__class__.__name__}"
+            if sent == 0:
+                return None
+            self.pos += sent
+            self.frame_left -= sent
 
     def end(self, result: str, user: str | None) -> None:
         """Close the file and log the transfer."""
