@@ -18,7 +18,6 @@ another (``_settle``).
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -93,7 +92,7 @@ class Session(SessionTransfers):
         self.inline: InlinePipeline | None = None
         self.discard = 0            # DATA bytes of a failed upload still in flight: dropped
         self.watchdog: Timer | None = None
-        now = time.monotonic()
+        now = ctx.timers.clock()       # the timer heap's clock: one time base, and testable
         self.opened = now
         self.anonymous_since = now      # the login timeout counts from here
         self.last_request = now
@@ -151,7 +150,7 @@ class Session(SessionTransfers):
         self.close_reason = reason
         self.waiting = None
         self.pager = None
-        self.last_progress = time.monotonic()
+        self.last_progress = self.ctx.timers.clock()
         self.advance("end")
         self._settle()
 
@@ -234,7 +233,7 @@ class Session(SessionTransfers):
         self.waiting = None
         self.ctx.forget(self)
         log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-", reason,
-                 time.monotonic() - self.opened)
+                 self.ctx.timers.clock() - self.opened)
 
     # ------------------------------------------------------------ requests
 
@@ -256,7 +255,7 @@ class Session(SessionTransfers):
         return bool(inline.inflight)         # replies leave in order: after the inline puts
 
     def _dispatch(self, request: Request | Rejected) -> None:
-        self.last_request = time.monotonic()
+        self.last_request = self.ctx.timers.clock()
         self.discard = 0
         if type(request) is Rejected:
             err = request.error
@@ -309,7 +308,7 @@ class Session(SessionTransfers):
                     deferred.if_closed(result, error)
                 return
             self.job = None
-            self.last_request = time.monotonic()  # server-side work does not count as idling
+            self.last_request = self.ctx.timers.clock()  # server-side work does not count as idling
             try:
                 outcome = self._continue(request_id, deferred, result, error)
             except Exception:
@@ -435,13 +434,13 @@ class Session(SessionTransfers):
         if target is not self.state:
             self.state = target
             if target is _S.ANONYMOUS:
-                self.anonymous_since = time.monotonic()
+                self.anonymous_since = self.ctx.timers.clock()
             # Each state has its own timeout (login, idle, stall, closing).  A watchdog due
             # before the new state's deadline can stay: when it fires it finds nothing
             # expired and re-arms for the real deadline.
             watchdog = self.watchdog
             if watchdog is None or watchdog.cancelled or \
-                    watchdog.deadline > self._deadline(time.monotonic())[0]:
+                    watchdog.deadline > self._deadline(self.ctx.timers.clock())[0]:
                 self.ctx.timers.cancel(watchdog)
                 self._arm_watchdog()
 
@@ -465,7 +464,7 @@ class Session(SessionTransfers):
     def _arm_watchdog(self) -> None:
         if self.state is _S.CLOSED:
             return
-        now = time.monotonic()
+        now = self.ctx.timers.clock()
         deadline, what = self._deadline(now)
         if now >= deadline and what:
             self.watchdog = None

@@ -10,7 +10,6 @@ timestamps.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from protocol import (
@@ -73,7 +72,7 @@ class SessionTransfers:
     def start_upload(self, request: Request, upload: Any) -> Outcome:
         """The upload was begun (its slot taken by the handler)."""
         transfer = self.upload = UploadTransfer(self.ctx, request, upload)
-        self.last_progress = time.monotonic()
+        self.last_progress = self.ctx.timers.clock()
         self.advance("put")
         if transfer.wants_commit():
             return self._commit(request.id, None)
@@ -102,7 +101,7 @@ class SessionTransfers:
 
     def start_download(self, producer: DownloadProducer) -> None:
         self.download = producer
-        self.last_progress = time.monotonic()
+        self.last_progress = self.ctx.timers.clock()
         self.advance("get")
 
     def start_inline(self, request: Request, refused: ErrorReply | None) -> None:
@@ -112,7 +111,7 @@ class SessionTransfers:
             assert self.user is not None
             inline = self.inline = InlinePipeline(self.ctx, self.user, self._inline_progress)
         inline.add(request, self.cwd, refused)
-        self.last_progress = time.monotonic()
+        self.last_progress = self.ctx.timers.clock()
         if inline.receiving is not None:
             self.advance("inline")
         else:
@@ -127,7 +126,7 @@ class SessionTransfers:
                 self.fatal(refusal(None, "BAD_STATE", "more data than the declared "
                                    f"{item.request.size} bytes"))  # type: ignore
                 return
-            self.last_progress = time.monotonic()
+            self.last_progress = self.ctx.timers.clock()
             if self.inline.data(view):                  # type: ignore[union-attr]
                 self.advance("done")
                 self._send_inline_replies()
@@ -154,7 +153,7 @@ class SessionTransfers:
             self._answer(error_reply(exc, transfer.request.id))
             self.discard = rest      # DATA already in flight is dropped
             return
-        self.last_progress = time.monotonic()
+        self.last_progress = self.ctx.timers.clock()
         if transfer.wants_commit():
             self._apply(transfer.request.id, self._commit(transfer.request.id, None))
         else:
@@ -206,7 +205,7 @@ class SessionTransfers:
             self.transport.write(data)
         if inline.idle():
             self.inline = None
-            self.last_request = time.monotonic()    # server-side work does not count as idling
+            self.last_request = self.ctx.timers.clock()  # server work is not idling
 
     def _inline_progress(self) -> None:
         """A group of inline puts was stored (a worker's completion, on the reactor)."""
@@ -234,7 +233,7 @@ class SessionTransfers:
                 pos = download.pos
                 ended = download.produce(transport)
                 if download.pos != pos:
-                    self.last_progress = time.monotonic()
+                    self.last_progress = self.ctx.timers.clock()
                 if ended is None:
                     return False                # the transport resumes us
                 request = download.request
