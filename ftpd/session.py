@@ -238,7 +238,6 @@ class Session(SessionTransfers):
     # ------------------------------------------------------------ requests
 
     def _hold(self, event: Request | Rejected | bytes) -> None:
-        self.discard = 0
         if self.waiting is None:
             self.waiting = deque()
         self.waiting.append(event)

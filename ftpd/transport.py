@@ -135,7 +135,8 @@ class PlainTransport:
         self._out.append(data)
         self._out_size += len(data)
         self._check_water(resume=False)     # never resume a producer from inside its own call
-        self._update_mask()
+        if not self._holding:               # (after data_received the flush updates the mask)
+            self._update_mask()
 
     def send_file(self, fd: int, offset: int, count: int) -> int:
         """Send up to ``count`` bytes of file ``fd`` from ``offset``; returns the bytes consumed.
