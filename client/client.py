@@ -12,8 +12,10 @@ class only owns the connection and the session.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
+import sys
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -65,6 +67,7 @@ from protocol.messages import (
 
 from .connection import Connection
 from .errors import AuthError, ConnectionLost, FtpError, RequestError
+from .files import STDIO, open_in_place, rename_target, write_all, writes_in_place
 from .get_policy import STALE_PART_NOTICE, GetOptions, GetPolicy, StreamPolicy
 from .mput import put_many
 from .put_policy import RESTARTED_NOTICE, UPLOAD_BUSY_BACKOFF, PutOptions, PutPolicy
@@ -128,6 +131,19 @@ class Client:
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed
 
+    def server_hung_up(self) -> bool:
+        """Whether the server closed the idle connection (its idle timeout, a
+        shutdown): checked without blocking; the connection is closed if so.
+
+        Anything waiting unasked on an idle connection is the server saying
+        goodbye (an error with no id, then EOF).
+        """
+        conn = self._conn
+        if conn is None or conn.closed or not conn.pending():
+            return False
+        conn.close()
+        return True
+
     @property
     def greeting(self) -> Greeting | None:
         return self._conn.greeting if self._conn else None
@@ -137,6 +153,12 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def reconnect_fresh(self) -> None:
+        """A new connection with no session (after a refused login: some servers
+        close after one)."""
+        if not self.connected:
+            self.connect()
 
     def reconnect(self) -> None:
         """A fresh connection with the same session: log in again, go back to cwd."""
@@ -375,7 +397,32 @@ class Client:
         if not local:
             raise ValueError(f"no local name for {remote!r}")
         options = GetOptions(verify, fsync, progress, retries, notice or ignore)
-        return GetPolicy(self, remote, local, options).run()
+        if writes_in_place(local):
+            return self._get_in_place(remote, local, options)
+        return GetPolicy(self, remote, rename_target(local), options).run()
+
+    def _get_in_place(self, remote: str, local: str, options: GetOptions) -> GetResult:
+        """``-`` (stdout), a device or a FIFO: written straight, never renamed over.
+
+        There is no ``.part`` to resume from and the bytes are out before the
+        digest is known: a mismatch is reported (``IntegrityError``) after the fact,
+        as ``curl`` does.
+        """
+        if local == STDIO:
+            sys.stdout.flush()
+        fd, owned = open_in_place(local)
+        try:
+            result = StreamPolicy(self, remote, lambda view: write_all(fd, view), 0,
+                                  options).run()
+            if options.fsync and owned:
+                try:
+                    os.fsync(fd)
+                except OSError:             # a FIFO or a device: nothing to flush
+                    pass
+        finally:
+            if owned:
+                os.close(fd)
+        return dataclasses.replace(result, local=local)
 
     def get_stream(self, remote: str, sink: Sink, *, offset: int = 0, verify: bool = False,
                    progress: Progress | None = None, retries: int = 0,
