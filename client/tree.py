@@ -116,6 +116,8 @@ def _run(report: TreeReport, item: TreeItem, transfer: Callable[[], PutResult | 
         return
     try:
         item.result = transfer()
+        if item.result.resumed_from and item.action == "send":
+            item.action = "resume"          # the plan's snapshot missed a partial: say so
     except ConnectionLost:
         raise
     except (FtpError, OSError) as exc:
