@@ -14,4 +14,10 @@ from . import cmd_session as _session  # noqa: F401 -- registers pwd, whoami, qu
 from . import cmd_transfer as _transfer  # noqa: F401 -- registers put, mput, get, mget
 from .registry import COMMANDS, App, Command, about, local_target, remote_target
 
+#: ``--help`` and the shell's ``help`` list the transfers first, as before the split.
+_ORDER = ("put", "mput", "get", "mget", "ls", "stat", "mkdir", "rmdir", "rm", "mv", "pwd",
+          "whoami", "quota", "hash", "uploads", "abort", "ping")
+for _name in sorted(COMMANDS, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):
+    COMMANDS[_name] = COMMANDS.pop(_name)
+
 __all__ = ["COMMANDS", "App", "Command", "about", "local_target", "remote_target"]

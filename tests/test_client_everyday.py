@@ -529,3 +529,48 @@ def test_help_documents_every_exit_status(capsys):
     out = capsys.readouterr().out
     for status in ("0", "1", "2", "3", "4", "5", "6", "7", "8", "130", "141"):
         assert f"\n  {status:<4}" in out, status
+
+
+def test_mput_r_uploads_folders_and_takes_a_rate_limit(monkeypatch, capsys, user, tmp_path):
+    src = tree(tmp_path / "t", {"a": b"a", "sub/b": b"bb"})
+    (tmp_path / "loose").write_bytes(b"loose")
+    status, out, err = run_main(monkeypatch, capsys, user, "--json", "mput", "-r",
+                                "--limit-rate", "10M", str(src), str(tmp_path / "loose"))
+    assert status == 0, err
+    assert sorted(f["path"] for f in json.loads(out)["files"]) == ["/loose", "/t/a", "/t/sub/b"]
+
+
+def test_mput_of_a_folder_without_r_says_to_use_it(monkeypatch, capsys, user, tmp_path):
+    (tmp_path / "d").mkdir()
+    status, _, err = run_main(monkeypatch, capsys, user, "mput", str(tmp_path / "d"))
+    assert status == 8 and "mput -r" in err
+
+
+def test_where_to_connect_follows_flag_target_env_order(monkeypatch):
+    from client.remotes import parse_target, resolve
+
+    assert parse_target("bob@files.example:2200") == ("bob", "files.example", 2200)
+    assert parse_target("[::1]:99") == (None, "::1", 99)
+    monkeypatch.setenv("FTPC_PORT", "3000")
+    monkeypatch.setenv("FTPC_USER", "envuser")
+    monkeypatch.delenv("FTPC_HOST", raising=False)
+    config = {"remote": {"w": {"host": "w.example", "user": "wuser"}}}
+
+    def where(*args):
+        r = resolve(*args, config)
+        return r.host, r.port, r.user
+
+    assert where("w", None, None) == ("w.example", 3000, "wuser")
+    assert where("bob@h:2200", None, None) == ("h", 2200, "bob")
+    assert where("bob@h:2200", 4000, "carol") == ("h", 4000, "carol")
+    assert resolve(None, None, None, {"default": "w", **config}).name == "w"
+
+
+def test_shell_cd_to_a_missing_folder_names_it(user, capsys):
+    from client.commands import App
+    from client.output import Output
+    from client.shell import Shell
+
+    with user.client() as c:
+        assert Shell(App(c, Output())).execute("cd nonexist")
+    assert "nonexist" in capsys.readouterr().err
