@@ -8,8 +8,9 @@ pwd, whoami, quota, hash, uploads, abort, register, ping, logout, shell.
 Defaults come from the environment -- FTPC_HOST (127.0.0.1), FTPC_PORT (2121),
 FTPC_USER, FTPC_PASSWORD -- and from named remotes in
 ~/.config/ftpc/config.toml (mode 0600; see ``client.remotes``).  The password
-comes from FTPC_PASSWORD, the cached session token of an earlier login,
-~/.netrc, or the terminal; never from the command line.
+comes from FTPC_PASSWORD, the cached session token of an earlier login, the
+system keyring (service "ftpc", entry USER@HOST:PORT, with the optional keyring
+package), ~/.netrc, or the terminal; never from the command line.
 
 Results go to stdout (one JSON document with --json); progress bars,
 notices and errors go to stderr, errors as one ``ftpc: error: CODE: message``
@@ -43,7 +44,7 @@ from .commands import COMMANDS, App
 from .errors import AuthError, FtpError
 from .failures import EXIT_OK, EXIT_PIPE, EXIT_TABLE, SomeFailed, UsageError
 from .output import Outcome, Output
-from .remotes import Remote, netrc_password, resolve
+from .remotes import Remote, keyring_password, netrc_password, resolve
 
 DEFAULT_RETRIES = 3
 
@@ -181,8 +182,9 @@ def ask_password(user: str, host: str, *, confirm: bool = False) -> str:
 
 
 def login(app: App, args: argparse.Namespace) -> None:
-    """Log in: FTPC_PASSWORD, else a cached token, else ~/.netrc, else the prompt
-    (whose token is then cached)."""
+    """Log in: FTPC_PASSWORD, else a cached token, else the system keyring (if the
+    ``keyring`` package is installed), else ~/.netrc, else the prompt (whose token
+    is then cached)."""
     client = app.client
     env_password = os.environ.get("FTPC_PASSWORD")
     user = args.user
@@ -202,6 +204,10 @@ def login(app: App, args: argparse.Namespace) -> None:
             pass
         tokens.forget(user, client.host, client.port)     # expired or refused
         client.reconnect_fresh()
+    stored = keyring_password(user, client.host, client.port)
+    if stored is not None:
+        client.login(user, stored, want_token=True)
+        return
     found = netrc_password(client.host, user)
     if found is not None:
         client.login(user, found[1], want_token=True)

@@ -158,3 +158,20 @@ def netrc_password(host: str, user: str | None) -> tuple[str, str] | None:
     if not password or (user and login and login != user):
         return None
     return (login or user or ""), password
+
+
+#: The keyring service name under which ``ftpc`` looks for passwords.
+KEYRING_SERVICE = "ftpc"
+
+
+def keyring_password(user: str, host: str, port: int) -> str | None:
+    """The password stored in the system keyring (``keyring set ftpc USER@HOST:PORT``),
+    when the optional ``keyring`` package is installed and has a backend."""
+    try:
+        import keyring  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        return keyring.get_password(KEYRING_SERVICE, f"{user}@{host}:{port}")
+    except Exception:       # noqa: BLE001 -- no usable backend: as if there were none
+        return None

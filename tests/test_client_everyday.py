@@ -574,3 +574,27 @@ def test_shell_cd_to_a_missing_folder_names_it(user, capsys):
     with user.client() as c:
         assert Shell(App(c, Output())).execute("cd nonexist")
     assert "nonexist" in capsys.readouterr().err
+
+
+def test_the_system_keyring_supplies_the_password(monkeypatch, capsys, user):
+    import types
+
+    entry = f"{user.name}@{user.daemon.host}:{user.daemon.port}"
+    fake_keyring = types.SimpleNamespace(
+        get_password=lambda service, key: user.password if (service, key) == ("ftpc", entry)
+        else None)
+    monkeypatch.setitem(sys.modules, "keyring", fake_keyring)
+    for key, value in user.env().items():
+        if key.startswith("FTPC_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("FTPC_PASSWORD")
+    monkeypatch.setattr("getpass.getpass", lambda *_a: pytest.fail("asked for a password"))
+    assert main(["whoami"]) == 0
+    assert capsys.readouterr().out.strip() == user.name
+
+
+def test_put_r_overwrite_of_an_identical_tree_resends_nothing(user, tmp_path):
+    src = tree(tmp_path / "t", {"a": os.urandom(1000), "b": os.urandom(2000)})
+    assert ftpc(user, "put", "-r", str(src)).returncode == 0
+    again = ftpc(user, "--json", "put", "-r", "--overwrite", str(src))
+    assert again.returncode == 0 and json.loads(again.stdout)["bytes_sent"] == 0
