@@ -1,12 +1,16 @@
 """``ftpc``: the command-line client.
 
-    ftpc [--host H] [--port N] [--user U] [--json] [--quiet] [--retries N] COMMAND ARGS
+    ftpc [--host [USER@]HOST[:PORT]|REMOTE] [--port N] [--user U] [--json] [--quiet]
+         [--retries N] COMMAND ARGS
 
-Commands: put, get (both with -r), ls, stat, mkdir, rmdir, rm, mv, pwd, whoami,
-quota, hash, uploads, abort, register, ping, shell.  Defaults come from the
-environment: FTPC_HOST (127.0.0.1), FTPC_PORT (2121), FTPC_USER, FTPC_PASSWORD;
-without FTPC_PASSWORD the password is asked for (getpass).  Each run logs in
-afresh; nothing is cached on disk.
+Commands: put, get (both with -r), mput, mget, ls, stat, mkdir, rmdir, rm, mv,
+pwd, whoami, quota, hash, uploads, abort, register, ping, logout, shell.
+Defaults come from the environment -- FTPC_HOST (127.0.0.1), FTPC_PORT (2121),
+FTPC_USER, FTPC_PASSWORD -- and from named remotes in
+~/.config/ftpc/config.toml (mode 0600; see ``client.remotes``).  The password
+comes from FTPC_PASSWORD, the cached session token of an earlier login, the
+system keyring (service "ftpc", entry USER@HOST:PORT, with the optional keyring
+package), ~/.netrc, or the terminal; never from the command line.
 
 Results go to stdout (one JSON document with --json); progress bars,
 notices and errors go to stderr, errors as one ``ftpc: error: CODE: message``
@@ -22,6 +26,7 @@ line.  Exit status:
     7    integrity: SHA-256 or size mismatch, or the local file changed during upload
     8    path conflict: exists (use --overwrite), is / is not a folder, not empty
     130  interrupted (Ctrl-C); a partial transfer resumes on the next run
+    141  stdout closed early (ftpc ls | head): the output was cut short, quietly
 """
 
 from __future__ import annotations
@@ -33,15 +38,25 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from . import tokens
 from .client import Client
 from .commands import COMMANDS, App
-from .errors import FtpError
-from .failures import EXIT_OK, EXIT_TABLE, SomeFailed, UsageError, describe
+from .errors import AuthError, FtpError
+from .failures import EXIT_OK, EXIT_PIPE, EXIT_TABLE, SomeFailed, UsageError
 from .output import Outcome, Output
+from .remotes import Remote, keyring_password, netrc_password, resolve
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 2121
 DEFAULT_RETRIES = 3
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("ftpd-reactor")
+    except PackageNotFoundError:
+        return "0.1.0"
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,43 +86,64 @@ def _count(text: str) -> int:
     return value
 
 
+def _add_connection_options(parser: argparse.ArgumentParser, d: object) -> None:
+    """Where to connect and how.  (Transport options such as TLS trust go here.)"""
+    parser.add_argument("--host", "-H", default=d,
+                        help="[USER@]HOST[:PORT] or a remote named in ~/.config/ftpc/"
+                             "config.toml (env FTPC_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=d,
+                        help="server port (env FTPC_PORT, default 2121)")
+    parser.add_argument("--user", default=d,
+                        help="user name (env FTPC_USER); the password comes from "
+                             "FTPC_PASSWORD, a saved session, ~/.netrc or the terminal")
+    parser.add_argument("--timeout", type=float, default=d,
+                        help="seconds to wait for the server (default 30)")
+
+
+def _add_output_options(parser: argparse.ArgumentParser, d: object) -> None:
+    parser.add_argument("--json", action="store_true", default=d,
+                        help="print results as one JSON document")
+    parser.add_argument("--quiet", "-q", action="store_true", default=d,
+                        help="no progress bars, transfer reports or informational messages")
+    parser.add_argument("--retries", type=_count, default=d,
+                        help=f"reconnect and resume a dropped transfer up to N times "
+                             f"(default {DEFAULT_RETRIES})")
+
+
+#: Defaults of the global options (None: resolved later, see ``client.remotes``).
+GLOBAL_DEFAULTS = {"host": None, "port": None, "user": None, "timeout": 30.0,
+                   "json": False, "quiet": False, "retries": DEFAULT_RETRIES}
+
+
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The options valid before the command; repeated on every subcommand (without
     defaults) so ``ftpc ls --json`` works as well as ``ftpc --json ls``."""
-    env = os.environ
+    d = None if defaults else argparse.SUPPRESS
+    _add_connection_options(parser, d)
+    _add_output_options(parser, d)
+    if defaults:
+        parser.set_defaults(**GLOBAL_DEFAULTS)
 
-    def d(value: object) -> object:
-        return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--host", default=d(env.get("FTPC_HOST") or DEFAULT_HOST),
-                        help="server address (env FTPC_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=d(env.get("FTPC_PORT") or DEFAULT_PORT),
-                        help="server port (env FTPC_PORT, default 2121)")
-    parser.add_argument("--user", default=d(env.get("FTPC_USER")),
-                        help="user name (env FTPC_USER; password from FTPC_PASSWORD or asked)")
-    parser.add_argument("--json", action="store_true", default=d(False),
-                        help="print results as one JSON document")
-    parser.add_argument("--quiet", "-q", action="store_true", default=d(False),
-                        help="no progress bars or informational messages")
-    parser.add_argument("--retries", type=_count, default=d(DEFAULT_RETRIES),
-                        help=f"reconnect and resume a dropped transfer up to N times "
-                             f"(default {DEFAULT_RETRIES})")
-    parser.add_argument("--timeout", type=float, default=d(30.0),
-                        help="seconds to wait for the server (default 30)")
+EXTRA_COMMANDS = {
+    "register": "create an account (asks user and password; does not log in)",
+    "logout": "forget the saved session token for this user and server",
+    "shell": "interactive session (like ftp): cd, ls, put, get, mget, lls, !cmd ...",
+}
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="ftpc", description="Client for the ftpd file-transfer daemon: "
                     "resumable, SHA-256-verified uploads and downloads.",
                     epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ftpc {version()}")
     _add_global_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():
         _add_global_options(cmd.add_to(sub), defaults=False)
-    _add_global_options(sub.add_parser("register", help="create an account (asks user and "
-                                       "password; does not log in)"), defaults=False)
-    _add_global_options(sub.add_parser("shell", help="interactive session (like ftp)"),
-                        defaults=False)
+    for name, text in EXTRA_COMMANDS.items():
+        _add_global_options(sub.add_parser(name, help=text, description=text),
+                            defaults=False)
     return parser
 
 
@@ -127,10 +163,7 @@ def ask_user(args: argparse.Namespace, out: Output) -> str:
     return user
 
 
-def ask_password(user: str, host: str, *, confirm: bool = False) -> str:
-    password = os.environ.get("FTPC_PASSWORD")
-    if password:
-        return password
+def prompt_password(user: str, host: str, *, confirm: bool = False) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", getpass.GetPassWarning)
@@ -144,29 +177,96 @@ def ask_password(user: str, host: str, *, confirm: bool = False) -> str:
     return password
 
 
+def ask_password(user: str, host: str, *, confirm: bool = False) -> str:
+    return os.environ.get("FTPC_PASSWORD") or prompt_password(user, host, confirm=confirm)
+
+
 def login(app: App, args: argparse.Namespace) -> None:
-    user = ask_user(args, app.out)
-    app.client.login(user, ask_password(user, args.host), want_token=True)
+    """Log in: FTPC_PASSWORD, else a cached token, else the system keyring (if the
+    ``keyring`` package is installed), else ~/.netrc, else the prompt (whose token
+    is then cached)."""
+    client = app.client
+    env_password = os.environ.get("FTPC_PASSWORD")
+    user = args.user
+    if not user and not env_password:
+        found = netrc_password(client.host, None)
+        user = found[0] if found else None
+    user = user or ask_user(args, app.out)
+    if env_password:
+        client.login(user, env_password, want_token=True)
+        return
+    token = tokens.get(user, client.host, client.port)
+    if token is not None:
+        try:
+            if client.login(token=token).user == user:
+                return
+        except AuthError:
+            pass
+        tokens.forget(user, client.host, client.port)     # expired or refused
+        client.reconnect_fresh()
+    stored = keyring_password(user, client.host, client.port)
+    if stored is not None:
+        client.login(user, stored, want_token=True)
+        return
+    found = netrc_password(client.host, user)
+    if found is not None:
+        client.login(user, found[1], want_token=True)
+        return
+    session = client.login(user, prompt_password(user, client.host), want_token=True)
+    if session.token:
+        tokens.put(user, client.host, client.port, session.token)
 
 
 def register(app: App, args: argparse.Namespace) -> Outcome:
     user = ask_user(args, app.out)
-    created = app.client.register(user, ask_password(user, args.host, confirm=True))
+    created = app.client.register(user, ask_password(user, app.client.host, confirm=True))
     return Outcome({"user": created}, f"registered {created}")
 
 
+def logout(app: App, args: argparse.Namespace) -> Outcome:
+    client = app.client
+    user = ask_user(args, app.out)
+    token = tokens.get(user, client.host, client.port)
+    if token is not None:
+        try:
+            client.login(token=token)
+            client.logout()
+        except FtpError:
+            pass                    # expired already: forgetting it is all there is to do
+    forgot = tokens.forget(user, client.host, client.port)
+    where = f"{user}@{client.host}:{client.port}"
+    return Outcome({"user": user, "host": client.host, "port": client.port,
+                    "forgotten": forgot},
+                   f"logged out {where}" if forgot else f"no saved session for {where}")
+
+
 # ------------------------------------------------------------ main
+
+
+def _resolve(args: argparse.Namespace) -> Remote:
+    remote = resolve(args.host, args.port, args.user)
+    args.host, args.port, args.user = remote.host, remote.port, remote.user
+    return remote
+
+
+def _stdout_gone() -> int:
+    """stdout's reader went away (``| head``): stop quietly, as cat and ls do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     out = Output()
     try:
         args = build_parser().parse_args(argv)
+        _resolve(args)
     except UsageError as exc:
-        failure = describe(exc)
-        out.error(failure)
-        return failure.exit_status
-    except SystemExit as exc:            # --help
+        return out.fail(exc)
+    except SystemExit as exc:            # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
     out = Output(json_mode=args.json, quiet=args.quiet)
     client = Client(args.host, args.port, timeout=args.timeout)
@@ -175,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.connect()
         if args.command == "register":
             outcome = register(app, args)
+        elif args.command == "logout":
+            outcome = logout(app, args)
         elif args.command == "shell":
             from .shell import Shell
 
@@ -191,10 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FtpError:
             pass
         return EXIT_OK
+    except BrokenPipeError:
+        return _stdout_gone()
     except (FtpError, OSError, UsageError, SomeFailed, KeyboardInterrupt) as exc:
-        failure = describe(exc)
-        out.error(failure)
-        return failure.exit_status
+        try:
+            return out.fail(exc)
+        except BrokenPipeError:
+            return _stdout_gone()
     finally:
         client.close()
 

@@ -4,17 +4,18 @@ It keeps what is needed to rebuild a session after the connection drops --
 the credentials given to ``login`` (the session token when the server issued
 one), and the working folder -- so that ``put``/``get`` with ``retries=N``
 can reconnect and resume where the bytes stopped: from the server's offset for
-an upload, from the ``.part`` file's length for a download.
+an upload, from the ``.part`` file's length for a download.  How a transfer
+retries, restarts or parks is decided by its policy object
+(``put_policy.PutPolicy``, ``get_policy.GetPolicy``, ``retry.Retry``); this
+class only owns the connection and the session.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import hashlib
 import os
 import posixpath
-import stat as stat_module
+import sys
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -41,8 +42,6 @@ from protocol.messages import (
     MvOk,
     Ping,
     Pong,
-    PutDone,
-    PutReady,
     Pwd,
     PwdOk,
     Quit,
@@ -67,23 +66,11 @@ from protocol.messages import (
 )
 
 from .connection import Connection
-from .errors import (
-    AuthError,
-    ConnectionLost,
-    FtpError,
-    IntegrityError,
-    RequestError,
-    ServerError,
-)
-from .files import (
-    BackgroundHash,
-    commit,
-    hash_file,
-    identity,
-    part_path,
-    remove_quietly,
-    write_all,
-)
+from .errors import AuthError, ConnectionLost, FtpError, RequestError
+from .files import STDIO, open_in_place, rename_target, write_all, writes_in_place
+from .get_policy import STALE_PART_NOTICE, GetOptions, GetPolicy, StreamPolicy
+from .mput import put_many
+from .put_policy import RESTARTED_NOTICE, UPLOAD_BUSY_BACKOFF, PutOptions, PutPolicy
 from .results import (
     GetResult,
     HashResult,
@@ -94,30 +81,12 @@ from .results import (
     Session,
     StatResult,
 )
-from .transfer import (
-    InlineFile,
-    InlinePipe,
-    Progress,
-    Sink,
-    changed_during_upload,
-    receive_download,
-    start_download,
-    upload,
-)
+from .retry import Notice, ignore
+from .transfer import Progress, Sink
+
+__all__ = ["RESTARTED_NOTICE", "STALE_PART_NOTICE", "UPLOAD_BUSY_BACKOFF", "Client", "Notice"]
 
 R = TypeVar("R", bound=Reply)
-T = TypeVar("T")
-Notice = Callable[[str], None]
-
-RESTARTED_NOTICE = "remote partial did not match the local file; starting over"
-STALE_PART_NOTICE = "local partial download did not match the remote file; starting over"
-#: Pauses before asking again when the server still holds an upload that a dropped
-#: connection of ours was writing (about 3 s in all).
-UPLOAD_BUSY_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-
-
-def _ignore(_message: str) -> None:
-    pass
 
 
 class Client:
@@ -126,6 +95,11 @@ class Client:
         with Client("127.0.0.1", 2121) as c:
             c.login("alice", "secret")
             c.put("big.iso")
+
+    It owns the connection, the session (credentials kept in memory for
+    ``reconnect``, the working folder) and the request ids.  It does not decide
+    how a transfer copes with trouble: ``put``/``get`` hand that to a policy
+    object, which reaches the socket only through this client's connection.
     """
 
     #: Seconds before the first reconnect; doubles per attempt, capped at 4 s.
@@ -157,6 +131,19 @@ class Client:
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed
 
+    def server_hung_up(self) -> bool:
+        """Whether the server closed the idle connection (its idle timeout, a
+        shutdown): checked without blocking; the connection is closed if so.
+
+        Anything waiting unasked on an idle connection is the server saying
+        goodbye (an error with no id, then EOF).
+        """
+        conn = self._conn
+        if conn is None or conn.closed or not conn.pending():
+            return False
+        conn.close()
+        return True
+
     @property
     def greeting(self) -> Greeting | None:
         return self._conn.greeting if self._conn else None
@@ -166,6 +153,12 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def reconnect_fresh(self) -> None:
+        """A new connection with no session (after a refused login: some servers
+        close after one)."""
+        if not self.connected:
+            self.connect()
 
     def reconnect(self) -> None:
         """A fresh connection with the same session: log in again, go back to cwd."""
@@ -326,22 +319,6 @@ class Client:
 
     # ------------------------------------------------------------ transfers
 
-    def _with_retries(self, retries: int, notice: Notice,
-                      attempt: Callable[[int], T]) -> T:
-        """Run ``attempt(n)``; after a dropped connection reconnect and run it again."""
-        n = 0
-        while True:
-            try:
-                if n:
-                    self.reconnect()
-                return attempt(n)
-            except ConnectionLost as exc:
-                if n >= retries:
-                    raise
-                n += 1
-                notice(f"{exc.code}: {exc.message}; reconnecting (retry {n} of {retries})")
-                time.sleep(min(self.retry_backoff * 2 ** (n - 1), 4.0))
-
     def put(self, local: str | os.PathLike[str], remote: str | None = None, *,
             overwrite: bool = False, verify: bool = True, defer_hash: bool = True,
             progress: Progress | None = None, retries: int = 0,
@@ -360,86 +337,13 @@ class Client:
         A local file that changes while it is hashed or sent raises
         ``IntegrityError`` (the upload is cancelled and its partial discarded).
         ``notice`` receives one-line messages (a restart, a reconnect).
+        The policy (restart, park, retry) is ``put_policy.PutPolicy``.
         """
         local = os.fspath(local)
-        notice = notice or _ignore
         remote_path = remote or os.path.basename(local.rstrip(os.sep))
-        deferred = verify and defer_hash
-        with open(local, "rb") as fileobj:
-            before = identity(fileobj)
-            if not stat_module.S_ISREG(os.fstat(fileobj.fileno()).st_mode):
-                raise IsADirectoryError(f"{local} is not a regular file")
-            sha256 = None
-            if verify and not deferred:
-                sha256 = hash_file(fileobj).hexdigest()
-                if identity(fileobj) != before:
-                    raise IntegrityError("INTEGRITY", f"local file {local!r} changed while it "
-                                         "was being hashed; try again once it is stable")
-            first: list[PutReady] = []
-            restarted = False
-            hasher: BackgroundHash | None = None
-
-            def on_ready(ready: PutReady) -> None:
-                nonlocal remote_path, restarted, hasher
-                first.append(ready)
-                remote_path = ready.path      # normalised: immune to cwd after reconnect
-                if ready.restarted:
-                    restarted = True
-                    notice(RESTARTED_NOTICE)
-                if deferred and hasher is None:
-                    # One hash for every attempt: it covers the whole file, not the offset.
-                    hasher = BackgroundHash(fileobj.fileno(), before.size)
-
-            def whole_file_sha256(timeout: float | None = None) -> str | None:
-                assert hasher is not None
-                return hasher.result(timeout)
-
-            def attempt(_n: int) -> PutDone:
-                nonlocal restarted
-                busy_waits = iter(UPLOAD_BUSY_BACKOFF)
-                while True:
-                    try:
-                        return upload(self._require(), fileobj, remote=remote_path,
-                                      size=before.size, sha256=sha256, before=before,
-                                      overwrite=overwrite, name=local, progress=progress,
-                                      on_ready=on_ready,
-                                      deferred_sha256=whole_file_sha256 if deferred else None)
-                    except IntegrityError as exc:
-                        if identity(fileobj) != before:
-                            raise changed_during_upload(local) from exc
-                        if not deferred or restarted or not first or first[-1].offset == 0:
-                            raise
-                        # The resumed prefix came from another version of the file;
-                        # the server has discarded it, so the next put starts at 0.
-                        restarted = True
-                        notice(RESTARTED_NOTICE)
-                    except ServerError as exc:
-                        # Just after a drop the server may not have seen the old connection
-                        # close yet and still holds the upload: give it a moment.
-                        pause = next(busy_waits, None) if exc.code == "UPLOAD_BUSY" else None
-                        if pause is None:
-                            raise
-                        time.sleep(pause)
-
-            try:
-                done = self._with_retries(retries, notice, attempt)
-                if deferred:
-                    sha256 = whole_file_sha256()
-                    assert sha256 is not None
-            finally:
-                if hasher is not None:
-                    hasher.stop()
-            if identity(fileobj) != before:
-                raise changed_during_upload(local)
-        if deferred and done.sha256 is None:
-            # A server without commit published it unverified: check what it stored.
-            done = dataclasses.replace(done, sha256=self.hash(done.path).sha256)
-        if done.size != before.size or (sha256 is not None and done.sha256 != sha256):
-            raise IntegrityError("INTEGRITY", f"the server stored {done.size} bytes with "
-                                 f"SHA-256 {done.sha256}, not what was sent")
-        resumed_from = 0 if restarted else first[0].offset
-        return PutResult(done.path, done.size, done.sha256, resumed_from, restarted,
-                         local, len(first))
+        options = PutOptions(overwrite, verify, defer_hash, progress, retries,
+                             notice or ignore)
+        return PutPolicy(self, local, remote_path, options).run()
 
     def put_many(self, files: Iterable[str | os.PathLike[str]
                                        | tuple[str | os.PathLike[str], str]], *,
@@ -466,52 +370,8 @@ class Client:
         """
         items = [(os.fspath(f), None) if not isinstance(f, tuple) else (os.fspath(f[0]), f[1])
                  for f in files]
-        results: list[PutResult | BaseException | None] = [None] * len(items)
-
-        def settle(index: int, local: str, outcome: PutResult | BaseException) -> None:
-            results[index] = outcome
-            if on_result is not None:
-                on_result(local, outcome)
-
-        def done(f: InlineFile, outcome: PutDone | FtpError) -> None:
-            if isinstance(outcome, PutDone):
-                settle(f.index, f.local, PutResult(outcome.path, outcome.size, outcome.sha256,
-                                                   0, False, f.local, 1))
-            else:
-                settle(f.index, f.local, outcome)
-
-        conn = self._require()
-        limit = conn.greeting.inline_max if conn.greeting is not None else 0
-        pipe = InlinePipe(conn, window, overwrite, done)
-        try:
-            for index, (local, remote) in enumerate(items):
-                remote_path = remote or os.path.basename(local.rstrip(os.sep))
-                try:
-                    small = _read_small(local, limit)
-                except OSError as exc:
-                    settle(index, local, exc)
-                    continue
-                except IntegrityError as exc:
-                    settle(index, local, exc)
-                    continue
-                if small is None:                  # too big for an inline put
-                    pipe.drain()
-                    try:
-                        settle(index, local, self.put(local, remote_path, overwrite=overwrite,
-                                                      verify=verify))
-                    except ConnectionLost:
-                        raise
-                    except (FtpError, OSError) as exc:
-                        settle(index, local, exc)
-                    continue
-                sha256 = hashlib.sha256(small).hexdigest() if verify else None
-                pipe.send(InlineFile(index, local, remote_path, small, sha256))
-            pipe.drain()
-        except ConnectionLost as exc:
-            for index, (local, _) in enumerate(items):
-                if results[index] is None:
-                    settle(index, local, exc)
-        return results  # type: ignore[return-value]
+        return put_many(self, items, overwrite=overwrite, verify=verify, window=window,
+                        on_result=on_result)
 
     def get(self, remote: str, local: str | os.PathLike[str] | None = None, *,
             verify: bool = True, fsync: bool = False, progress: Progress | None = None,
@@ -530,80 +390,39 @@ class Client:
         default, as in rsync, scp and curl: without it the kernel writes the
         file back in its own time (after such a crash the file may be missing
         or incomplete; it is never a mix of two versions while the machine runs).
+        The policy (restart, retry) is ``get_policy.GetPolicy``.
         """
         local = os.fspath(local) if local is not None else posixpath.basename(
             remote.rstrip("/"))
         if not local:
             raise ValueError(f"no local name for {remote!r}")
-        notice = notice or _ignore
-        part = part_path(local)
-        starts: list[int] = []              # offset of every attempt that got get.ready
-        restarted = False
+        options = GetOptions(verify, fsync, progress, retries, notice or ignore)
+        if writes_in_place(local):
+            return self._get_in_place(remote, local, options)
+        return GetPolicy(self, remote, rename_target(local), options).run()
 
-        def attempt(_n: int) -> GetResult:
-            nonlocal restarted
-            while True:
-                result = self._get_once(remote, local, part, verify, fsync, progress,
-                                        notice, starts.append)
-                restarted = restarted or result.restarted
-                if result.sha256 is not None or not verify:
-                    return result
-                remove_quietly(part)
-                if result.resumed_from == 0 or restarted:
-                    raise IntegrityError("INTEGRITY", f"SHA-256 of the downloaded {remote!r} "
-                                         "differs from the server's; the download was deleted")
-                restarted = True
-                notice(STALE_PART_NOTICE)
+    def _get_in_place(self, remote: str, local: str, options: GetOptions) -> GetResult:
+        """``-`` (stdout), a device or a FIFO: written straight, never renamed over.
 
-        result = self._with_retries(retries, notice, attempt)
-        reused = 0 if restarted else starts[0]
-        return GetResult(result.path, result.size, result.sha256, reused, local,
-                         restarted, len(starts))
-
-    def _get_once(self, remote: str, local: str, part: str, verify: bool, fsync: bool,
-                  progress: Progress | None, notice: Notice,
-                  on_start: Callable[[int], None]) -> GetResult:
-        """One download attempt.  ``sha256`` None with ``verify`` means mismatch."""
+        There is no ``.part`` to resume from and the bytes are out before the
+        digest is known: a mismatch is reported (``IntegrityError``) after the fact,
+        as ``curl`` does.
+        """
+        if local == STDIO:
+            sys.stdout.flush()
+        fd, owned = open_in_place(local)
         try:
-            offset = os.stat(part).st_size
-        except FileNotFoundError:
-            offset = 0
-        digest = None
-        if verify:
-            if offset:
-                with open(part, "rb") as prefix:
-                    digest = hash_file(prefix, offset)
-            else:
-                digest = hashlib.sha256()
-        conn = self._require()
-        try:
-            rid, ready = start_download(conn, remote, offset, verify)
-        except FtpError as exc:
-            if exc.code != "OFFSET_MISMATCH" or not offset:
-                raise
-            remove_quietly(part)              # longer than the remote file: stale
-            notice(STALE_PART_NOTICE)
-            result = self._get_once(remote, local, part, verify, fsync, progress, notice,
-                                    on_start)
-            return dataclasses.replace(result, restarted=True)
-        on_start(offset)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            if os.fstat(fd).st_size != offset:
-                # Only when needed: on ext4 a truncation to 0 makes close() start
-                # writing the whole file back (auto_da_alloc), ~0.4 s per GiB.
-                os.ftruncate(fd, offset)
-            os.lseek(fd, offset, os.SEEK_SET)
-            receive_download(conn, rid, ready, lambda view: write_all(fd, view), digest,
-                             progress, threaded_sink=True)
-            if fsync:
-                os.fsync(fd)
+            result = StreamPolicy(self, remote, lambda view: write_all(fd, view), 0,
+                                  options).run()
+            if options.fsync and owned:
+                try:
+                    os.fsync(fd)
+                except OSError:             # a FIFO or a device: nothing to flush
+                    pass
         finally:
-            os.close(fd)
-        if digest is not None and digest.hexdigest() != ready.sha256:
-            return GetResult(ready.path, ready.size, None, offset, local)
-        commit(part, local, fsync=fsync)
-        return GetResult(ready.path, ready.size, ready.sha256, offset, local)
+            if owned:
+                os.close(fd)
+        return dataclasses.replace(result, local=local)
 
     def get_stream(self, remote: str, sink: Sink, *, offset: int = 0, verify: bool = False,
                    progress: Progress | None = None, retries: int = 0,
@@ -613,43 +432,5 @@ class Client:
         Each view is valid only during the call.  ``verify`` needs ``offset=0``:
         the digest covers the whole file.
         """
-        if verify and offset:
-            raise ValueError("verify needs the whole file: offset must be 0")
-        notice = notice or _ignore
-        digest = hashlib.sha256() if verify else None
-        position = offset
-
-        def counting_sink(view: memoryview) -> None:
-            nonlocal position
-            sink(view)
-            position += len(view)
-
-        def attempt(_n: int) -> GetResult:
-            rid, ready = start_download(self._require(), remote, position, verify)
-            receive_download(self._require(), rid, ready, counting_sink, digest, progress)
-            return GetResult(ready.path, ready.size, ready.sha256, offset)
-
-        result = self._with_retries(retries, notice, attempt)
-        if digest is not None and digest.hexdigest() != result.sha256:
-            raise IntegrityError("INTEGRITY", f"SHA-256 of the streamed {remote!r} differs "
-                                 "from the server's")
-        return result
-
-
-def _read_small(local: str, limit: int) -> bytes | None:
-    """The whole content of a regular file of at most ``limit`` bytes, else None.
-
-    ``IntegrityError`` if the file changes while it is read.
-    """
-    with open(local, "rb") as fileobj:
-        st = os.fstat(fileobj.fileno())
-        if not stat_module.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", local)
-        if st.st_size > limit:
-            return None
-        before = identity(fileobj)
-        data = fileobj.read(limit + 1)
-        if len(data) != before.size or identity(fileobj) != before:
-            raise IntegrityError("INTEGRITY", f"local file {local!r} changed while it was "
-                                 "being read; it was not uploaded, try again once it is stable")
-        return data
+        options = GetOptions(verify, False, progress, retries, notice or ignore)
+        return StreamPolicy(self, remote, sink, offset, options).run()

@@ -257,9 +257,16 @@ class Connection:
             raise self._lost(exc)
         try:
             if n == 0:
-                self._stream.feed_eof()
-                raise self.fail(ConnectionLost("CONNECTION_LOST",
-                                               "the server closed the connection"))
+                # A half frame at EOF is a server that died (or was killed) mid-send,
+                # not one that broke the protocol: report it as the lost connection it is.
+                cut = False
+                try:
+                    self._stream.feed_eof()
+                except ProtocolError:
+                    cut = True
+                raise self.fail(ConnectionLost(
+                    "CONNECTION_LOST", "the server closed the connection"
+                    + (" in the middle of a message" if cut else "")))
             self._events.extend(self._stream.feed(view[:n]))
         except ProtocolError as exc:
             raise self.fail(ConnectionLost(

@@ -8,6 +8,7 @@ errors by kind -- and the table below is what ``ftpc --help`` prints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import (
     AuthError,
@@ -29,6 +30,7 @@ EXIT_QUOTA = 6
 EXIT_INTEGRITY = 7
 EXIT_CONFLICT = 8
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 
 EXIT_TABLE = f"""\
 exit status:
@@ -42,6 +44,7 @@ exit status:
   {EXIT_INTEGRITY:<4}integrity: SHA-256 or size mismatch, or the local file changed during upload
   {EXIT_CONFLICT:<4}path conflict: exists (use --overwrite), is / is not a folder, not empty
   {EXIT_INTERRUPTED:<4}interrupted (Ctrl-C); a partial transfer resumes on the next run
+  {EXIT_PIPE:<4}stdout closed early (ftpc ls | head): the output was cut short, quietly
 """
 
 _BY_FAMILY: tuple[tuple[type[FtpError], int], ...] = (
@@ -63,9 +66,12 @@ class SomeFailed(Exception):
 
     The exit status is the first failure's, so scripts branch as for one file."""
 
-    def __init__(self, failed: int, total: int, first: BaseException) -> None:
+    def __init__(self, failed: int, total: int, first: BaseException,
+                 outcome: Any = None) -> None:
         super().__init__(f"{failed} of {total} files failed")
         self.first = first
+        #: what did succeed (an ``Outcome``): printed with the error, as one document
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def describe(exc: BaseException) -> Failure:
     """The code, message and exit status for anything a command can raise."""
     if isinstance(exc, FtpError):
         status = next((s for cls, s in _BY_FAMILY if isinstance(exc, cls)), EXIT_OTHER)
-        return Failure(exc.code, exc.message, status)
+        return Failure(exc.code, exc.message + _figures(exc), status)
     if isinstance(exc, UsageError):
         return Failure("USAGE", str(exc), EXIT_USAGE)
     if isinstance(exc, SomeFailed):
@@ -99,3 +105,15 @@ def describe(exc: BaseException) -> Failure:
             return Failure("LOCAL_PATH", f"local {text}", EXIT_CONFLICT)
         return Failure("LOCAL_IO", f"local {text}", EXIT_OTHER)
     return Failure("INTERNAL", f"{type(exc).__name__}: {exc}", EXIT_OTHER)
+
+
+def _figures(exc: FtpError) -> str:
+    """A quota refusal's numbers, when the server gave them: "(needs 5.0 MiB, 1.0 MiB free)"."""
+    if not isinstance(exc, QuotaError):
+        return ""
+    needed, free = exc.details.get("needed"), exc.details.get("free")
+    if not isinstance(needed, int) or not isinstance(free, int) or "free" in exc.message:
+        return ""
+    from .progress import human_size
+
+    return f" (needs {human_size(needed)}, {human_size(free)} free)"

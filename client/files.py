@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 import threading
 from typing import BinaryIO, NamedTuple
 
@@ -159,3 +160,44 @@ def remove_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+STDIO = "-"
+
+
+def writes_in_place(local: str) -> bool:
+    """Whether a download must be written straight into ``local`` instead of
+    through ``.part`` and a rename: ``-`` (stdout), an existing file that is not
+    a regular file (a device, a FIFO, a socket) or a link into ``/dev`` or
+    ``/proc`` (``/dev/stdout``).  Renaming over those would replace them."""
+    if local == STDIO:
+        return True
+    try:
+        st = os.stat(local)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if not stat_module.S_ISREG(st.st_mode):
+        return True
+    real = os.path.realpath(local)
+    return os.path.islink(local) and real.startswith(("/dev/", "/proc/"))
+
+
+def open_in_place(local: str) -> tuple[int, bool]:
+    """A descriptor to write a download into, and whether to close it after.
+
+    A regular file reached through ``/dev/stdout`` is truncated (like ``cp``);
+    devices and FIFOs are opened as they are.
+    """
+    if local == STDIO:
+        return 1, False
+    st = os.stat(local)
+    flags = os.O_WRONLY | (os.O_TRUNC if stat_module.S_ISREG(st.st_mode) else 0)
+    return os.open(local, flags), True
+
+
+def rename_target(local: str) -> str:
+    """The path to rename a finished download onto: a symlink's target, so the
+    link itself survives (``cp`` and ``curl -o`` write through links too)."""
+    return os.path.realpath(local) if os.path.islink(local) else local

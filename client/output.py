@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .failures import Failure
+from .failures import Failure, describe
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Outcome:
 
     data: Any
     text: str | None = None
+    #: a transfer report ("a -> b (3 bytes, verified)"): silenced by ``--quiet``
+    report: bool = False
+    #: stdout carries the file itself (``get FILE -``): the result goes to stderr
+    stdout_taken: bool = False
 
 
 def jsonable(value: Any) -> Any:
@@ -57,19 +61,41 @@ class Output:
         return not self.quiet and _isatty(self.stderr)
 
     def result(self, outcome: Outcome) -> None:
+        if outcome.stdout_taken:
+            if outcome.text and not self.quiet:
+                print(f"ftpc: {outcome.text}", file=self.stderr, flush=True)
+            return
         if self.json_mode:
             print(json.dumps(jsonable(outcome.data), ensure_ascii=False), file=self.stdout)
-        elif outcome.text:
+        elif outcome.text and not (outcome.report and self.quiet):
             print(outcome.text, file=self.stdout)
         self.stdout.flush()
 
-    def error(self, failure: Failure) -> None:
+    def error(self, failure: Failure, partial: Outcome | None = None) -> None:
+        """The error line on stderr; with ``--json`` one document on stdout -- the
+        partial result (what did succeed) with an ``error`` member added."""
+        if partial is not None and not self.json_mode:
+            self.result(partial)
         self.stdout.flush()
         print(failure.line(), file=self.stderr, flush=True)
         if self.json_mode:
-            print(json.dumps({"error": {"code": failure.code, "message": failure.message,
-                                        "exit_status": failure.exit_status}}),
-                  file=self.stdout, flush=True)
+            document = jsonable(partial.data) if partial is not None else {}
+            if not isinstance(document, dict):
+                document = {"result": document}
+            document["error"] = {"code": failure.code, "message": failure.message,
+                                 "exit_status": failure.exit_status}
+            print(json.dumps(document, ensure_ascii=False), file=self.stdout, flush=True)
+
+    def fail(self, exc: BaseException) -> int:
+        """Report what a command raised; return the exit status."""
+        failure = describe(exc)
+        self.error(failure, getattr(exc, "outcome", None))
+        return failure.exit_status
+
+    def error_line(self, exc: BaseException) -> None:
+        """One failure among several (each file of ``rm a b``): its line on stderr;
+        the command's status comes later, from the first one."""
+        print(describe(exc).line(), file=self.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         """Something the user should know even with ``--quiet`` (a restart, a retry)."""

@@ -3,8 +3,12 @@
 One login for many commands, a prompt showing the remote folder, readline
 history and tab completion (command names, then remote names from a cached
 listing, or local names where a local path is expected).  A failing command
-prints its one error line and the session goes on; a dropped connection is
-re-established (and the session restored) before the next command.
+prints its one error line and the session goes on.  Before each command the
+connection is checked: one the server closed while the prompt waited (its
+idle timeout) or that Ctrl-C abandoned mid-transfer is re-established quietly,
+with the session and folder restored, so no command is lost to it; only a
+connection that dropped on its own is mentioned.  ``!cmd`` runs a local shell
+command and ``lls`` lists a local folder, as in sftp.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import argparse
 import os
 import posixpath
 import shlex
+import subprocess
 from collections.abc import Callable
 
-from .commands import COMMANDS, App
+from .commands import COMMANDS, App, about
 from .errors import FtpError
 from .failures import SomeFailed, UsageError, describe
 from .output import Outcome
@@ -24,6 +29,8 @@ BUILTINS: dict[str, str] = {
     "cd": "change the remote folder",
     "lcd": "change the local folder (default: home)",
     "lpwd": "print the local folder",
+    "lls": "list a local folder (default: the current one)",
+    "!": "!CMD runs CMD in the local shell",
     "help": "list commands, or show one command's options",
     "quit": "end the session (also: exit, bye, Ctrl-D)",
 }
@@ -43,6 +50,7 @@ def build_shell_parser() -> ShellParser:
     sub.add_parser("cd", help=BUILTINS["cd"]).add_argument("path")
     sub.add_parser("lcd", help=BUILTINS["lcd"]).add_argument("path", nargs="?")
     sub.add_parser("lpwd", help=BUILTINS["lpwd"])
+    sub.add_parser("lls", help=BUILTINS["lls"]).add_argument("path", nargs="?")
     sub.add_parser("help", help=BUILTINS["help"]).add_argument("topic", nargs="?")
     return parser
 
@@ -56,7 +64,10 @@ class Shell:
         self._listings: dict[str, list[str]] = {}
         self._matches: list[str] = []
         self._builtins: dict[str, Callable[[argparse.Namespace], None]] = {
-            "cd": self._cd, "lcd": self._lcd, "lpwd": self._lpwd, "help": self._help}
+            "cd": self._cd, "lcd": self._lcd, "lpwd": self._lpwd, "lls": self._lls,
+            "help": self._help}
+        #: the last command was interrupted: its connection was dropped on purpose
+        self._interrupted = False
 
     @property
     def prompt(self) -> str:
@@ -93,6 +104,9 @@ class Shell:
             return True
         if not words:
             return True
+        if line.lstrip().startswith("!"):
+            self._bang(line.lstrip()[1:])
+            return True
         if words[0] in QUIT_WORDS:
             return False
         try:
@@ -108,22 +122,34 @@ class Shell:
         except SystemExit:
             pass                                       # "put -h" printed its help
         except (FtpError, OSError, UsageError, SomeFailed, KeyboardInterrupt) as exc:
-            self.app.out.error(describe(exc))
+            self._interrupted = isinstance(exc, KeyboardInterrupt)
+            self.app.out.fail(exc)
         finally:
             self._listings.clear()                     # anything may have changed
         return True
 
     def _ensure_connected(self) -> None:
+        """Reconnect (and restore the session) if the connection is gone.
+
+        Said aloud only when it dropped by itself; after the server's idle
+        timeout or a Ctrl-C the new connection is made without a word.
+        """
         client = self.app.client
+        if client.connected and client.server_hung_up():
+            self._interrupted = True            # idle timeout: expected, not news
         if not client.connected:
-            self.app.out.warn("connection was lost; reconnecting")
+            if not self._interrupted:
+                self.app.out.warn(f"the connection to {client.host}:{client.port} was lost; "
+                                  "reconnecting")
             client.reconnect()
+        self._interrupted = False
 
     # ------------------------------------------------------------ built-ins
 
     def _cd(self, args: argparse.Namespace) -> None:
         self._ensure_connected()
-        path = self.app.client.cd(args.path)
+        with about(args.path):
+            path = self.app.client.cd(args.path)
         self.app.out.result(Outcome({"path": path}))
 
     def _lcd(self, args: argparse.Namespace) -> None:
@@ -132,6 +158,23 @@ class Shell:
 
     def _lpwd(self, args: argparse.Namespace) -> None:
         self.app.out.result(Outcome({"path": os.getcwd()}, os.getcwd()))
+
+    def _lls(self, args: argparse.Namespace) -> None:
+        folder = os.path.expanduser(args.path or ".")
+        names = sorted(n + ("/" if os.path.isdir(os.path.join(folder, n)) else "")
+                       for n in os.listdir(folder))
+        self.app.out.result(Outcome({"path": folder, "names": names}, "\n".join(names) or None))
+
+    def _bang(self, command: str) -> None:
+        """``!cmd``: run it in the local shell (an empty one: start ``$SHELL``)."""
+        command = command.strip() or os.environ.get("SHELL", "/bin/sh")
+        self.app.out.stdout.flush()
+        try:
+            status = subprocess.call(command, shell=True)   # noqa: S602 -- the user's own shell
+        except KeyboardInterrupt:
+            status = 130
+        if status:
+            self.app.out.warn(f"!{command}: exit status {status}")
 
     def _help(self, args: argparse.Namespace) -> None:
         if args.topic:

@@ -1,7 +1,8 @@
 """One attempt at an upload or a download over one connection.
 
-Retrying, reconnecting and local file bookkeeping (``.part`` files, hashing
-prefixes) live in ``client.client``; this module only moves bytes and checks
+Retrying, restarting, parking and local file bookkeeping (``.part`` files,
+hashing prefixes) live in the policies, ``client.put_policy`` and
+``client.get_policy``; this module only moves bytes and checks
 that the server keeps to the protocol.  The rule for the connection after a
 failure: an ``error`` reply that ends the transfer leaves it usable; anything
 that interrupts the byte stream halfway (a cancel from the progress callback,
@@ -19,11 +20,11 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable
-from typing import BinaryIO, NamedTuple
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from protocol import DataChunk, encode, encode_data
+from protocol import DataChunk
 from protocol.messages import (
     Abort,
     AbortOk,
@@ -42,7 +43,7 @@ from protocol.messages import (
 )
 
 from .connection import Connection
-from .errors import ConnectionLost, FtpError, IntegrityError, ServerError
+from .errors import FtpError, IntegrityError, ServerError
 from .files import Identity, identity
 
 #: ``progress(done_bytes, total_bytes, resumed_from)``; may raise ``Cancelled``.
@@ -63,33 +64,64 @@ def changed_during_upload(name: str) -> IntegrityError:
                           "it was not reported as uploaded, try again once it is stable")
 
 
-def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
-           sha256: str | None, before: Identity, overwrite: bool, name: str,
-           progress: Progress | None, on_ready: Callable[[PutReady], None],
-           deferred_sha256: DeferredDigest | None = None) -> PutDone:
-    """Declare the upload, send the bytes the server lacks, return ``put.done``.
+@dataclass
+class UploadJob:
+    """Everything one upload attempt needs, in one object.
 
     ``before`` is the file's identity when it was hashed (or opened): if it
-    changes between frames the upload is cancelled, its partial discarded, and
-    ``IntegrityError`` raised.
+    changes between frames the upload is cancelled.  ``on_ready`` sees every
+    ``put.ready`` (the policy learns the normalised path and the offset).
+    ``deferred_sha256`` (if given) makes the put declare ``defer_sha256`` and
+    supplies the digest for ``commit`` after the last byte.
+    """
 
-    With ``deferred_sha256`` the put declares ``defer_sha256`` instead of
+    fileobj: BinaryIO
+    remote: str
+    size: int
+    before: Identity
+    name: str
+    sha256: str | None = None
+    overwrite: bool = False
+    progress: Progress | None = None
+    on_ready: Callable[[PutReady], None] = field(default=lambda _ready: None)
+    deferred_sha256: DeferredDigest | None = None
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A deferred upload whose digest was late: cancelled with its partial complete.
+
+    ``path`` is where to put it again; ``done`` is set when a server without
+    ``commit`` had already published it (the caller checks its hash then).
+    """
+
+    path: str
+    done: PutDone | None
+
+
+def upload(conn: Connection, job: UploadJob) -> PutDone | Parked:
+    """Declare the upload, send the bytes the server lacks, return ``put.done``.
+
+    If ``job.before`` no longer matches the file between frames the upload is
+    cancelled, its partial discarded, and ``IntegrityError`` raised.
+
+    With ``job.deferred_sha256`` the put declares ``defer_sha256`` instead of
     ``sha256``; after the last byte ``deferred_sha256(timeout)`` gives the whole
     file's digest (it waits for a hashing thread), which goes in ``commit``,
     and ``put.done`` answers the commit.  If the digest is not ready within
-    ``COMMIT_WAIT`` (a resumed upload whose long prefix is still being hashed)
-    the upload is *parked*: cancelled (the complete partial stays on the server),
-    the session kept alive with ``ping`` until the digest is ready, then put
-    again -- it resumes at the end -- and committed.
+    ``COMMIT_WAIT`` the upload is cancelled (the complete partial stays on the
+    server) and ``Parked`` returned: what to do then is the caller's policy.
     """
-    deferred = deferred_sha256 is not None
+    deferred = job.deferred_sha256 is not None
+    size, fileobj, name = job.size, job.fileobj, job.name
     rid = conn.next_id()
-    ready = conn.call(Put(id=rid, path=remote, size=size, sha256=sha256,
-                          overwrite=overwrite, defer_sha256=deferred), PutReady)
+    ready = conn.call(Put(id=rid, path=job.remote, size=size, sha256=job.sha256,
+                          overwrite=job.overwrite, defer_sha256=deferred), PutReady)
     if ready.offset > size:
         raise conn.violation(f"put.ready offset {ready.offset} is past the size {size}")
-    on_ready(ready)
+    job.on_ready(ready)
     offset = pos = ready.offset
+    progress = job.progress
     try:
         if progress:
             progress(pos, size, offset)
@@ -98,7 +130,7 @@ def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
             if conn.send_file_frame(fileobj, pos, count) != count:
                 raise changed_during_upload(name)       # it shrank: the frame was cut
             pos += count
-            if identity(fileobj) != before:
+            if identity(fileobj) != job.before:
                 # A deferred upload waits for its commit: cancel it even after the last byte.
                 abandon_upload(conn, rid, ready.path, finished=pos == size and not deferred)
                 raise changed_during_upload(name)
@@ -110,10 +142,10 @@ def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
             if progress:
                 progress(pos, size, offset)
         digest = cid = None
-        if deferred_sha256 is not None:
-            digest = deferred_sha256(COMMIT_WAIT)
+        if job.deferred_sha256 is not None:
+            digest = job.deferred_sha256(COMMIT_WAIT)
             if digest is not None:
-                if identity(fileobj) != before:     # it changed while it was being hashed
+                if identity(fileobj) != job.before:   # it changed while it was being hashed
                     abandon_upload(conn, rid, ready.path, finished=False)
                     raise changed_during_upload(name)
                 cid = conn.next_id()
@@ -123,20 +155,18 @@ def upload(conn: Connection, fileobj: BinaryIO, *, remote: str, size: int,
     except BaseException:
         conn.close()
         raise
-    if deferred_sha256 is None:
+    if not deferred:
         return conn.reply(rid, PutDone)
     if cid is not None:
         return _commit_reply(conn, rid, cid)
-    # Park: the server would time the upload out while we hash.  In READY only
-    # the idle timeout runs, and a ping resets it.
-    committed = _cancel(conn, rid)
-    while deferred_sha256(PARK_PING) is None:
-        conn.call(Ping(id=conn.next_id()), Pong)
-    if committed is not None:
-        return committed            # a server without commit: the caller checks the hash
-    return upload(conn, fileobj, remote=ready.path, size=size, sha256=sha256, before=before,
-                  overwrite=overwrite, name=name, progress=progress, on_ready=on_ready,
-                  deferred_sha256=deferred_sha256)
+    # The server would time the upload out while we hash: cancel it (in READY
+    # only the idle timeout runs, and a ping resets it).
+    return Parked(ready.path, _cancel(conn, rid))
+
+
+def keep_alive(conn: Connection) -> None:
+    """One ``ping``: resets the server's idle timeout while a parked upload waits."""
+    conn.call(Ping(id=conn.next_id()), Pong)
 
 
 def _commit_reply(conn: Connection, rid: int, cid: int) -> PutDone:
@@ -401,76 +431,3 @@ def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
 
 def _no_digest(_data: memoryview) -> None:
     pass
-
-
-class InlineFile(NamedTuple):
-    """One small file read whole, ready to go as an inline put."""
-
-    index: int              # its place in the caller's list
-    local: str
-    remote: str
-    data: bytes
-    sha256: str | None
-
-
-#: ``on_result(file, put.done or the exception)``, called in request order.
-InlineResult = Callable[[InlineFile, "PutDone | FtpError"], None]
-
-
-class InlinePipe:
-    """Inline puts on one connection with at most ``window`` awaiting their reply.
-
-    ``send`` writes the request and all its DATA without waiting; replies are
-    read (in request order, as the protocol promises) whenever the window is
-    full, and by ``drain``.  A server error fails only its file; a lost
-    connection or a protocol violation raises ``ConnectionLost`` (the files
-    still waiting are then reported by the caller).
-    """
-
-    def __init__(self, conn: Connection, window: int, overwrite: bool,
-                 on_result: InlineResult) -> None:
-        self.conn = conn
-        self.window = max(1, window)
-        self.overwrite = overwrite
-        self.on_result = on_result
-        self.waiting: deque[tuple[int, InlineFile]] = deque()
-
-    def send(self, f: InlineFile) -> None:
-        while len(self.waiting) >= self.window:
-            self._settle_one()
-        conn = self.conn
-        rid = conn.next_id()
-        parts = [encode(Put(id=rid, path=f.remote, size=len(f.data), sha256=f.sha256,
-                            overwrite=self.overwrite, inline=True))]
-        step = conn.send_max_data
-        view = memoryview(f.data)
-        for start in range(0, len(view), step):
-            parts.append(encode_data(view[start:start + step]))
-        self.waiting.append((rid, f))
-        conn.send(b"".join(parts))
-
-    def drain(self) -> None:
-        while self.waiting:
-            self._settle_one()
-
-    def _settle_one(self) -> None:
-        rid, f = self.waiting[0]
-        conn = self.conn
-        event = conn.next_event()
-        try:
-            conn.raise_if_error(event, rid)
-        except ConnectionLost:
-            raise
-        except FtpError as exc:
-            self.waiting.popleft()
-            self.on_result(f, exc)
-            return
-        if not isinstance(event, PutDone) or event.id != rid:
-            raise conn.violation(f"expected put.done for request {rid}, got {event!r:.200}")
-        self.waiting.popleft()
-        if event.size != len(f.data) or (f.sha256 is not None and event.sha256 != f.sha256):
-            self.on_result(f, IntegrityError(
-                "INTEGRITY", f"the server stored {event.size} bytes with SHA-256 "
-                             f"{event.sha256}, not what was sent"))
-            return
-        self.on_result(f, event)

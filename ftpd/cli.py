@@ -8,8 +8,11 @@
     ftpd user unlock NAME --root DIR
     ftpd user list --root DIR
 
-SIZE accepts bytes or binary units: 1G, 500M, 64K.  Without
-``--password-stdin`` a password is asked for twice on the terminal.
+SIZE accepts bytes or binary units: 1G, 500M, 64K, or ``unlimited``.  Without
+``--password-stdin`` a password is asked for twice on the terminal.  ``user del``
+deletes the user's files too: it asks first, or needs ``--yes``.  Every command
+but ``user add`` refuses a data folder that does not exist (a typo in ``--root``
+must not create an empty one).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import StorageError, Store, parse_size
+from storage.store import DB_NAME
 
 from . import config as configuration
 from . import logs
@@ -38,19 +42,57 @@ def _setting(text: str) -> tuple[str, Any]:
     return name.strip().replace("-", "_"), value
 
 
+#: The quota ``unlimited`` stands for: the largest size the protocol can carry.
+UNLIMITED = 2**53 - 1
+
+
+def _size(text: str) -> int:
+    """A quota: "1G", "500M", "1048576" or "unlimited" (argparse names this in errors)."""
+    if text.strip().lower() in ("unlimited", "none", "inf"):
+        return UNLIMITED
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 500M, 1G, 1.5T or "
+                                         "unlimited)")
+
+
+def human(n: int) -> str:
+    """Bytes for people: "1.0 GiB", "unlimited"."""
+    if n >= UNLIMITED:
+        return "unlimited"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ftpd-reactor")
+    except PackageNotFoundError:
+        return "0.1.0"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpd",
                                      description="Resumable, verified file-transfer daemon.")
+    parser.add_argument("--version", action="version", version=f"ftpd {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")
-    serve.add_argument("--root", help="data folder (users database, homes, partial uploads)")
+    serve.add_argument("--root", help="data folder (users database, homes, partial uploads); "
+                       "required here or as root in the --config file")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 2121; 0 picks a free one)")
     serve.add_argument("--config", help="TOML file with any setting")
     serve.add_argument("--allow-register", action="store_true", default=None,
                        help="let clients create accounts")
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     serve.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                        metavar="NAME=VALUE", help="override any setting (repeatable)")
 
@@ -64,17 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = with_root(usub.add_parser("add", help="create a user"))
     add.add_argument("name")
-    add.add_argument("--quota", type=parse_size, default=None, help="e.g. 1G (default 1 GiB)")
+    add.add_argument("--quota", type=_size, default=None,
+                     help="e.g. 1G or unlimited (default 1 GiB)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     for action, text in (("del", "delete a user and all their files"),
                          ("disable", "refuse a user's logins"), ("enable", "allow logins again")):
         with_root(usub.add_parser(action, help=text)).add_argument("name")
+        if action == "del":
+            usub.choices["del"].add_argument("--yes", "-y", action="store_true",
+                                             help="do not ask: the files go too")
     pw = with_root(usub.add_parser("passwd", help="change a password"))
     pw.add_argument("name")
     pw.add_argument("--password-stdin", action="store_true")
     q = with_root(usub.add_parser("quota", help="set a quota"))
     q.add_argument("name")
-    q.add_argument("size", type=parse_size)
+    q.add_argument("size", type=_size, help="e.g. 5G, 500M or unlimited")
     with_root(usub.add_parser("list", help="list users"))
     with_root(usub.add_parser("unlock", help="end a lockout of a user name after failed logins")
               ).add_argument("name")
@@ -104,6 +150,9 @@ def _serve(args: argparse.Namespace) -> int:
     overrides.update({name: value for name, value in flags.items() if value is not None})
     try:
         cfg = configuration.load(args.config, **overrides)
+        if args.root is None and not configuration.sets_root(args.config):
+            raise ValueError("no data folder: give --root DIR (or root = \"DIR\" in the "
+                             "--config file)")
     except (OSError, ValueError) as exc:
         print(f"ftpd: error: configuration: {exc}", file=sys.stderr)
         return 2
@@ -119,22 +168,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirmed(args: argparse.Namespace) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("ftpd: error: user del deletes all of the user's files: add --yes",
+              file=sys.stderr)
+        return False
+    answer = input(f"delete user {args.name} and all their files? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _user(args: argparse.Namespace) -> int:
     kwargs = {"scrypt_n": args.scrypt_n} if args.scrypt_n else {}
+    if args.action != "add" and not (Path(args.root) / DB_NAME).is_file():
+        print(f"ftpd: error: no data folder at {args.root} (nothing was created; "
+              "'ftpd user add' makes one)", file=sys.stderr)
+        return 2
+    if args.action == "del" and not _confirmed(args):
+        return 1
+    # Asked before the store is opened: a refusal leaves no data folder behind.
+    password = (_read_password(args.password_stdin) if args.action in ("add", "passwd")
+                else "")
     store = Store(Path(args.root), **kwargs)
     try:
         if args.action == "add":
-            info = store.create_user(args.name, _read_password(args.password_stdin), args.quota)
-            print(f"created user {info.name} with a quota of {info.quota} bytes")
+            info = store.create_user(args.name, password, args.quota)
+            print(f"created user {info.name} with a quota of {human(info.quota)}")
+            _warn_zero(info.name, info.quota)
         elif args.action == "del":
             store.delete_user(args.name)
-            print(f"deleted user {args.name}")
+            print(f"deleted user {args.name} and their files")
         elif args.action == "passwd":
-            store.set_password(args.name, _read_password(args.password_stdin))
+            store.set_password(args.name, password)
             print(f"changed the password of {args.name}")
         elif args.action == "quota":
             store.set_quota(args.name, args.size)
-            print(f"set the quota of {args.name} to {args.size} bytes")
+            print(f"set the quota of {args.name} to {human(args.size)}")
+            _warn_zero(args.name, args.size)
         elif args.action in ("disable", "enable"):
             store.set_disabled(args.name, args.action == "disable")
             print(f"{args.action}d user {args.name}")
@@ -148,13 +219,20 @@ def _user(args: argparse.Namespace) -> int:
         elif args.action == "list":
             for u in store.list_users():
                 flag = " (disabled)" if u.disabled else ""
-                print(f"{u.name}\tused={u.used}\tquota={u.quota}{flag}")
+                print(f"{u.name}\tused={u.used} ({human(u.used)})\t"
+                      f"quota={u.quota} ({human(u.quota)}){flag}")
     except StorageError as exc:
         print(f"ftpd: error: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     finally:
         store.close()
     return 0
+
+
+def _warn_zero(name: str, quota: int) -> None:
+    if quota == 0:
+        print(f"ftpd: warning: a quota of 0 bytes: {name} can store nothing (for no limit "
+              "say 'unlimited'; to block logins use 'ftpd user disable')", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from storage import parse_size
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
                 "low_water", "recv_buffer", "writeback_bytes", "inline_max",
                 "inline_window_bytes"}
@@ -81,6 +82,9 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def validate(self) -> Config:
+        if str(self.log_level).upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level {self.log_level!r} is not one of "
+                             f"{', '.join(LOG_LEVELS)}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} out of range")
         if not 0 < self.low_water <= self.high_water:
@@ -120,7 +124,10 @@ class Config:
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
     if name in _SIZE_FIELDS and isinstance(value, str):
-        return parse_size(value)
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValueError(f"setting {name}: not a size: {value!r} (try 64K, 1M, 1G)")
     if name == "root":
         return Path(value)
     expected = {"int": int, "float": float, "bool": bool, "str": str}.get(str(kind))
@@ -131,11 +138,27 @@ def _convert(name: str, kind: Any, value: Any) -> Any:
     return value
 
 
+def _file_settings(path: str | Path) -> dict[str, Any]:
+    """The settings in a TOML file; its errors name the file."""
+    with open(path, "rb") as fh:
+        try:
+            data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}")
+    return data.get("ftpd", data)
+
+
+def sets_root(path: str | Path | None) -> bool:
+    """Whether the config file names the data folder (``serve`` needs one somewhere)."""
+    return path is not None and "root" in _file_settings(path)
+
+
 def load(path: str | Path | None = None, **overrides: Any) -> Config:
     config = Config()
     if path is not None:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-        data = data.get("ftpd", data)
-        config = config.updated(**data)
+        data = _file_settings(path)
+        try:
+            config = config.updated(**data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}")
     return config.updated(**overrides)

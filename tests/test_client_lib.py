@@ -32,7 +32,7 @@ from client import (
     put_tree,
     transfer,
 )
-from client import client as client_module
+from client import get_policy as client_module
 from protocol import messages as m
 from tests.test_client_fakeserver import FakeServer, Partial, serve_fake
 
@@ -781,7 +781,7 @@ def test_get_with_fsync_flushes_the_file_and_the_folder(fake, tmp_path, fsyncs):
 
 def slow_hash(monkeypatch, delay: float) -> None:
     """The background hash always uses a thread and takes at least ``delay`` seconds."""
-    import client.client as client_module
+    import client.put_policy as client_module
     from client.files import BackgroundHash
 
     class SlowHash(BackgroundHash):

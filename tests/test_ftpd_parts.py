@@ -193,7 +193,7 @@ def test_user_add_list_quota_disable_and_delete(tmp_path):
         assert store.get_user("carol").disabled
     finally:
         store.close()
-    assert _ftpd("user", "del", "carol", *fast).returncode == 0
+    assert _ftpd("user", "del", "carol", "--yes", *fast).returncode == 0
     assert "carol" not in _ftpd("user", "list", *fast).stdout
 
 
