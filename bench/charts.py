@@ -1,6 +1,8 @@
 """PNG charts of a benchmark result, one per scenario family.
 
     python -m bench.charts bench/results/bench-YYYYmmdd-HHMMSS.json [--out DIR]
+    python -m bench.charts --latest --docs     (``make bench-charts``)
+    python -m bench.charts A.json B.json --docs   (scenarios of several runs; later wins)
 
 ``bench.run`` calls ``draw_all`` after every run; the charts go next to the
 JSON (``bench-<stamp>-<family>.png``).  Each scenario of a family is a panel:
@@ -21,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .registry import FAMILIES
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "bench"
+#: Largest chart committed under docs/bench/ (bigger ones stay in bench/results/).
+DOCS_MAX_BYTES = 200 * 1024
 
 OURS_COLOUR = "#1f77b4"
 OTHER_COLOUR = "#a0a0a0"
@@ -127,14 +134,65 @@ def draw_all(report: dict[str, Any], json_path: Path) -> list[str]:
     return lines
 
 
+def draw_docs(report: dict[str, Any]) -> list[str]:
+    """The charts under stable names in docs/bench/ (``<family>.png``), for
+    BENCHMARKS.md to embed; a chart over DOCS_MAX_BYTES is removed again."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for family, names in FAMILIES.items():
+        path = DOCS / f"{family}.png"
+        if not draw_family(report, family, names, path):
+            continue
+        size = path.stat().st_size
+        if size > DOCS_MAX_BYTES:
+            path.unlink()
+            lines.append(f"chart: {path} was {size // 1024} KiB, over the limit: not kept")
+        else:
+            lines.append(f"chart: {path} ({size // 1024} KiB)")
+    return lines
+
+
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs (e.g. a full run of some scenarios plus
+    another of the rest): the last run's header, every run's scenarios."""
+    merged = dict(reports[-1])
+    merged["scenarios"] = {}
+    for r in reports:
+        merged["scenarios"].update(r["scenarios"])
+    if len(reports) > 1:
+        merged["timestamp"] = " + ".join(sorted({r["timestamp"][:16] for r in reports}))
+    return merged
+
+
+def latest(results: Path = RESULTS) -> Path:
+    """The newest full-mode result (quick runs say nothing about speed)."""
+    full = sorted(p for p in results.glob("bench-*.json") if not p.stem.endswith("-quick"))
+    if not full:
+        raise SystemExit(f"bench.charts: no full-mode result in {results}")
+    return full[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.charts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("result", type=Path, help="a bench-*.json file")
+    parser.add_argument("result", type=Path, nargs="*",
+                        help="bench-*.json files (scenarios merged, a later file wins)")
+    parser.add_argument("--latest", action="store_true",
+                        help="the newest full-mode result in bench/results/")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the PNGs (default: beside the JSON)")
+    parser.add_argument("--docs", action="store_true",
+                        help="also draw them as docs/bench/<family>.png for BENCHMARKS.md")
     args = parser.parse_args(argv)
-    report = json.loads(args.result.read_text())
+    if args.latest == bool(args.result):
+        parser.error("give result files or --latest")
+    if args.latest:
+        args.result = [latest()]
+    report = merge([json.loads(p.read_text()) for p in args.result])
+    args.result = args.result[-1]
+    if args.docs:
+        for line in draw_docs(report):
+            print(line)
     target = args.result if args.out is None else args.out / args.result.name
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
