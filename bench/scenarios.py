@@ -430,8 +430,9 @@ class BulkDownload(_Bulk):
         return size / m.seconds / MiB, m.extra()
 
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
+        # Issue 17: >= 1.2x pyftpdlib and >= 1.0x raw sendfile (was 0.9x).
         return [Target("ours/pyftpdlib >= 1.2", self._ratio(medians, PYFTPD), 1.2),
-                Target("ours/raw >= 0.9", self._ratio(medians, RAW), 0.9)]
+                Target("ours/raw >= 1.0", self._ratio(medians, RAW), 1.0)]
 
 
 class VerifiedRoundTrip(_Bulk):
@@ -492,8 +493,9 @@ class VerifiedRoundTrip(_Bulk):
                                                    **split)
 
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
-        return [Target("ours (verified) / pyftpdlib (unverified) >= 0.6",
-                       self._ratio(medians, PYFTPD), 0.6)]
+        # Issue 17 raised it from 0.6 (BLAKE3 may be negotiated for the digest).
+        return [Target("ours (verified) / pyftpdlib (unverified) >= 0.75",
+                       self._ratio(medians, PYFTPD), 0.75)]
 
 
 class SmallFiles(Scenario):
