@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the PNGs (default: beside the JSON)")
     parser.add_argument("--docs", action="store_true",
-                        help="also draw them as docs/bench/<family>.png for BENCHMARKS.md")
+                        help="draw them as docs/bench/<family>.png for BENCHMARKS.md "
+                             "(beside the JSON too only if --out is given)")
     args = parser.parse_args(argv)
     if args.latest == bool(args.result):
         parser.error("give result files or --latest")
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         for line in draw_docs(report):
             print(line)
+        if args.out is None:
+            return 0                        # --docs alone: the results folder is left as is
     target = args.result if args.out is None else args.out / args.result.name
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
