@@ -9,7 +9,7 @@ PORT ?= 2121
 HYPOTHESIS_PROFILE ?= dev
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint bench bench-quick fuzz clean
+.PHONY: venv run test lint bench bench-quick bench-charts fuzz clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ bench: $(VENV)/.bench-installed
 
 bench-quick: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --quick
+
+# Redraw the newest full run's charts, also as docs/bench/<family>.png for BENCHMARKS.md.
+bench-charts: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.charts --latest --docs
 
 fuzz: venv
 	$(BIN)/python -m pip install --quiet -e '.[fuzz]'

@@ -105,11 +105,32 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (all its threads) so far, in seconds."""
+    """User + system CPU time so far, in seconds, of ``pid`` (all its threads),
+    of its children that ended (reaped: sshd's per-connection processes) and of
+    its living descendants (a supervisor's worker processes)."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
+    return total
+
+
+def _own_cpu() -> float:
+    """This process's CPU plus that of its ended children (sftp, scp)."""
+    t = os.times()
+    return time.process_time() + t.children_user + t.children_system
 
 
 class Meter:
@@ -126,13 +147,13 @@ class Meter:
 
     def __enter__(self) -> Meter:
         self._server0 = cpu_seconds(self.pid) if self.pid else 0.0
-        self._client0 = time.process_time()
+        self._client0 = _own_cpu()
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
-        self.client_cpu = time.process_time() - self._client0
+        self.client_cpu = _own_cpu() - self._client0
         if self.pid:
             try:
                 self.server_cpu = cpu_seconds(self.pid) - self._server0
@@ -268,6 +289,11 @@ def timed() -> Iterator[list[float]]:
 # ---------------------------------------------------------------- statistics
 
 
+class Skipped(Exception):
+    """A contestant cannot run here or yet (no sshd, a daemon flag that does not
+    exist yet...): recorded with its reason, not as a failure."""
+
+
 @dataclass
 class Series:
     """Every value measured for one contestant of one scenario."""
@@ -275,10 +301,11 @@ class Series:
     values: list[float] = field(default_factory=list)
     extras: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: str | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"values": self.values, "errors": self.errors,
-                               "extras": self.extras}
+                               "extras": self.extras, "skipped": self.skipped}
         if self.values:
             out.update(min=min(self.values), median=statistics.median(self.values),
                        max=max(self.values))

@@ -8,7 +8,21 @@ fixed header:
              buffer and ``os.write``s each piece to the file, then answers b"K"
     get:     the server answers the size (u64), then the file by ``socket.sendfile``
 
-    python -m bench.raw_server --root DIR     (prints "listening on HOST:PORT")
+    python -m bench.raw_server --root DIR [--durable] [--tls-cert F --tls-key F]
+                                                    (prints "listening on HOST:PORT")
+
+With ``--durable`` a put is acknowledged only once its bytes are on disk:
+``fdatasync`` of the file, then ``fsync`` of its folder (so the new name
+survives a power cut too), then b"K".  That is what our daemon's ``put.done``
+promises; without the flag b"K" means "in the page cache", which is what
+pyftpdlib's ``226`` means.  Both run in the same benchmark, so the cost of the
+promise itself is measured, not guessed.
+
+With ``--tls-cert``/``--tls-key`` every connection is wrapped in TLS 1.3 (a
+blocking ``ssl`` socket, TLS 1.2 and older refused): puts ``recv_into`` the
+same 1 MiB buffer, gets read the file into a reused 1 MiB buffer
+(``readinto``; the file is page-cached) and ``sendall`` it, because
+``sendfile`` cannot encrypt.  That is the floor for a TLS daemon in Python.
 
 ``HEADER`` and ``request`` are shared with the client side in ``bench.clients``.
 """
@@ -20,6 +34,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -36,22 +51,45 @@ def request(op: bytes, name: str, size: int = 0) -> bytes:
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = sock.recv(n, socket.MSG_WAITALL) if n else b""
-    if len(data) != n:
-        raise ConnectionError("peer closed early")
+    """``n`` bytes or ConnectionError (a loop: TLS sockets take no MSG_WAITALL)."""
+    data = b""
+    while len(data) < n:
+        piece = sock.recv(n - len(data))
+        if not piece:
+            raise ConnectionError("peer closed early")
+        data += piece
     return data
 
 
-def _serve_connection(sock: socket.socket, root: str) -> None:
+def tls_server_context(cert: str, key: str) -> ssl.SSLContext:
+    """TLS 1.3 only, the defaults of ``ssl`` otherwise."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def make_durable(fd: int, folder: str) -> None:
+    """The least a server must do before it says "stored": the file's data on
+    disk (``fdatasync``; its size is data for this purpose) and its directory
+    entry on disk (``fsync`` of the folder)."""
+    os.fdatasync(fd)
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _serve_connection(sock: socket.socket, root: str, durable: bool = False) -> None:
     buf = bytearray(BUFFER)
     view = memoryview(buf)
     with sock:
         while True:
-            head = sock.recv(HEADER.size, socket.MSG_WAITALL)
-            if not head:
+            try:
+                head = recv_exactly(sock, HEADER.size)
+            except ConnectionError:
                 return
-            if len(head) != HEADER.size:
-                raise ConnectionError("cut header")
             op, size, name_len = HEADER.unpack(head)
             name = os.path.basename(recv_exactly(sock, name_len).decode("utf-8"))
             path = os.path.join(root, name)
@@ -67,6 +105,8 @@ def _serve_connection(sock: socket.socket, root: str) -> None:
                         while piece:
                             piece = piece[os.write(fd, piece):]
                         left -= n
+                    if durable:
+                        make_durable(fd, root)
                 finally:
                     os.close(fd)
                 sock.sendall(b"K")
@@ -74,7 +114,16 @@ def _serve_connection(sock: socket.socket, root: str) -> None:
                 with open(path, "rb") as fh:
                     length = os.fstat(fh.fileno()).st_size
                     sock.sendall(SIZE.pack(length))
-                    sock.sendfile(fh, 0, length)
+                    if isinstance(sock, ssl.SSLSocket):
+                        left = length
+                        while left:
+                            n = fh.readinto(view[:min(BUFFER, left)])
+                            if not n:
+                                raise ConnectionError("file shrank during get")
+                            sock.sendall(view[:n])
+                            left -= n
+                    else:
+                        sock.sendfile(fh, 0, length)
             else:
                 return
 
@@ -83,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raw_server")
     parser.add_argument("--root", required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--durable", action="store_true",
+                        help="fdatasync the file and fsync its folder before acknowledging")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve TLS 1.3")
+    parser.add_argument("--tls-key", default=None, help="PEM key of --tls-cert")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = tls_server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     os.makedirs(args.root, exist_ok=True)
 
     listener = socket.create_server((args.host, 0), backlog=128)
@@ -102,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(threads) >= MAX_THREADS:
                 sock.close()
                 continue
-            t = threading.Thread(target=_run, args=(sock, args.root), daemon=True)
+            t = threading.Thread(target=_run, args=(sock, args.root, args.durable, tls),
+                                 daemon=True)
             t.start()
             threads.append(t)
     except (SystemExit, KeyboardInterrupt):
@@ -112,9 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(sock: socket.socket, root: str) -> None:
+def _run(sock: socket.socket, root: str, durable: bool, tls: ssl.SSLContext | None) -> None:
     with contextlib.suppress(OSError, ConnectionError):
-        _serve_connection(sock, root)
+        if tls is not None:
+            sock.settimeout(60)                 # a stalled handshake ends the thread
+            sock = tls.wrap_socket(sock, server_side=True)
+            sock.settimeout(None)
+        _serve_connection(sock, root, durable)
 
 
 if __name__ == "__main__":

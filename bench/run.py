@@ -3,11 +3,15 @@
 Every scenario runs its contestants interleaved, round by round (ours,
 pyftpdlib, raw, ours, pyftpdlib, raw...), each measurement on a server of its
 own; the table compares medians, with ratios oriented so that > 1 means ours
-is better.  Results go to ``bench/results/bench-<timestamp>[-quick].json``.
+is better.  Results go to ``bench/results/bench-<timestamp>[-quick].json``,
+and one PNG chart per scenario family beside it (``bench.charts``; needs
+matplotlib from the ``bench`` extra, else skipped with a message).
 
-Exit status: 0 when every measurement produced a number (missed targets are
-reported, not failures), 1 when a measurement failed, 2 for bad arguments,
-3 when the whole run overran ``--max-seconds``.
+Exit status: 0 when every measurement produced a number or was skipped with a
+reason (a contestant that cannot run here or yet: no sshd, a daemon flag that
+does not exist yet; missed targets are reported, not failures), 1 when a
+measurement failed, 2 for bad arguments, 3 when the whole run overran
+``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .common import REGISTRY, Series, Workspace, flush_disk, machine_info, raise_nofile_limit
-from .scenarios import BY_NAME, FULL, PYFTPD, QUICK, RAW, SCENARIOS, Context, Scenario, ratio
+from .common import (
+    REGISTRY,
+    Series,
+    Skipped,
+    Workspace,
+    flush_disk,
+    machine_info,
+    raise_nofile_limit,
+)
+from .registry import BY_NAME, SCENARIOS
+from .scenarios import FULL, PYFTPD, QUICK, RAW, Context, Scenario, ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="abort the whole run after this long (default 3 h, quick 5 min)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--no-charts", action="store_true", help="do not draw the PNG charts")
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
@@ -71,9 +85,15 @@ def run_scenario(scenario: Scenario, ctx: Context, rounds: int) -> dict[str, Any
         scenario.prepare(ctx)
         for r in range(rounds):
             for who in scenario.contestants:
+                if series[who].skipped:
+                    continue                # skipped once: the same reason every round
                 flush_disk()
                 try:
                     value, extra = scenario.measure(ctx, who)
+                except Skipped as exc:
+                    series[who].skipped = str(exc)
+                    print(f"   round {r + 1} {who:<10} skipped: {exc}", flush=True)
+                    continue
                 except Exception as exc:  # noqa: BLE001 -- recorded; the run goes on
                     series[who].errors.append(f"round {r + 1}: {exc!r}")
                     print(f"   round {r + 1} {who:<10} FAILED: {exc!r}", flush=True)
@@ -139,7 +159,7 @@ def _cell(result: dict[str, Any] | None) -> str:
     if result is None:
         return "n/a"
     if result["median"] is None:
-        return "FAILED"
+        return "skipped" if result.get("skipped") else "FAILED"
     if len(result["values"]) == 1:
         return _fmt(result["median"])
     return f"{_fmt(result['median'])} ({_fmt(result['min'])}-{_fmt(result['max'])})"
@@ -160,9 +180,21 @@ def _target_cell(targets: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _others_cell(sc: dict[str, Any]) -> str:
+    """Contestants beyond ours/pyftpdlib/raw: ``name: median (ratio)`` each."""
+    parts = []
+    for who in sc["contestants"]:
+        if who in ("ours", PYFTPD, RAW) or who in sc.get("variants", {}):
+            continue
+        result = sc["results"].get(who)
+        ratio_text = _ratio_cell(sc["ratios"].get(f"ours/{who}"), True)
+        parts.append(f"{who}: {_cell(result)} (ours/{who} {ratio_text})")
+    return "; ".join(parts) or "-"
+
+
 def table(report: dict[str, Any]) -> str:
     header = ["scenario", "size", "unit", "ours", "pyftpdlib", "raw", "ours/pyftpdlib",
-              "ours/raw", "targets"]
+              "ours/raw", "other contestants (ratio)", "targets"]
     rows = [header, ["---"] * len(header)]
     for name, sc in report["scenarios"].items():
         res = sc["results"]
@@ -172,9 +204,13 @@ def table(report: dict[str, Any]) -> str:
             _cell(res.get("ours")), _cell(res.get(PYFTPD)), _cell(res.get(RAW)),
             _ratio_cell(sc["ratios"].get(f"ours/{PYFTPD}"), PYFTPD in res),
             _ratio_cell(sc["ratios"].get(f"ours/{RAW}"), RAW in res),
-            _target_cell(sc["targets"]),
+            _others_cell(sc), _target_cell(sc["targets"]),
         ])
     lines = ["| " + " | ".join(row) + " |" for row in rows]
+    skipped = [f"* {name}, {who}: {r['skipped']}" for name, sc in report["scenarios"].items()
+               for who, r in sc["results"].items() if r.get("skipped")]
+    if skipped:
+        lines += ["", "Skipped (not failures):", *skipped]
     notes = []
     for name, sc in report["scenarios"].items():
         for variant, facts in sc.get("variants", {}).items():
@@ -296,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
           "move with other load, CPU seconds much less):\n")
     print(cpu_table(report))
     print(f"\nresults: {out}")
+    if not args.no_charts:
+        from .charts import draw_all
+
+        for line in draw_all(report, out):
+            print(line)
     failed = [name for name, sc in report["scenarios"].items()
               if any(r["errors"] for r in sc["results"].values())]
     if failed:

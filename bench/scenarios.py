@@ -1,10 +1,12 @@
 """The benchmark scenarios: what each one measures, for whom, and its target.
 
 A scenario's ``measure(ctx, who)`` runs one measurement for one contestant --
-``"ours"`` (ftpd + ``client.Client``), ``"pyftpdlib"`` (pyftpdlib + ``ftplib``)
-or ``"raw"`` (the raw-socket baseline) -- on a server started just for it and
+``"ours"`` (ftpd + ``client.Client``), ``"pyftpdlib"`` (pyftpdlib + ``ftplib``),
+``"raw"`` (the raw-socket baseline) and its variants (``raw-durable``,
+``raw-tls``), OpenSSH's ``sftp``/``scp`` -- on a server started just for it and
 stopped (data folder deleted) right after, and returns the figure plus extra
-facts.  The runner interleaves contestants round by round and compares medians.
+facts.  A contestant that cannot run here or yet raises ``Skipped``.  The
+runner interleaves contestants round by round and compares medians.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .common import (
     Meter,
     MiB,
     RssSampler,
+    Skipped,
     Workspace,
     fd_count,
     make_random_file,
@@ -49,10 +52,20 @@ from .servers import (
     issue_tokens,
     user_names,
 )
+from .sshd import OpenSsh, SshUnavailable
+from .tls import NoTls, make_cert
 
 OURS, PYFTPD, RAW = "ours", "pyftpdlib", "raw"
-#: A variant of ours that some scenarios add to show what limits a figure.
+#: The raw server acknowledging only what is on disk (fdatasync + folder fsync).
+RAW_DURABLE = "raw-durable"
+#: The raw server over TLS 1.3 (blocking ssl sockets).
+RAW_TLS = "raw-tls"
+#: OpenSSH against a throwaway sshd on a loopback port.
+SFTP, SCP = "sftp", "scp"
+#: Ours logging in with session tokens instead of passwords.
 OURS_TOKEN = "ours-token"
+#: Ours with ``--workers 2`` (issue 16), against ours with the default (one process).
+OURS_W2 = "ours-w2"
 #: pyftpdlib's FTPServer.max_cons default: sockets, data connections and passive
 #: listeners included.
 PYFTPD_DEFAULT_MAX_CONS = 512
@@ -75,6 +88,14 @@ class Sizes:
     slow_file: int            # the slowly read download
     slow_seconds: float
     slow_rate: float          # bytes per second the slow reader takes
+    load_bulk: int            # latency under load: bytes each bulk client moves per pass
+    load_bulk_clients: int    # ... that many bulk clients (half up, half down)
+    load_probe_clients: int   # ... while that many loop stat + ls + small put
+    load_seconds: float       # ... for that long
+    load_entries: int         # ... entries in the listed folder
+    load_put: int             # ... bytes of the small put
+    tls_bulk: int             # TLS / OpenSSH transfers
+    workers_clients: int      # concurrent downloads, --workers 2 against 1
 
     def describe(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -83,10 +104,14 @@ class Sizes:
 FULL = Sizes(bulk=1 * GiB, small_count=1000, small_size=64 * KiB, clients=200,
              client_upload=10 * MiB, token_cycles=500, pw_clients=50, pw_logins_each=4,
              idle=1000, idle_big=10_000, slow_file=256 * MiB, slow_seconds=20.0,
-             slow_rate=1e6)
+             slow_rate=1e6, load_bulk=1 * GiB, load_bulk_clients=8, load_probe_clients=4,
+             load_seconds=30.0, load_entries=100, load_put=4 * KiB, tls_bulk=1 * GiB,
+             workers_clients=4)
 QUICK = Sizes(bulk=8 * MiB, small_count=20, small_size=64 * KiB, clients=10,
               client_upload=1 * MiB, token_cycles=20, pw_clients=10, pw_logins_each=1,
-              idle=50, idle_big=50, slow_file=8 * MiB, slow_seconds=3.0, slow_rate=1e6)
+              idle=50, idle_big=50, slow_file=8 * MiB, slow_seconds=3.0, slow_rate=1e6,
+              load_bulk=8 * MiB, load_bulk_clients=4, load_probe_clients=2, load_seconds=2.0,
+              load_entries=100, load_put=4 * KiB, tls_bulk=8 * MiB, workers_clients=2)
 
 
 class Context:
@@ -99,6 +124,17 @@ class Context:
         self._files: dict[str, Path] = {}
         self._lock = threading.Lock()
         self.data = ws.fresh("data")
+        self._tls: tuple[Path, Path] | None = None
+
+    def tls(self) -> tuple[Path, Path]:
+        """The run's throwaway certificate and key (``Skipped`` without openssl)."""
+        with self._lock:
+            if self._tls is None:
+                try:
+                    self._tls = make_cert(self.ws.fresh("tls"))
+                except NoTls as exc:
+                    raise Skipped(str(exc)) from None
+            return self._tls
 
     def random_file(self, name: str, size: int) -> Path:
         """A file of ``size`` random bytes, made once per run."""
@@ -155,13 +191,16 @@ def ratio(ours: float | None, other: float | None, higher_is_better: bool) -> fl
 @contextlib.contextmanager
 def ours_server(ctx: Context, tag: str, users: list[str] | None = None,
                 settings: dict[str, Any] | None = None,
-                template: Path | None = None) -> Iterator[OursServer]:
+                template: Path | None = None, tls: bool = False,
+                worker_processes: int | None = None) -> Iterator[OursServer]:
     root = ctx.ws.fresh(f"ours-{tag}") / "root"
+    server = OursServer(root, settings, tls=ctx.tls() if tls else None,
+                        worker_processes=worker_processes)
+    server.command()                        # Skipped before any set-up if a flag is missing
     if template is not None:
         shutil.copytree(template, root)
     else:
         create_users(root, users or [USER])
-    server = OursServer(root, settings)
     with server:
         yield server
         if server.tracebacks():
@@ -177,10 +216,24 @@ def pyftpd_server(ctx: Context, tag: str, users: int = 1,
 
 
 @contextlib.contextmanager
-def raw_server(ctx: Context, tag: str) -> Iterator[RawServer]:
+def raw_server(ctx: Context, tag: str, durable: bool = False,
+               tls: bool = False) -> Iterator[RawServer]:
     root = ctx.ws.fresh(f"raw-{tag}") / "root"
-    with RawServer(root) as server:
+    with RawServer(root, durable=durable, tls=ctx.tls() if tls else None) as server:
         yield server
+
+
+@contextlib.contextmanager
+def openssh(ctx: Context) -> Iterator[OpenSsh]:
+    """A throwaway sshd for one measurement; ``Skipped`` where it cannot run."""
+    folder = ctx.ws.fresh("sshd")
+    try:
+        with OpenSsh(folder) as ssh:
+            yield ssh
+    except SshUnavailable as exc:
+        raise Skipped(f"OpenSSH baseline: {exc}") from None
+    finally:
+        remove_tree(folder)
 
 
 @contextlib.contextmanager
@@ -322,6 +375,7 @@ class _Bulk(Scenario):
 class BulkUpload(_Bulk):
     name = "upload"
     title = "upload, no hash declared"
+    contestants = (OURS, PYFTPD, RAW, RAW_DURABLE)
 
     def measure(self, ctx: Context, who: str) -> Result:
         src = ctx.random_file("bulk.bin", ctx.sizes.bulk)
@@ -337,14 +391,16 @@ class BulkUpload(_Bulk):
                     Meter(srv.pid) as m:
                 clients.ftp_put(f, src, "upload.bin")
         else:
-            with raw_server(ctx, self.name) as srv, clients.raw_connect(srv.port) as sock, \
-                    Meter(srv.pid) as m:
+            with raw_server(ctx, self.name, durable=who == RAW_DURABLE) as srv, \
+                    clients.raw_connect(srv.port) as sock, Meter(srv.pid) as m:
                 clients.raw_put(sock, src, "upload.bin")
         return size / m.seconds / MiB, m.extra()
 
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
-        return [Target("ours/pyftpdlib >= 1.0", self._ratio(medians, PYFTPD), 1.0),
-                Target("ours/raw >= 0.9", self._ratio(medians, RAW), 0.9)]
+        # Ours acknowledges what is on disk: the fair floor is the raw server that
+        # does the same.  pyftpdlib and the page-cache raw server are shown beside
+        # it (ratios in the table), with no target.
+        return [Target("ours/raw-durable >= 0.9", self._ratio(medians, RAW_DURABLE), 0.9)]
 
 
 class BulkDownload(_Bulk):
@@ -374,8 +430,9 @@ class BulkDownload(_Bulk):
         return size / m.seconds / MiB, m.extra()
 
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
+        # Issue 17: >= 1.2x pyftpdlib and >= 1.0x raw sendfile (was 0.9x).
         return [Target("ours/pyftpdlib >= 1.2", self._ratio(medians, PYFTPD), 1.2),
-                Target("ours/raw >= 0.9", self._ratio(medians, RAW), 0.9)]
+                Target("ours/raw >= 1.0", self._ratio(medians, RAW), 1.0)]
 
 
 class VerifiedRoundTrip(_Bulk):
@@ -436,8 +493,9 @@ class VerifiedRoundTrip(_Bulk):
                                                    **split)
 
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
-        return [Target("ours (verified) / pyftpdlib (unverified) >= 0.6",
-                       self._ratio(medians, PYFTPD), 0.6)]
+        # Issue 17 raised it from 0.6 (BLAKE3 may be negotiated for the digest).
+        return [Target("ours (verified) / pyftpdlib (unverified) >= 0.75",
+                       self._ratio(medians, PYFTPD), 0.75)]
 
 
 class SmallFiles(Scenario):
@@ -479,23 +537,30 @@ class SmallFiles(Scenario):
 
 
 class ConcurrentUploads(Scenario):
+    """Split in two (issue 17): ``ours-token`` (clients log in with session
+    tokens issued beforehand, the way a reconnecting client does) against
+    pyftpdlib's time; ``ours`` (passwords) against pyftpdlib's time plus the
+    scrypt floor, ``clients x one scrypt / auth worker threads``, with the
+    scrypt time measured in the same run (in ``prepare``)."""
+
     name = "concurrent"
-    title = "concurrent clients: connect + password login + upload + quit"
+    title = "concurrent clients: connect + login (ours: password or token) + upload + quit"
     unit = "s"
     higher_is_better = False
-    contestants = (OURS, PYFTPD, OURS_TOKEN)
-    variants = {OURS_TOKEN: "ours again, but each client logs in with a session token "
-                            "(issued beforehand) instead of its password: the same run "
-                            "without one scrypt hash per client"}
+    contestants = (OURS, OURS_TOKEN, PYFTPD)
 
     def __init__(self) -> None:
         self.template: Path | None = None
         self.tokens: dict[str, str] = {}
+        self.scrypt: dict[str, Any] = {}
+        self.clients = 0
 
     def size_text(self, s: Sizes) -> str:
         return f"{s.clients} x {_size(s.client_upload)}"
 
     def prepare(self, ctx: Context) -> None:
+        self.clients = ctx.sizes.clients
+        self.scrypt = measure_scrypt(repeats=3 if ctx.quick else 8)
         ctx.random_file("client.bin", ctx.sizes.client_upload)
         # One user per client (the daemon caps concurrent uploads per user), made
         # once with the real scrypt cost and copied for every round.
@@ -542,8 +607,29 @@ class ConcurrentUploads(Scenario):
             slowest = _run_clients(one_ftp, names)
         return m.seconds, m.extra(slowest_client_s=slowest, max_cons=cap)
 
+    def floor_s(self) -> float | None:
+        """``clients x one scrypt / auth worker threads``, from this run."""
+        if not self.scrypt:
+            return None
+        return self.clients * self.scrypt["single_s"] / self.scrypt["workers"]
+
+    def info(self) -> dict[str, Any]:
+        # The floor uses one scrypt's wall time, as issue 17 defines it; on a loaded
+        # machine that is inflated by the wait for a core, so the CPU-time version is
+        # recorded beside it (not a target) to tell the two apart.
+        cpu_floor = (self.clients * self.scrypt["single_cpu_s"] / self.scrypt["workers"]
+                     if self.scrypt else None)
+        return {"scrypt": self.scrypt, "scrypt_floor_s": self.floor_s(),
+                "scrypt_floor_cpu_s": cpu_floor}
+
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
-        return [Target("total time <= 1.0x pyftpdlib", self._ratio(medians, PYFTPD), 1.0)]
+        token, pyftpd, ours = medians.get(OURS_TOKEN), medians.get(PYFTPD), medians.get(OURS)
+        floor = self.floor_s()
+        budget = pyftpd + floor if pyftpd is not None and floor is not None else None
+        return [Target("ours-token: pyftpdlib time / ours-token time >= 1.0",
+                       ratio(token, pyftpd, False), 1.0),
+                Target(f"ours (passwords): (pyftpdlib + scrypt floor {floor or 0:.2f} s) "
+                       "/ ours time >= 1.0", ratio(ours, budget, False), 1.0)]
 
 
 def _run_clients(job: Callable[[str], float], users: list[str]) -> float:
@@ -824,10 +910,3 @@ def _size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale} {unit}"
     return f"{n} B"
-
-
-SCENARIOS: list[Scenario] = [
-    BulkUpload(), BulkDownload(), VerifiedRoundTrip(), SmallFiles(), ConcurrentUploads(),
-    TokenLogins(), PasswordLogins(), IdleConnections(), ManyIdleConnections(), SlowReader(),
-]
-BY_NAME = {s.name: s for s in SCENARIOS}
