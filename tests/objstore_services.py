@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -217,10 +218,18 @@ class PostgresService:
         self._pg_ctl("-w", "-m", "fast", "stop")
 
     def start(self) -> None:
-        self._pg_ctl("-w", "start")
+        """Start again as pgserver did: Unix socket in the data folder, no TCP."""
+        socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
+        self._pg_ctl("-w", "-l", str(self.pgdata / "log"), "-o", '-h ""',
+                     "-o", f"-k {socket_dir}", "start")
         self.pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
 
     def close(self) -> None:
+        """Immediate stop (throwaway data), then pgserver removes the folder."""
+        try:
+            self._pg_ctl("-w", "-m", "immediate", "stop")
+        except Exception as exc:     # already down; the PID check below still runs
+            print(f"pg_ctl stop: {exc!r}", file=sys.stderr)
         try:
             self.server.cleanup()
         finally:

@@ -5,6 +5,8 @@
 - :class:`BlobStore` (:mod:`.blobs`): immutable blobs in one bucket; ranged reads.
 - :class:`BlobWriter` (:mod:`.writer`): a blob as a multipart upload spooled to
   the part size, resumable from the recorded parts by any node.
+- :func:`begin_upload` (:mod:`.transfer`): the whole upload sequence over both
+  layers (begin or resume, lock, write, verify, publish).
 - :func:`collect` (:mod:`.collector`): deletes replaced blobs and aborts
   abandoned multipart uploads; safe to crash at any step.
 
@@ -18,8 +20,9 @@ from .collector import collect
 from .meta import MetaStore
 from .namespace import Node
 from .pending import Pending
+from .transfer import UploadHandle, begin_upload
 from .writer import BlobWriter, Part, choose_part_size
 
 __all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "BlobConfig", "BlobStore", "BlobWriter",
-           "MetaStore", "Node", "Part", "Pending", "choose_part_size", "collect",
-           "parse_blob_url"]
+           "MetaStore", "Node", "Part", "Pending", "UploadHandle", "begin_upload",
+           "choose_part_size", "collect", "parse_blob_url"]

@@ -65,7 +65,7 @@ class Database:
         self.pool.open(wait=False)
 
     def close(self) -> None:
-        self.pool.close()
+        self.pool.close(timeout=1.0)   # a worker stuck reconnecting must not hold us up
 
     def connect(self) -> Any:
         """A new connection outside the pool (for ``UploadLocks``)."""
@@ -140,14 +140,21 @@ class UploadLocks:
         another session (any node) holds it."""
         psycopg = self.db._psycopg
         with self._lock:
-            try:
-                conn = self._connection()
-                if upload_id in self._held:
-                    return None            # one writer per upload within a node too
-                row = conn.execute("SELECT pg_try_advisory_lock(%s::int, %s::int) AS ok",
-                                   (LOCK_NS_UPLOAD, upload_id)).fetchone()
-            except psycopg.Error as exc:
-                raise _unavailable(exc)
+            for attempt in (1, 2):
+                try:
+                    conn = self._connection()
+                    if upload_id in self._held:
+                        return None        # one writer per upload within a node too
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s::int, %s::int) AS ok",
+                                       (LOCK_NS_UPLOAD, upload_id)).fetchone()
+                    break
+                except psycopg.OperationalError as exc:
+                    # A session cut since its last use (database restarted): its locks
+                    # are gone with it, so connect once more and ask again.
+                    if attempt == 2 or not conn.broken:
+                        raise _unavailable(exc)
+                except psycopg.Error as exc:
+                    raise _unavailable(exc)
             if not row["ok"]:
                 return None
             self._held.add(upload_id)

@@ -107,7 +107,7 @@ def migrate(conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (LOCK_NS_MIGRATE,))
         conn.execute("CREATE TABLE IF NOT EXISTS ftpd_schema (version integer NOT NULL)")
         row = conn.execute("SELECT version FROM ftpd_schema").fetchone()
-        version = 0 if row is None else int(row[0])
+        version = 0 if row is None else int(row["version"])
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"database schema {version} is newer than this ftpd "
                                f"({SCHEMA_VERSION})")
