@@ -75,12 +75,19 @@ def _tail(path: Path, limit: int = 4000) -> str:
         return "(no log)"
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _wait_gone(pid: int, deadline: float) -> bool:
-    """Reap/poll ``pid`` until it has exited or ``deadline`` (monotonic) passes."""
+    """Poll ``pid`` until it has exited or ``deadline`` (monotonic) passes."""
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -196,13 +203,41 @@ class PostgresService:
         self._pgserver = pgserver
         self.pgdata = workdir / "pgdata"
         # As root, pgserver runs postgres as another user: it must reach the folder.
+        os.chmod(workdir.parent, 0o755)
         os.chmod(workdir, 0o755)
         try:
-            self.server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
+            self._initdb()
+            # cleanup_mode=None: close() stops it by PID and the launcher removes the
+            # folder (pgserver's own clean-up takes seconds and misses a restarted server).
+            self.server = pgserver.get_server(self.pgdata, cleanup_mode=None)
         except OSError as exc:
             raise ServiceUnavailable(f"pgserver's PostgreSQL cannot run here: {exc}")
         self.url = self.server.get_uri()
         self.pid = self.server.get_pid()
+
+    def _initdb(self) -> None:
+        """initdb as pgserver would, but without fsyncs, and a server that skips them too.
+
+        pgserver then finds PG_VERSION and only starts the server.  Throwaway data:
+        durability is not what these tests are about, and fsync dominates start-up
+        on a busy shared disk.
+        """
+        from pgserver._commands import initdb
+
+        self.pgdata.mkdir()
+        user = None
+        if os.geteuid() == 0:
+
+            from pgserver.utils import ensure_user_exists
+
+            user = "pgserver"          # the name pgserver itself uses
+            entry = ensure_user_exists(user)
+            assert entry is not None
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres",
+                "--no-sync"], pgdata=self.pgdata, user=user)
+        with open(self.pgdata / "postgresql.conf", "a") as conf:
+            conf.write("\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
 
     def _pg_ctl(self, *args: str) -> None:
         from pgserver._commands import pg_ctl
@@ -225,13 +260,11 @@ class PostgresService:
         self.pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
 
     def close(self) -> None:
-        """Immediate stop (throwaway data), then pgserver removes the folder."""
+        """Immediate stop (throwaway data), checked by PID; SIGKILL if it lingers."""
         try:
             self._pg_ctl("-w", "-m", "immediate", "stop")
         except Exception as exc:     # already down; the PID check below still runs
             print(f"pg_ctl stop: {exc!r}", file=sys.stderr)
-        try:
-            self.server.cleanup()
         finally:
             pid = self.pid
             if pid and not _wait_gone(pid, time.monotonic() + _STOP_DEADLINE):
@@ -306,7 +339,10 @@ class _Launcher:
                     slot.service.close()  # type: ignore[attr-defined]
                 except Exception as exc:  # teardown goes on for the other one
                     print(f"objstore service teardown: {exc!r}", file=sys.stderr)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        # Removing ~40 MB of server files takes seconds on a busy disk; nothing
+        # waits for it, so it runs on after the session ends.
+        subprocess.Popen(["rm", "-rf", str(self.tmp)], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")

@@ -270,6 +270,7 @@ def test_object_store_down_is_an_io_error(s3_service: SeaweedService, s3_bucket:
     assert info.value.code == "IO_ERROR"
 
 
+@pytest.mark.slow
 def test_upload_resumes_after_seaweedfs_is_stopped_and_started(
         s3_service: SeaweedService, s3_bucket: str) -> None:
     blobs = BlobStore(_config(s3_service, s3_bucket))

@@ -148,6 +148,7 @@ def test_collector_killed_after_deleting_runs_again_safely(nodes: tuple[_Node, _
     assert (blob, "") not in a.meta.take_garbage(1000)
 
 
+@pytest.mark.slow
 def test_upload_resumes_after_a_postgresql_outage_mid_upload(
         pg_service: PostgresService, nodes: tuple[_Node, _Node], user: str) -> None:
     a, _ = nodes

@@ -405,6 +405,7 @@ def test_publish_into_a_folder_removed_meanwhile_is_not_found(
 
 
 # ----------------------------------------------------------------- outages
+@pytest.mark.slow
 def test_postgresql_restart_the_layer_reconnects_by_itself(
         pg_service: PostgresService, meta: MetaStore, user: str) -> None:
     meta.mkdir(user, "/before")
@@ -419,6 +420,7 @@ def test_postgresql_restart_the_layer_reconnects_by_itself(
     assert {n.name for n in meta.ls(user, "/")} == {"before", "after"}
 
 
+@pytest.mark.slow
 def test_upload_locks_reconnect_after_a_postgresql_restart(
         pg_service: PostgresService, meta: MetaStore, user: str) -> None:
     up, _ = _begin(meta, user, "/f")
