@@ -79,6 +79,21 @@ def test_upload_begun_on_one_node_resumes_on_another_from_the_recorded_parts(
     assert _read(b, user, "/big") == data
 
 
+def test_blob_completed_by_a_node_that_died_before_publishing_is_verified_and_published(
+        nodes: tuple[_Node, _Node], user: str) -> None:
+    a, b = nodes
+    data = _data(PART + 10, seed=4)
+    sha = hashlib.sha256(data).hexdigest()
+    up = begin_upload(a.meta, a.blobs, user, "/f", len(data), sha, part_size=PART)
+    up.write(data)
+    up.writer.finish(len(data), sha)     # completed in S3, then A dies before publish
+    a.die()
+    resumed = begin_upload(b.meta, b.blobs, user, "/f", len(data), sha, part_size=PART)
+    assert resumed.offset == len(data)
+    assert resumed.commit().sha256 == sha
+    assert _read(b, user, "/f") == data
+
+
 def test_second_writer_of_one_upload_on_another_node_is_busy(
         nodes: tuple[_Node, _Node], user: str) -> None:
     a, b = nodes
