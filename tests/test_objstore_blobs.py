@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+pytest.importorskip("boto3", reason="needs the objstore extra: pip install -e '.[objstore]'")
+
 from storage.errors import IntegrityError, NotFound, StorageIOError
 from storage.objstore.blobs import MIN_PART_SIZE, BlobConfig, BlobStore, parse_blob_url
 from storage.objstore.writer import BlobWriter, Part, choose_part_size

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest.importorskip("boto3", reason="needs the objstore extra: pip install -e '.[objstore]'")
+pytest.importorskip("psycopg", reason="needs the objstore extra: pip install -e '.[objstore]'")
+
 from storage.errors import NotFound, StorageIOError, UploadBusy
 from storage.objstore import BlobConfig, BlobStore, MetaStore, begin_upload, collect
 from storage.objstore.blobs import MIN_PART_SIZE

@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-import psycopg
 import pytest
+
+pytest.importorskip("psycopg", reason="needs the objstore extra: pip install -e '.[objstore]'")
+
+import psycopg
 
 from storage.errors import (
     AuthFailed,
