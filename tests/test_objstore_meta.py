@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,6 +52,25 @@ def _begin(meta: MetaStore, user: str, path: str, size: int = 10,
            **kw: object) -> tuple[object, bool]:
     return meta.create_upload(user, path, size, None, blob="b" * 32, mpu=unique_name("mpu"),
                               part_size=5 * MIB, **kw)  # type: ignore[arg-type]
+
+
+def _kill_session(url: str, pid: int) -> None:
+    """Terminate a backend (a node dying) and wait until it and its locks are gone.
+
+    ``pg_terminate_backend`` only signals; the backend exits, releasing its
+    locks, a moment later.
+    """
+    with psycopg.connect(url, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = admin.execute(
+                "SELECT (SELECT count(*) FROM pg_stat_activity WHERE pid = %s)"
+                " + (SELECT count(*) FROM pg_locks WHERE pid = %s)", (pid, pid)).fetchone()
+            if row[0] == 0:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"backend {pid} still there after 10 s")
 
 
 def _upload_file(meta: MetaStore, user: str, path: str, size: int = 10,
@@ -351,8 +371,7 @@ def test_lock_is_released_when_the_writers_connection_dies(
         token = meta.locks.acquire(up.id)  # type: ignore[attr-defined]
         assert token is not None
         assert other.locks.acquire(up.id) is None  # type: ignore[attr-defined]
-        with psycopg.connect(pg_database, autocommit=True) as admin:   # the node "dies"
-            admin.execute("SELECT pg_terminate_backend(%s)", (token,))
+        _kill_session(pg_database, token)                # the node "dies"
         assert other.locks.acquire(up.id) is not None  # type: ignore[attr-defined]
 
 
@@ -360,8 +379,7 @@ def test_a_writer_that_lost_its_lock_cannot_record_parts_or_publish(
         pg_database: str, meta: MetaStore, user: str) -> None:
     up, _ = _begin(meta, user, "/f")
     token = meta.locks.acquire(up.id)  # type: ignore[attr-defined]
-    with psycopg.connect(pg_database, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (token,))
+    _kill_session(pg_database, token)  # type: ignore[arg-type]
     with MetaStore(pg_database) as other:
         assert other.locks.acquire(up.id) is not None  # type: ignore[attr-defined]
         with pytest.raises(UploadBusy):
