@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("boto3", reason="needs the objstore extra: pip install -e '.[objstore]'")
 pytest.importorskip("psycopg", reason="needs the objstore extra: pip install -e '.[objstore]'")
+
+import psycopg
 
 from storage.errors import NotFound, StorageIOError, UploadBusy
 from storage.objstore import BlobConfig, BlobStore, MetaStore, begin_upload, collect
@@ -28,14 +31,25 @@ class _Node:
     """What one ftpd node holds: its own pool, lock session and S3 client."""
 
     def __init__(self, url: str, s3: SeaweedService, bucket: str) -> None:
-        self.meta = MetaStore(url, timeout=2.0)
+        self.meta = MetaStore(url, timeout=3.0)
         self.blobs = BlobStore(BlobConfig(bucket=bucket, endpoint=s3.endpoint,
                                           access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY,
                                           connect_timeout=1.0, max_attempts=1))
 
     def die(self) -> None:
-        """The node is gone: its lock session closes, so PostgreSQL frees its locks."""
+        """The node is gone: its lock session closes, so PostgreSQL frees its locks.
+
+        The server notices the closed session a moment later; wait for that (as a
+        client reconnecting to another node would) with a bounded deadline.
+        """
+        pid = self.meta.locks.session
         self.meta.close()
+        with psycopg.connect(self.meta.db.url, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            while admin.execute("SELECT count(*) FROM pg_locks WHERE pid = %s",
+                                (pid,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the dead node's locks stayed"
+                time.sleep(0.02)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ SHA = "ab" * 32
 
 @pytest.fixture
 def meta(pg_database: str) -> Iterator[MetaStore]:
-    store = MetaStore(pg_database, timeout=2.0)
+    store = MetaStore(pg_database, timeout=3.0)
     yield store
     store.close()
 
