@@ -18,4 +18,4 @@ settings.register_profile(
 settings.register_profile("fast", max_examples=20)
 
 # Real daemons (subprocess and in-thread) for integration tests.
-pytest_plugins = ["tests.daemon"]
+pytest_plugins = ["tests.daemon", "tests.objstore_services"]
