@@ -138,7 +138,7 @@ def generate_self_signed(hostname: str | None = None) -> tuple[bytes, bytes]:
     host = hostname or socket.gethostname() or "localhost"
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ftpd {host}"[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
            x509.IPAddress(ipaddress.ip_address("::1"))]
     if host != "localhost":
@@ -213,6 +213,9 @@ def server_context(pair: CertPair, min_version: str = "1.3") -> ssl.SSLContext:
     ctx.minimum_version = MIN_VERSIONS[min_version]
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    # A peer that drops TCP without close_notify is an ordinary EOF, not a fatal
+    # alert: frames are length-prefixed, so a truncation shows in the framing.
+    ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     ctx.num_tickets = NUM_TICKETS
     try:
         ctx.load_cert_chain(pair.cert, pair.key)

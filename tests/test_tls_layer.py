@@ -135,11 +135,19 @@ def test_close_notify_is_a_clean_close(server_ctx, client_ctx):
     assert server.peer_closed and server.clean_close
 
 
-def test_eof_without_close_notify_is_a_close_but_not_clean(server_ctx, client_ctx):
+def test_eof_without_close_notify_is_a_close(server_ctx, client_ctx):
     client, server = connected(server_ctx, client_ctx)
     server.feed_eof()
     assert server.read_into(bytearray(10)) == 0
-    assert server.peer_closed and not server.clean_close
+    assert server.peer_closed
+
+
+def test_eof_without_close_notify_sends_no_alert(server_ctx, client_ctx):
+    client, server = connected(server_ctx, client_ctx)
+    server.data_to_send()
+    server.feed_eof()
+    server.read_into(bytearray(10))
+    assert not server.wants_write
 
 
 def test_server_refuses_a_first_byte_that_is_not_a_handshake(server_ctx):
