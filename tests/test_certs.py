@@ -128,3 +128,77 @@ def test_failed_reload_keeps_the_old_context(tmp_path):
     creds.pair.key.write_text("garbage")
     assert not creds.reload()
     assert creds.context is old_context
+
+
+# ------------------------------------------------------------ ftpd tls / serve flags
+
+
+def test_cli_fingerprint_prints_the_pinned_form(tmp_path, capsys):
+    from ftpd import cli
+
+    assert cli.main(["tls", "fingerprint", "--root", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == certs.default_pair(tmp_path).fingerprint()
+    assert cli.main(["tls", "fingerprint", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == printed
+
+
+def test_cli_rotate_changes_the_fingerprint(tmp_path, capsys):
+    from ftpd import cli
+
+    cli.main(["tls", "fingerprint", "--root", str(tmp_path)])
+    before = capsys.readouterr().out.strip()
+    assert cli.main(["tls", "rotate", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    after = certs.default_pair(tmp_path).fingerprint()
+    assert after != before and f"tls fingerprint {after}" in out
+
+
+def test_cli_fingerprint_of_configured_files(tmp_path, capsys):
+    from ftpd import cli
+
+    pair = certs.rotate(tmp_path / "elsewhere")
+    toml = tmp_path / "ftpd.toml"
+    toml.write_text(f'tls_cert = "{pair.cert}"\ntls_key = "{pair.key}"\n')
+    assert cli.main(["tls", "fingerprint", "--root", str(tmp_path), "--config", str(toml)]) == 0
+    assert capsys.readouterr().out.strip() == pair.fingerprint()
+    assert not (tmp_path / "tls").exists()
+
+
+def test_serve_flags_become_settings(tmp_path):
+    from ftpd import cli, config
+
+    args = cli.build_parser().parse_args(
+        ["serve", "--root", str(tmp_path), "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    settings = {k: v for k, v in cli._tls_serve_settings(args).items() if v is not None}
+    cfg = config.load(**settings)
+    assert (cfg.tls, cfg.tls_cert, cfg.tls_key) == (True, "c.pem", "k.pem")
+
+
+def test_plaintext_flag_turns_tls_off(tmp_path):
+    from ftpd import cli, config
+
+    args = cli.build_parser().parse_args(["serve", "--root", str(tmp_path), "--plaintext"])
+    settings = {k: v for k, v in cli._tls_serve_settings(args).items() if v is not None}
+    assert config.load(**settings).tls is False
+
+
+def test_tls_is_on_by_default_with_tls13():
+    from ftpd import config
+
+    cfg = config.load()
+    assert cfg.tls is True and cfg.tls_min_version == "1.3"
+
+
+@pytest.mark.parametrize("value", ["1.1", "1.0", 1.1])
+def test_tls_min_version_older_than_12_is_refused(value):
+    from ftpd import config
+
+    with pytest.raises(ValueError):
+        config.load(tls_min_version=value)
+
+
+def test_tls_min_version_accepts_an_unquoted_12():
+    from ftpd import config
+
+    assert config.load(tls_min_version=1.2).tls_min_version == "1.2"
