@@ -21,6 +21,7 @@ line.  Exit status:
     6    quota: the user's quota or the server's disk is full
     7    integrity: SHA-256 or size mismatch, or the local file changed during upload
     8    path conflict: exists (use --overwrite), is / is not a folder, not empty
+    9    server not authenticated: unknown or changed fingerprint, bad certificate
     130  interrupted (Ctrl-C); a partial transfer resumes on the next run
 """
 
@@ -31,13 +32,14 @@ import getpass
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .client import Client
 from .commands import COMMANDS, App
 from .errors import FtpError
 from .failures import EXIT_OK, EXIT_TABLE, SomeFailed, UsageError, describe
 from .output import Outcome, Output
+from .trust import terminal_prompt
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2121
@@ -94,6 +96,31 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
                              f"(default {DEFAULT_RETRIES})")
     parser.add_argument("--timeout", type=float, default=d(30.0),
                         help="seconds to wait for the server (default 30)")
+    _add_tls_options(parser, d)
+
+
+def _add_tls_options(parser: argparse.ArgumentParser, d: Callable[[object], object]) -> None:
+    """Server authentication (client/trust.py); failures exit with status 9."""
+    env = os.environ
+    parser.add_argument("--cacert", metavar="FILE", default=d(env.get("FTPC_CACERT")),
+                        help="CA bundle the server's certificate must chain to "
+                             "(env FTPC_CACERT; default: the system store, then pinning)")
+    parser.add_argument("--trust", metavar="SHA256:...", default=d(env.get("FTPC_TRUST")),
+                        help="accept and pin this server fingerprint (env FTPC_TRUST; "
+                             "see `ftpd tls fingerprint`); pins live in FTPC_KNOWN_HOSTS, "
+                             "default ~/.config/ftpc/known_hosts")
+    parser.add_argument("--plaintext", action="store_true", default=d(False),
+                        help="no TLS: everything, password included, crosses the network "
+                             "in clear text; only for a trusted network")
+
+
+def _client_security(args: argparse.Namespace, out: Output) -> dict[str, object]:
+    """Client() keywords for TLS: a yes/no prompt only on a terminal, as ssh."""
+    if args.plaintext:
+        return {"tls": False}
+    tty = sys.stdin.isatty() and sys.stderr.isatty()
+    return {"tls": None, "cacert": args.cacert, "trust": args.trust,
+            "prompt": terminal_prompt if tty else None, "notice": out.warn}
 
 
 def build_parser() -> Parser:
@@ -169,7 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:            # --help
         return exc.code if isinstance(exc.code, int) else 0
     out = Output(json_mode=args.json, quiet=args.quiet)
-    client = Client(args.host, args.port, timeout=args.timeout)
+    try:
+        client = Client(args.host, args.port, timeout=args.timeout,
+                        **_client_security(args, out))
+    except ValueError as exc:            # a malformed --trust
+        failure = describe(UsageError(str(exc)))
+        out.error(failure)
+        return failure.exit_status
     app = App(client, out, retries=args.retries)
     try:
         client.connect()
