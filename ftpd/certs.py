@@ -249,3 +249,30 @@ class ServerCredentials:
         self.context, self.fingerprint = context, fp
         log.info("tls reloaded, fingerprint %s", fp)
         return True
+
+
+# ------------------------------------------------------------ daemon start-up
+
+
+def credentials_for(root: str | Path, tls: bool, cert: str = "", key: str = "",
+                    min_version: str = "1.3") -> ServerCredentials | None:
+    """What ``Server`` needs at start (``None``: plain text).  Takes the Config's
+    ``root, tls, tls_cert, tls_key, tls_min_version``; logs the fingerprint line
+    (``tls fingerprint SHA256:...``) that ``ftpd tls fingerprint`` also prints."""
+    if not tls:
+        return None
+    creds = ServerCredentials(resolve(root, cert or None, key or None), min_version)
+    log.info("tls fingerprint %s", creds.fingerprint)
+    return creds
+
+
+def plaintext_warning(host: str) -> str | None:
+    """The warning to log when plain text listens beyond loopback (None: no warning)."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return (f"TLS is off (--plaintext) and the daemon listens on {host}: passwords, "
+            "tokens and files cross the network in clear text")

@@ -202,3 +202,24 @@ def test_tls_min_version_accepts_an_unquoted_12():
     from ftpd import config
 
     assert config.load(tls_min_version=1.2).tls_min_version == "1.2"
+
+
+def test_credentials_for_plain_text_is_none(tmp_path):
+    assert certs.credentials_for(tmp_path, tls=False) is None
+    assert not (tmp_path / "tls").exists()
+
+
+def test_credentials_for_tls_logs_the_fingerprint(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ftpd.tls")
+    creds = certs.credentials_for(tmp_path, tls=True)
+    assert f"tls fingerprint {creds.fingerprint}" in caplog.text
+    assert creds.fingerprint == certs.default_pair(tmp_path).fingerprint()
+
+
+@pytest.mark.parametrize("host,warns", [("127.0.0.1", False), ("::1", False),
+                                        ("localhost", False), ("0.0.0.0", True),
+                                        ("192.0.2.1", True), ("example.org", True)])
+def test_plaintext_warning_only_beyond_loopback(host, warns):
+    assert (certs.plaintext_warning(host) is not None) == warns

@@ -238,3 +238,11 @@ def test_session_tickets_let_a_client_resume(server_ctx, client_ctx):
 def test_peer_certificate_is_available_to_the_client(server_ctx, client_ctx):
     client, _ = connected(server_ctx, client_ctx)
     assert client.peer_certificate_der()[:1] == b"\x30"      # a DER SEQUENCE
+
+
+def test_a_record_larger_than_tls_allows_is_a_tls_error(server_ctx, client_ctx):
+    client, server = connected(server_ctx, client_ctx)
+    huge = 16384 + 2048 + 1
+    server.feed(bytes([0x17, 0x03, 0x03, huge >> 8, huge & 0xFF]) + b"\x00" * huge)
+    with pytest.raises(TLSError):
+        server.read_into(bytearray(100))

@@ -308,3 +308,16 @@ def test_peer_reset_mid_handshake_loses_the_connection_once(h):
             key.data.on_event(mask)
     assert len(h.proto.lost) == 1
     h.cli_sock = socket.socket()                # so close() in the fixture works
+
+
+def test_a_handshake_dripped_byte_by_byte_still_completes(h):
+    h.client.do_handshake()
+    hello = h.client.data_to_send()
+    for i in range(len(hello)):
+        h.cli_sock.sendall(hello[i:i + 1])
+        for key, mask in h.selector.select(0.05):
+            key.data.on_event(mask)
+        if i < len(hello) - 1:
+            assert not h.transport.handshake_done
+    h.run(lambda: h.transport.handshake_done and h.client.handshake_done)
+    assert h.proto.lost == []
