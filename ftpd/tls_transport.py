@@ -142,6 +142,7 @@ class TLSTransport:
         self._closing = False
         self._closed = False
         self._delivering = False
+        self._redeliver = False          # plaintext left in OpenSSL after a pause
 
     # ------------------------------------------------------------ seam
 
@@ -165,6 +166,10 @@ class TLSTransport:
         try:
             if mask & selectors.EVENT_WRITE:
                 self._flush()
+                if self._redeliver and not self._closed:
+                    self._redeliver = False
+                    self._update_interest()
+                    self._deliver()
             if mask & selectors.EVENT_READ and not self._closed:
                 self._read_once()
         except NotTLS as exc:
@@ -198,10 +203,11 @@ class TLSTransport:
 
         At the end of the file (``preadv`` returns 0) it returns 0 as well;
         the producer knows the file's size and treats that as a shrunk file.
+        Before the handshake it returns 0 too (no download starts before login).
         """
         if (self._closing or self._closed or not self._layer.handshake_done
-                or self.get_write_buffer_size() >= self.high_water or count <= 0):
-            return 0
+                or self._writing_paused or count <= 0):
+            return 0                 # paused: resume_writing() says when to come back
         view = self._buffers.file[:min(count, len(self._buffers.file))]
         n = os.preadv(fd, [view], offset)
         if n <= 0:
@@ -215,20 +221,18 @@ class TLSTransport:
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
+            self._redeliver = False
             self._update_interest()
 
     def resume_reading(self) -> None:
         if self._reading or self._closed:
             return
         self._reading = True
+        # OpenSSL may hold bytes the socket will not announce again.  They are
+        # delivered on the next reactor turn (never from inside this call): write
+        # interest makes the selector wake us at once, as a call_soon would.
+        self._redeliver = self._layer.has_unread_ciphertext()
         self._update_interest()
-        # OpenSSL may already hold decrypted bytes the socket will not announce again.
-        if self._layer.has_unread_ciphertext():
-            try:
-                self._deliver()
-            except TLSError as exc:
-                log.info("tls %s: %s", self.peer, exc)
-                self._force_close(exc)
 
     def is_reading(self) -> bool:
         return self._reading and not self._closing
@@ -319,7 +323,11 @@ class TLSTransport:
         out = self._out
         while out:
             head = out[0]
-            sent = self._io.send(head)
+            try:
+                sent = self._io.send(head)
+            except OSError as exc:       # reset, broken pipe: the peer is gone
+                self._force_close(exc)
+                return
             self._out_size -= sent
             if sent < len(head):
                 out[0] = head[sent:]
@@ -345,7 +353,7 @@ class TLSTransport:
     def _update_interest(self) -> None:
         if not self._closed:
             self._io.set_interest(self._reading and not self._eof and not self._closing,
-                                  bool(self._out))
+                                  bool(self._out) or self._redeliver)
 
     # ------------------------------------------------------------ ending
 

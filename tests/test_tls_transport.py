@@ -321,3 +321,30 @@ def test_a_handshake_dripped_byte_by_byte_still_completes(h):
             assert not h.transport.handshake_done
     h.run(lambda: h.transport.handshake_done and h.client.handshake_done)
     assert h.proto.lost == []
+
+
+def test_resume_reading_delivers_on_the_next_turn_not_inside_the_call(h):
+    h.run(lambda: h.transport.handshake_done and h.client.handshake_done)
+    h.proto.on_data = lambda data: h.transport.pause_reading()
+    h.client.write(b"first")
+    h.client_step()
+    h.client.write(b"second")
+    h.client_step()
+    h.run(lambda: len(h.proto.data) > 0)
+    h.proto.on_data = None
+    before = bytes(h.proto.data)
+    h.transport.resume_reading()
+    assert bytes(h.proto.data) == before          # nothing re-entered the session
+    h.run(lambda: bytes(h.proto.data) == b"firstsecond")
+
+
+def test_a_send_failure_inside_write_is_a_lost_connection_not_an_exception(h):
+    h.run(lambda: h.transport.handshake_done and h.client.handshake_done)
+    h.cli_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+    h.cli_sock.close()
+    for _ in range(50):
+        if h.proto.lost:
+            break
+        h.transport.write(b"z" * 65536)
+    assert len(h.proto.lost) == 1
+    h.cli_sock = socket.socket()
