@@ -176,6 +176,7 @@ class TLSTransport:
             self._refuse_plaintext(exc)
         except TLSError as exc:
             log.info("tls %s: %s", self.peer, exc)
+            self._send_alert()
             self._force_close(exc)
         except OSError as exc:
             self._force_close(exc)
@@ -367,6 +368,15 @@ class TLSTransport:
         except OSError:
             pass
         self._force_close(exc)
+
+    def _send_alert(self) -> None:
+        """Best effort: the alert OpenSSL made (protocol_version...) tells the peer why."""
+        try:
+            alert = self._layer.data_to_send()
+            if alert:
+                self._io.send(alert)
+        except OSError:
+            pass
 
     def _force_close(self, exc: BaseException | None) -> None:
         if self._closed:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -203,3 +205,29 @@ def test_a_reconnect_resumes_the_session_on_the_transport(reactor):
     c.reconnect()
     c.close()
     assert [s.transport.layer.session_reused for s in reactor.sessions] == [False, True]
+
+
+def s_client(port: int, *flags: str) -> tuple[int, str]:
+    proc = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *flags],
+                          input=b"", capture_output=True, timeout=30)
+    return proc.returncode, (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="no openssl command")
+
+
+@needs_openssl
+def test_openssl_s_client_negotiates_tls13(reactor):
+    status, out = s_client(reactor.port, "-tls1_3")
+    assert status == 0
+    assert "New, TLSv1.3" in out
+
+
+@needs_openssl
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_1", "-tls1"])
+def test_openssl_s_client_older_versions_are_refused_with_an_alert(reactor, flag):
+    status, out = s_client(reactor.port, flag, "-cipher", "DEFAULT@SECLEVEL=0")
+    assert status != 0
+    assert "New, (NONE)" in out
+    assert "alert protocol version" in out or "no protocols available" in out
