@@ -206,8 +206,11 @@ class Connection:
             self._file_buffer = memoryview(bytearray(TLS_FILE_CHUNK))
         buf, fd = self._file_buffer, fileobj.fileno()
         start, sent = len(header), 0
-        buf[:start] = header
         try:
+            if start > len(buf) // 2:        # a long pipeline of queued requests
+                self.sock.sendall(header)
+                start = 0
+            buf[:start] = header[:start]
             while sent < count:
                 n = os.preadv(fd, [buf[start:start + min(count - sent, len(buf) - start)]],
                               offset + sent)
