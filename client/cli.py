@@ -119,7 +119,9 @@ def _client_security(args: argparse.Namespace, out: Output) -> dict[str, object]
     if args.plaintext:
         return {"tls": False}
     tty = sys.stdin.isatty() and sys.stderr.isatty()
-    return {"tls": None, "cacert": args.cacert, "trust": args.trust,
+    # Trust material means TLS whatever the default (--cacert/--trust ask for it).
+    tls = True if (args.cacert or args.trust) else None
+    return {"tls": tls, "cacert": args.cacert, "trust": args.trust,
             "prompt": terminal_prompt if tty else None, "notice": out.warn}
 
 

@@ -357,3 +357,50 @@ def test_ftpc_plaintext_to_a_tls_server_exits_3_naming_the_flag(self_signed, cap
 def test_ftpc_malformed_trust_is_a_usage_error(self_signed, monkeypatch):
     monkeypatch.setattr(trust, "TLS_BY_DEFAULT", True)
     assert ftpc(["--port", str(self_signed.port), "--trust", "nope", "ls"]) == 2
+
+
+# ------------------------------------------------------------ ftpc on a terminal
+
+_FTPC_TLS = ("import sys; from client import trust; trust.TLS_BY_DEFAULT = True; "
+             "from client.cli import main; sys.exit(main())")
+
+
+def _spawn_ftpc(server, *args: str):
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "FTPC_PASSWORD": "secret", "FTPC_USER": "alice",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return pexpect, pexpect.spawn(
+        sys.executable, ["-c", _FTPC_TLS, "--host", "127.0.0.1", "--port", str(server.port),
+                         *args], env=env, timeout=20)
+
+
+def test_ftpc_on_a_terminal_asks_yes_no_and_pins(self_signed):
+    pexpect, child = _spawn_ftpc(self_signed, "ls")
+    child.expect(r"\(yes/no\)\? ")
+    assert self_signed.fingerprint in child.before.decode()
+    assert self_signed.requests == []            # nothing sent while asking
+    child.sendline("yes")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert self_signed.fingerprint in known_hosts().read_text()
+
+
+def test_ftpc_on_a_terminal_no_exits_9(self_signed):
+    pexpect, child = _spawn_ftpc(self_signed, "ls")
+    child.expect(r"\(yes/no\)\? ")
+    child.sendline("no")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 9
+    assert not known_hosts().exists()
+    assert self_signed.requests == []
+
+
+def test_ftpc_trust_alone_means_tls(self_signed, monkeypatch):
+    monkeypatch.setenv("FTPC_PASSWORD", "secret")
+    assert ftpc(["--host", "127.0.0.1", "--port", str(self_signed.port), "--user", "alice",
+                 "--trust", self_signed.fingerprint, "ls"]) == 0
+    assert self_signed.plain_refused == 0
