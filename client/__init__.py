@@ -17,6 +17,7 @@ from .errors import (
     QuotaError,
     RegistrationError,
     RequestError,
+    ServerAuthError,
     ServerError,
     TransferError,
     error_for,
@@ -39,6 +40,6 @@ __all__ = [
     "AuthError", "Cancelled", "Client", "ConnectionLost", "Entry", "FtpError", "GetResult",
     "HashResult", "IntegrityError", "Listing", "MoveResult", "NotFoundError", "PathError",
     "PutResult", "QuotaError", "QuotaInfo", "RegistrationError", "RequestError",
-    "ServerError", "Session", "StatResult", "TransferError", "UploadInfo", "error_for",
-    "get_tree", "put_tree",
+    "ServerAuthError", "ServerError", "Session", "StatResult", "TransferError", "UploadInfo",
+    "error_for", "get_tree", "put_tree",
 ]

@@ -25,6 +25,7 @@ line.  Exit status:
     6    quota: the user's quota or the server's disk is full
     7    integrity: SHA-256 or size mismatch, or the local file changed during upload
     8    path conflict: exists (use --overwrite), is / is not a folder, not empty
+    9    server not authenticated: unknown or changed fingerprint, bad certificate
     130  interrupted (Ctrl-C); a partial transfer resumes on the next run
     141  stdout closed early (ftpc ls | head): the output was cut short, quietly
 """
@@ -45,6 +46,7 @@ from .errors import AuthError, FtpError
 from .failures import EXIT_OK, EXIT_PIPE, EXIT_TABLE, SomeFailed, UsageError
 from .output import Outcome, Output
 from .remotes import Remote, keyring_password, netrc_password, resolve
+from .trust import terminal_prompt
 
 DEFAULT_RETRIES = 3
 
@@ -98,6 +100,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, d: object) -> None:
                              "FTPC_PASSWORD, a saved session, ~/.netrc or the terminal")
     parser.add_argument("--timeout", type=float, default=d,
                         help="seconds to wait for the server (default 30)")
+    _add_tls_options(parser, d)
 
 
 def _add_output_options(parser: argparse.ArgumentParser, d: object) -> None:
@@ -112,7 +115,8 @@ def _add_output_options(parser: argparse.ArgumentParser, d: object) -> None:
 
 #: Defaults of the global options (None: resolved later, see ``client.remotes``).
 GLOBAL_DEFAULTS = {"host": None, "port": None, "user": None, "timeout": 30.0,
-                   "json": False, "quiet": False, "retries": DEFAULT_RETRIES}
+                   "json": False, "quiet": False, "retries": DEFAULT_RETRIES,
+                   "cacert": None, "trust": None, "plaintext": False}
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -130,6 +134,34 @@ EXTRA_COMMANDS = {
     "logout": "forget the saved session token for this user and server",
     "shell": "interactive session (like ftp): cd, ls, put, get, mget, lls, !cmd ...",
 }
+
+
+def _add_tls_options(parser: argparse.ArgumentParser, d: object) -> None:
+    """Server authentication (client/trust.py); failures exit with status 9."""
+    parser.add_argument("--cacert", metavar="FILE", default=d,
+                        help="CA bundle the server's certificate must chain to "
+                             "(env FTPC_CACERT; default: the system store, then pinning)")
+    parser.add_argument("--trust", metavar="SHA256:...", default=d,
+                        help="accept and pin this server fingerprint (env FTPC_TRUST; "
+                             "see `ftpd tls fingerprint`); pins live in FTPC_KNOWN_HOSTS, "
+                             "default ~/.config/ftpc/known_hosts")
+    parser.add_argument("--plaintext", action="store_true", default=d,
+                        help="no TLS: everything, password included, crosses the network "
+                             "in clear text; only for a trusted network")
+
+
+def _client_security(args: argparse.Namespace, out: Output) -> dict[str, object]:
+    """Client() keywords for TLS: a yes/no prompt only on a terminal, as ssh."""
+    if args.plaintext:
+        return {"tls": False}
+    env = os.environ
+    cacert = args.cacert or env.get("FTPC_CACERT") or None
+    trust = args.trust or env.get("FTPC_TRUST") or getattr(args, "fingerprint", None) or None
+    tty = sys.stdin.isatty() and sys.stderr.isatty()
+    # Trust material means TLS whatever the default (--cacert/--trust ask for it).
+    tls = True if (cacert or trust) else None
+    return {"tls": tls, "cacert": cacert, "trust": trust,
+            "prompt": terminal_prompt if tty else None, "notice": out.warn}
 
 
 def build_parser() -> Parser:
@@ -246,6 +278,7 @@ def logout(app: App, args: argparse.Namespace) -> Outcome:
 def _resolve(args: argparse.Namespace) -> Remote:
     remote = resolve(args.host, args.port, args.user)
     args.host, args.port, args.user = remote.host, remote.port, remote.user
+    args.fingerprint = remote.fingerprint      # a named remote's pinned server, if any
     return remote
 
 
@@ -269,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:            # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
     out = Output(json_mode=args.json, quiet=args.quiet)
-    client = Client(args.host, args.port, timeout=args.timeout)
+    try:
+        client = Client(args.host, args.port, timeout=args.timeout,
+                        **_client_security(args, out))
+    except ValueError as exc:            # a malformed --trust
+        return out.fail(UsageError(str(exc)))
     app = App(client, out, retries=args.retries)
     try:
         client.connect()

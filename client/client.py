@@ -83,6 +83,7 @@ from .results import (
 )
 from .retry import Notice, ignore
 from .transfer import Progress, Sink
+from .trust import Security
 
 __all__ = ["RESTARTED_NOTICE", "STALE_PART_NOTICE", "UPLOAD_BUSY_BACKOFF", "Client", "Notice"]
 
@@ -106,7 +107,11 @@ class Client:
     retry_backoff = 0.25
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2121, *,
-                 timeout: float | None = 30.0) -> None:
+                 timeout: float | None = 30.0, tls: bool | None = None,
+                 **trust: Any) -> None:
+        #: TLS and server authentication (client/trust.py): ``tls=False`` is plain
+        #: text; ``trust`` takes cacert=, trust=, known_hosts=, prompt=, notice=.
+        self.security = Security.make(tls, **trust)
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -123,7 +128,8 @@ class Client:
         """Connect and read the greeting (``hello`` goes with the next request).
         Replaces any old connection."""
         self.close()
-        self._conn = Connection.open(self.host, self.port, self.timeout)
+        self._conn = Connection.open(self.host, self.port, self.timeout,
+                                     self.security.options)
         assert self._conn.greeting is not None
         return self._conn.greeting
 
@@ -224,6 +230,7 @@ class Client:
 
     def register(self, user: str, password: str) -> str:
         """Create an account (if the server allows it).  Does not log in."""
+        self.security.check_credentials(self._require().sock)
         return self._call(Register, RegisterOk, user=user, password=password).user
 
     def login(self, user: str | None = None, password: str | None = None, *,
@@ -243,6 +250,7 @@ class Client:
         return session
 
     def _login(self, **fields: Any) -> Session:
+        self.security.check_credentials(self._require().sock)
         reply = self._call(Login, LoginOk, **fields)
         self.session = Session(reply.user, reply.cwd, reply.token)
         self.cwd = reply.cwd

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import select
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
@@ -37,6 +39,7 @@ from protocol import (
 from protocol.codec import Event
 from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Request
 
+from . import trust as trusting
 from .errors import ConnectionLost, FtpError, error_for
 
 #: Receive buffer for control replies, made with each connection: small, since most
@@ -49,6 +52,8 @@ CLIENT_MAX_DATA = DEFAULT_MAX_DATA
 #: Never send DATA frames bigger than this, whatever the greeting allows.
 SEND_FRAME_CAP = 64 * 1024 * 1024
 CLIENT_NAME = "ftpc/0.1.0"
+#: Under TLS, file bytes go through Python: read into this one buffer, send, repeat.
+TLS_FILE_CHUNK = 256 * 1024
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 R = TypeVar("R", bound=Reply)
@@ -78,32 +83,54 @@ class Connection:
         self._outbox = b""                        # requests to send with the next one
         self._hello_id: int | None = None         # hello sent, its reply not read yet
         self.closed = False
+        #: TLS: the server was authenticated before anything was sent to it
+        self.encrypted = isinstance(sock, ssl.SSLSocket)
+        self._file_buffer: memoryview | None = None   # TLS uploads, made on the first one
 
     # ------------------------------------------------------------ setup
 
     @classmethod
-    def open(cls, host: str, port: int, timeout: float | None) -> Connection:
-        """Connect, read the greeting and queue ``hello``."""
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except TimeoutError:
-            raise ConnectionLost("TIMEOUT", f"connecting to {host}:{port} timed out")
-        except OSError as exc:
-            raise ConnectionLost("CONNECTION_FAILED",
-                                 f"cannot connect to {host}:{port}: {exc.strerror or exc}")
-        # Requests are small and answered one by one: do not let Nagle hold them.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def open(cls, host: str, port: int, timeout: float | None,
+             tls: trusting.TrustOptions | None = None) -> Connection:
+        """Connect, authenticate the server (with ``tls``; None: plain text), read
+        the greeting and queue ``hello``."""
+
+        def dial() -> socket.socket:
+            try:
+                sock = socket.create_connection((host, port), timeout=timeout)
+            except TimeoutError:
+                raise ConnectionLost("TIMEOUT", f"connecting to {host}:{port} timed out")
+            except OSError as exc:
+                raise ConnectionLost("CONNECTION_FAILED",
+                                     f"cannot connect to {host}:{port}: {exc.strerror or exc}")
+            # Requests are small and answered one by one: do not let Nagle hold them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+
+        sock = dial() if tls is None else trusting.open_tls(dial, host, port, tls, timeout)
         conn = cls(sock)
         try:
             conn._handshake()
         except BaseException:
             conn.close()
             raise
+        if conn.encrypted:
+            trusting.remember_session(sock, trusting.host_key(host, port))
         return conn
 
     def _handshake(self) -> None:
+        early_hello = None
+        if not self.encrypted:
+            # Plain text: hello goes out before the greeting is read, so that a TLS
+            # daemon (which waits for a ClientHello) sees a non-TLS first byte and
+            # answers with its one plain-text refusal frame instead of waiting.
+            early_hello = self.next_id()
+            self.send(_hello_frame(early_hello))
         first = self.next_event()
         if isinstance(first, ErrorReply):
+            if (first.details or {}).get("tls") == "required":
+                raise self.fail(ConnectionLost(
+                    "TLS_REQUIRED", "the server requires TLS: connect without --plaintext"))
             raise self.fail(error_for(first.code, first.message, first.details))
         if not isinstance(first, Greeting):
             raise self.violation(f"expected a greeting, got {_describe(first)}")
@@ -116,6 +143,9 @@ class Connection:
         # hello is pipelined: it goes out in one segment with the first request
         # (usually login), and its reply is read before that request's.  One
         # round trip and one send per connection fewer.
+        if early_hello is not None:
+            self._hello_id = early_hello
+            return
         self._hello_id = self.next_id()
         self._outbox = _hello_frame(self._hello_id)
 
@@ -157,9 +187,38 @@ class Connection:
         """
         self._check_open()
         header, self._outbox = self._outbox + data_header(count), b""
+        if self.encrypted:
+            return self._send_file_frame_tls(fileobj, header, offset, count)
         try:
             self.sock.sendall(header, _MSG_MORE)
             sent = self.sock.sendfile(fileobj, offset, count)
+        except OSError as exc:
+            raise self._send_failed(exc)
+        if sent != count:
+            self.close()
+        return sent
+
+    def _send_file_frame_tls(self, fileobj: BinaryIO, header: bytes, offset: int,
+                             count: int) -> int:
+        """``send_file_frame`` under TLS: no sendfile (the kernel would send clear
+        text); one reused buffer, the header sharing the first piece's records."""
+        if self._file_buffer is None:
+            self._file_buffer = memoryview(bytearray(TLS_FILE_CHUNK))
+        buf, fd = self._file_buffer, fileobj.fileno()
+        start, sent = len(header), 0
+        try:
+            if start > len(buf) // 2:        # a long pipeline of queued requests
+                self.sock.sendall(header)
+                start = 0
+            buf[:start] = header[:start]
+            while sent < count:
+                n = os.preadv(fd, [buf[start:start + min(count - sent, len(buf) - start)]],
+                              offset + sent)
+                if n <= 0:
+                    break
+                self.sock.sendall(buf[:start + n])
+                sent += n
+                start = 0
         except OSError as exc:
             raise self._send_failed(exc)
         if sent != count:
@@ -234,6 +293,8 @@ class Connection:
             return True
         if self.closed:
             return False
+        if self.encrypted and self.sock.pending():   # decrypted, not yet read
+            return True
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):

@@ -78,6 +78,14 @@ class ConnectionLost(FtpError):
     default_code = "CONNECTION_LOST"
 
 
+class ServerAuthError(FtpError):
+    """The server could not be authenticated (exit status 9): unknown or changed
+    fingerprint, a certificate chain that does not validate, a wrong host name.
+    Nothing was sent to it; retrying would not help, so it is no ``ConnectionLost``."""
+
+    default_code = "SERVER_AUTH"
+
+
 class Cancelled(FtpError):
     """Raised by a progress callback (or the user) to stop a transfer.
 

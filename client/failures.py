@@ -18,6 +18,7 @@ from .errors import (
     NotFoundError,
     PathError,
     QuotaError,
+    ServerAuthError,
 )
 
 EXIT_OK = 0
@@ -29,6 +30,7 @@ EXIT_NOT_FOUND = 5
 EXIT_QUOTA = 6
 EXIT_INTEGRITY = 7
 EXIT_CONFLICT = 8
+EXIT_SERVER_AUTH = 9
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141
 
@@ -43,11 +45,13 @@ exit status:
   {EXIT_QUOTA:<4}quota: the user's quota or the server's disk is full
   {EXIT_INTEGRITY:<4}integrity: SHA-256 or size mismatch, or the local file changed during upload
   {EXIT_CONFLICT:<4}path conflict: exists (use --overwrite), is / is not a folder, not empty
+  {EXIT_SERVER_AUTH:<4}server not authenticated: unknown or changed fingerprint, bad certificate
   {EXIT_INTERRUPTED:<4}interrupted (Ctrl-C); a partial transfer resumes on the next run
   {EXIT_PIPE:<4}stdout closed early (ftpc ls | head): the output was cut short, quietly
 """
 
 _BY_FAMILY: tuple[tuple[type[FtpError], int], ...] = (
+    (ServerAuthError, EXIT_SERVER_AUTH),
     (ConnectionLost, EXIT_CONNECTION),
     (AuthError, EXIT_AUTH),
     (NotFoundError, EXIT_NOT_FOUND),

@@ -7,6 +7,10 @@
     ftpd user quota NAME SIZE --root DIR
     ftpd user unlock NAME --root DIR
     ftpd user list --root DIR
+    ftpd serve ... [--tls-cert FILE --tls-key FILE | --plaintext]
+    ftpd tls fingerprint --root DIR     (the SHA256:... clients pin)
+    ftpd tls rotate --root DIR          (a new self-signed pair; clients will refuse it
+                                         until they trust the new fingerprint)
 
 SIZE accepts bytes or binary units: 1G, 500M, 64K, or ``unlimited``.  Without
 ``--password-stdin`` a password is asked for twice on the terminal.  ``user del``
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-register", action="store_true", default=None,
                        help="let clients create accounts")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    _add_tls_serve_flags(serve)
     serve.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                        metavar="NAME=VALUE", help="override any setting (repeatable)")
 
@@ -124,7 +129,58 @@ def build_parser() -> argparse.ArgumentParser:
     with_root(usub.add_parser("list", help="list users"))
     with_root(usub.add_parser("unlock", help="end a lockout of a user name after failed logins")
               ).add_argument("name")
+    _add_tls_parser(sub)
     return parser
+
+
+# ------------------------------------------------------------ tls
+
+
+def _add_tls_serve_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--tls-cert", metavar="FILE",
+                       help="certificate chain (PEM); default: self-signed under ROOT/tls/")
+    serve.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    serve.add_argument("--plaintext", action="store_true",
+                       help="no TLS (setting tls = false); only on a trusted network")
+
+
+def _tls_serve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key,
+            "tls": False if args.plaintext else None}
+
+
+def _add_tls_parser(sub: Any) -> None:
+    tls = sub.add_parser("tls", help="the daemon's TLS certificate")
+    tsub = tls.add_subparsers(dest="action", required=True)
+    for action, text in (("fingerprint", "print the certificate's SHA256 fingerprint"),
+                         ("rotate", "make a new self-signed certificate and key")):
+        p = tsub.add_parser(action, help=text)
+        p.add_argument("--root", required=True, help="the daemon's data folder")
+        p.add_argument("--config", help="TOML file (for tls_cert / tls_key)")
+
+
+def _tls(args: argparse.Namespace) -> int:
+    from . import certs
+
+    try:
+        cfg = configuration.load(args.config, root=args.root)
+        if args.action == "rotate":
+            if cfg.tls_cert:
+                print("ftpd: error: tls_cert is set: replace those files yourself",
+                      file=sys.stderr)
+                return 1
+            pair = certs.rotate(cfg.root)
+            print(f"new certificate {pair.cert}")
+            print(f"tls fingerprint {pair.fingerprint()}")
+            print("clients must trust it again (ftpc --trust); a running daemon "
+                  "picks it up on SIGHUP")
+            return 0
+        pair = certs.resolve(cfg.root, cfg.tls_cert or None, cfg.tls_key or None)
+        print(pair.fingerprint())
+    except (OSError, ValueError, certs.CertError) as exc:
+        print(f"ftpd: error: tls: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -147,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = dict(args.settings)
     flags = dict(root=args.root, host=args.host, port=args.port,
                  allow_register=args.allow_register, log_level=args.log_level)
+    flags.update(_tls_serve_settings(args))
     overrides.update({name: value for name, value in flags.items() if value is not None})
     try:
         cfg = configuration.load(args.config, **overrides)
@@ -239,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "tls":
+        return _tls(args)
     return _user(args)
 
 

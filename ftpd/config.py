@@ -74,6 +74,13 @@ class Config:
     inline_batch_files: int = 32          # files per group (one sync pass for all of them)
     use_sendfile: bool = True
 
+    # TLS (docs/SECURITY.md): on by default; without tls_cert/tls_key the daemon
+    # uses (and on first start makes) a self-signed pair under <root>/tls/
+    tls: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_min_version: str = "1.3"          # "1.2" only if asked; never older
+
     # storage
     scrypt_n: int = 2**14
     partial_ttl: float = 7 * 86_400.0
@@ -107,6 +114,8 @@ class Config:
             raise ValueError("max_data_frame must be between 4 KiB and 64 MiB")
         if not 1024 <= self.max_control_frame <= 1 << 20:
             raise ValueError("max_control_frame must be between 1 KiB and 1 MiB")
+        if self.tls_min_version not in ("1.3", "1.2"):
+            raise ValueError('tls_min_version must be "1.3" or "1.2"')
         return self
 
     def updated(self, **changes: Any) -> Config:
@@ -130,6 +139,8 @@ def _convert(name: str, kind: Any, value: Any) -> Any:
             raise ValueError(f"setting {name}: not a size: {value!r} (try 64K, 1M, 1G)")
     if name == "root":
         return Path(value)
+    if name == "tls_min_version" and isinstance(value, float):
+        return f"{value:.1f}"             # TOML / --set may write 1.3 unquoted
     expected = {"int": int, "float": float, "bool": bool, "str": str}.get(str(kind))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
