@@ -456,8 +456,7 @@ def write_config(home: Path, text: str, mode: int = 0o600) -> Path:
 
 def test_a_named_remote_from_the_config_file(monkeypatch, capsys, user, private_home):
     write_config(private_home, f'[remote.work]\nhost = "{user.daemon.host}"\n'
-                               f'port = {user.daemon.port}\nuser = "{user.name}"\n'
-                               'fingerprint = "sha256:reserved"\n')
+                               f'port = {user.daemon.port}\nuser = "{user.name}"\n')
     monkeypatch.setenv("FTPC_PASSWORD", user.password)
     for key in ("FTPC_HOST", "FTPC_PORT", "FTPC_USER"):
         monkeypatch.delenv(key, raising=False)
