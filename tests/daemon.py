@@ -277,3 +277,18 @@ def inproc_server(tmp_path: Path) -> Iterator[Any]:
         daemon.stop()
     for daemon in started:
         daemon.check_log()
+
+
+def answers_ping(client: Any) -> bool:
+    """Whether a client session is alive and in step with the daemon.
+
+    ``Client.ping`` returns only when the next reply is a pong carrying the ping's
+    request id (``client/connection.py``, ``reply``); a closed session, an error, or a
+    reply left over from an earlier request arrives instead and raises.  That is what a
+    ping proves, so the cause is reported as the assertion failure.
+    """
+    try:
+        client.ping("in step?")
+    except Exception as exc:
+        raise AssertionError(f"no pong with the ping's id: {exc!r}") from exc
+    return True
