@@ -32,6 +32,7 @@ from storage import (
     UploadBusy,
 )
 from storage.uploads import part_name
+from tests.conftest import examples
 
 USER = "u"
 QUOTA = 3000
@@ -313,7 +314,7 @@ class StorageMachine(RuleBasedStateMachine):
 
 
 StorageMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow], database=None,
+    max_examples=examples(100), stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 TestStorageMachine = StorageMachine.TestCase
