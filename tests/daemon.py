@@ -87,13 +87,26 @@ class DaemonProcess:
 
     def log(self, settle: bool = False) -> str:
         """The whole log.  Warnings and errors are in it at once; INFO lines only
-        after ``LOG_SETTLE`` (``settle=True`` waits that long first)."""
+        after ``LOG_SETTLE`` (``settle=True`` waits that long first -- prefer
+        ``wait_for_log``, which waits for the line itself)."""
         if settle:
             time.sleep(LOG_SETTLE)
         try:
             return self.log_path.read_text("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
+        """The whole log, once ``pattern`` (a regular expression) matches in it at least
+        ``count`` times; fails the test after ``timeout`` seconds.  INFO lines reach the
+        file in batches, so this is how a test waits for one."""
+        compiled = re.compile(pattern)
+
+        def matched() -> str:
+            text = self.log()
+            return text if len(compiled.findall(text)) >= count else ""
+
+        return wait_for(matched, timeout, f"{count} log line(s) matching {pattern!r}")
 
     def add_user(self, name: str, password: str, quota: int | None = None) -> None:
         store = Store(self.root, scrypt_n=TEST_SCRYPT_N)
