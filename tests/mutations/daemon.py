@@ -8,7 +8,8 @@ refactor that moves it is reported, not silently skipped -- runs them again
 and prints ``caught`` (they failed) or ``MISSED`` (they passed).  The checkout
 itself is never touched.
 
-    .venv/bin/python -m tests.mutations.daemon                        # all of them
+    .venv/bin/python -m tests.mutations.daemon                        # issue 19's four
+    .venv/bin/python -m tests.mutations.daemon --close-paths          # and the close paths'
     .venv/bin/python -m tests.mutations.daemon fresh-count-removed    # the ones named
 
 Exit status: 0 when every mutation was caught, 1 otherwise.  After a refactor
@@ -82,6 +83,107 @@ MUTATIONS: tuple[Mutation, ...] = (
 )
 
 
+CLOSE = "tests/test_close_paths.py::"
+#: The close and error paths of issue 19's fourth point: one mutation each, run with
+#: ``--close-paths`` (they take a few minutes more).
+CLOSE_PATH_MUTATIONS: tuple[Mutation, ...] = (
+    Mutation(
+        "force-timer-off", "ftpd/connection.py",
+        "        if self.force_timer is None:\n",
+        "        if False:\n",
+        (CLOSE + "test_a_closing_connection_whose_peer_does_not_read_is_cut_after_the_"
+                 "drain_limit",),
+    ),
+    Mutation(
+        "error-frame-inside-data", "ftpd/connection.py",
+        "            if aborted_mid_frame:\n",
+        "            if False:\n",
+        (CLOSE + "test_a_fatal_error_inside_a_download_frame_ends_the_stream_without_an_"
+                 "error_frame",),
+    ),
+    Mutation(
+        "internal-not-fatal", "ftpd/connection.py",
+        '            log.exception("connection %s failed; closing it", self.peer)\n'
+        '            self.fatal("INTERNAL", "internal server error")\n',
+        '            log.exception("connection %s failed; closing it", self.peer)\n',
+        (CLOSE + "test_a_bug_in_a_request_handler_is_an_internal_error_and_a_close",),
+    ),
+    Mutation(
+        "completion-internal-not-fatal", "ftpd/connection.py",
+        '                log.exception("completion failed on %s", self.peer)\n'
+        '                self.fatal("INTERNAL", "internal server error")\n',
+        '                log.exception("completion failed on %s", self.peer)\n',
+        (CLOSE + "test_a_bug_in_a_worker_jobs_completion_is_an_internal_error_and_a_close",),
+    ),
+    Mutation(
+        "stall-ignored", "ftpd/connection.py",
+        '            return self.last_progress + cfg.stall_timeout, "transfer stalled"\n',
+        '            return self.last_request + cfg.idle_timeout, "idle"\n',
+        (CLOSE + "test_a_stalled_transfer_times_out",),
+    ),
+    Mutation(
+        "pread-wrong-offset", "ftpd/connection.py",
+        "256 * 1024), download.pos)\n",
+        "256 * 1024), download.pos + 1)\n",
+        (CLOSE + "test_a_download_arrives_whole_with_and_without_sendfile",),
+    ),
+    Mutation(
+        "shrink-pread-not-closed", "ftpd/connection.py",
+        "            if not chunk:\n"
+        '                self.close("file shrank during download")\n'
+        "                return -1\n",
+        "            if not chunk:\n"
+        "                return -1\n",
+        (CLOSE + "test_a_file_that_shrinks_during_its_download_ends_the_stream",),
+    ),
+    Mutation(
+        "partial-send-dropped", "ftpd/connection.py",
+        "            out[0] = memoryview(chunk)[sent:]\n",
+        "            out.pop(0)\n",
+        (CLOSE + "test_replies_the_socket_takes_only_in_part_arrive_whole",),
+    ),
+    Mutation(
+        "emfile-spins", "ftpd/server.py",
+        "                    self._pause_accepting(1.0)\n"
+        "                    return\n",
+        "                    continue\n",
+        (CLOSE + "test_accepting_pauses_when_the_daemon_runs_out_of_descriptors",),
+    ),
+    Mutation(
+        "checkpoint-on-reactor", "ftpd/server.py",
+        "            self.pool.submit(self.store.checkpoint, self._checkpoint_done)\n",
+        "            self._checkpoint_done(self.store.checkpoint(), None)\n",
+        (CLOSE + "test_the_database_is_checkpointed_periodically_on_a_worker",),
+    ),
+    Mutation(
+        "checkpoint-failure-silent", "ftpd/server.py",
+        '            log.warning("database checkpoint failed: %s", error)\n',
+        "            pass\n",
+        (CLOSE + "test_a_failed_checkpoint_is_logged_and_the_daemon_goes_on",),
+    ),
+    Mutation(
+        "edquot-unmapped", "storage/confine.py",
+        "    if code in (errno.ENOSPC, errno.EDQUOT):\n",
+        "    if code == errno.ENOSPC:\n",
+        (CLOSE + "test_no_space_on_any_write_path_of_a_put_is_no_space",),
+    ),
+    Mutation(
+        "inline-error-not-io", "ftpd/connection.py",
+        '                reply = ErrorReply(id=req.id, code="IO_ERROR",\n'
+        '                                   message=f"commit failed: {outcome}")\n',
+        '                reply = ErrorReply(id=req.id, code="INTERNAL",\n'
+        '                                   message=f"commit failed: {outcome}")\n',
+        (CLOSE + "test_a_failed_inline_store_is_io_error_for_each_put",),
+    ),
+    Mutation(
+        "commit-unexpected-not-logged", "ftpd/connection.py",
+        '                log.error("commit of %s failed", upload.path, exc_info=error)\n',
+        "",
+        (CLOSE + "test_an_unexpected_error_in_a_commit_is_io_error_and_logged",),
+    ),
+)
+
+
 def copy_project(into: Path) -> None:
     for name in COPIED:
         source = REPO / name
@@ -139,8 +241,12 @@ def run(mutation: Mutation) -> tuple[bool, float, str]:
 
 
 def main(argv: list[str]) -> int:
-    chosen = [mu for mu in MUTATIONS if not argv or mu.name in argv]
-    unknown = set(argv) - {mu.name for mu in MUTATIONS}
+    known = MUTATIONS
+    if "--close-paths" in argv:
+        argv = [a for a in argv if a != "--close-paths"]
+        known = MUTATIONS + CLOSE_PATH_MUTATIONS
+    chosen = [mu for mu in known if not argv or mu.name in argv]
+    unknown = set(argv) - {mu.name for mu in known}
     if unknown:
         raise SystemExit(f"unknown mutations: {sorted(unknown)}")
     missed = 0
