@@ -330,10 +330,12 @@ def test_a_failed_checkpoint_is_logged_and_the_daemon_goes_on(inproc_server, mon
 
 
 class Fault:
-    """An OS error injected into one kind of call on staging files (partial uploads),
-    until ``clear()`` -- "space is back"."""
+    """An error injected into one kind of OS call on staging files (partial uploads)
+    until ``clear()`` ("space is back"): ``OSError(code)`` for an errno, or the given
+    exception itself (a file system misbehaving in a way nobody planned for)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, call: str, code: int) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, call: str,
+                 code: int | BaseException) -> None:
         self.call, self.code, self.on, self.hits = call, code, True, 0
         self.real = getattr(os, call)
         monkeypatch.setattr(os, call, getattr(self, call))
@@ -464,8 +466,7 @@ def test_a_put_whose_commit_failed_can_be_retried(inproc_server, monkeypatch):
 def test_an_unexpected_error_in_a_commit_is_io_error_and_logged(inproc_server, monkeypatch):
     daemon = started(inproc_server)
     daemon.allow_tracebacks = True                     # logged with its traceback, on purpose
-    fault = Fault(monkeypatch, "fsync", errno.EIO)
-    fault.code = RuntimeError("injected: the file system driver misbehaves")  # type: ignore
+    Fault(monkeypatch, "fsync", RuntimeError("injected: the file system driver misbehaves"))
     with session(daemon) as wire:
         reply = wire.put("odd.bin", b"z" * 1000)
         assert isinstance(reply, m.ErrorReply) and reply.code == "IO_ERROR", reply
@@ -477,10 +478,11 @@ def test_an_unexpected_error_in_a_commit_is_io_error_and_logged(inproc_server, m
 @pytest.mark.parametrize("failure", ["EIO", "unexpected"])
 def test_a_failed_inline_store_is_io_error_for_each_put(inproc_server, monkeypatch, failure):
     daemon = started(inproc_server)
-    fault = Fault(monkeypatch, "fsync", errno.EIO)
     if failure == "unexpected":
-        daemon.allow_tracebacks = True
-        fault.code = RuntimeError("injected: the group commit broke")  # type: ignore
+        daemon.allow_tracebacks = True                 # logged with its traceback, on purpose
+        Fault(monkeypatch, "fsync", RuntimeError("injected: the group commit broke"))
+    else:
+        Fault(monkeypatch, "fsync", errno.EIO)
     with session(daemon) as wire:
         wire.send_raw(b"".join(
             encode(m.Put(id=i, path=f"f{i}.txt", size=3, inline=True)) + encode_data(b"abc")
