@@ -5,6 +5,7 @@
     ftpd user add NAME --root DIR [--quota SIZE] [--password-stdin]
     ftpd user del|passwd|disable|enable NAME --root DIR
     ftpd user quota NAME SIZE --root DIR
+    ftpd user unlock NAME --root DIR
     ftpd user list --root DIR
 
 SIZE accepts bytes or binary units: 1G, 500M, 64K.  Without
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.add_argument("size", type=parse_size)
     with_root(usub.add_parser("list", help="list users"))
+    with_root(usub.add_parser("unlock", help="end a lockout of a user name after failed logins")
+              ).add_argument("name")
     return parser
 
 
@@ -135,6 +138,13 @@ def _user(args: argparse.Namespace) -> int:
         elif args.action in ("disable", "enable"):
             store.set_disabled(args.name, args.action == "disable")
             print(f"{args.action}d user {args.name}")
+        elif args.action == "unlock":
+            # Works for any name (unknown names are throttled too) and on a running
+            # daemon: the throttle's records live in the catalogue.
+            if store.unlock_user(args.name):
+                print(f"unlocked user {args.name}")
+            else:
+                print(f"user {args.name} had no failed logins on record")
         elif args.action == "list":
             for u in store.list_users():
                 flag = " (disabled)" if u.disabled else ""

@@ -33,6 +33,7 @@ class Config:
     max_connections: int = 10_000
     max_connections_per_ip: int = 1_000
     max_uploads_per_user: int = 8
+    max_connections_per_user: int = 64    # logged-in connections of one user at once
     max_control_frame: int = 64 * 1024
     max_data_frame: int = 1 << 20
 
@@ -45,8 +46,12 @@ class Config:
     # login throttling
     auth_delay_base: float = 0.5          # delay after the first failure, doubling after each
     auth_delay_max: float = 8.0
-    lockout_threshold: int = 10           # consecutive failures per user or per address
+    lockout_threshold: int = 10           # failures per address, or per user name from
+                                          # untrusted sources, before a lockout
     lockout_seconds: float = 300.0
+    auth_failure_decay: float = 60.0      # one failure is forgiven per this many seconds
+    login_trust_days: float = 30.0        # an address that logged in as a user within this
+                                          # many days is exempt from that user's lockout; 0: off
     token_ttl: float = 86_400.0
 
     # buffers and workers
@@ -83,13 +88,15 @@ class Config:
         if self.workers < 1 or self.auth_workers < 0:
             raise ValueError("workers must be >= 1 and auth_workers >= 0")
         for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
-                     "lockout_threshold", "inline_window_files", "inline_window_bytes",
-                     "inline_batches", "inline_batch_files"):
+                     "max_connections_per_user", "lockout_threshold", "inline_window_files",
+                     "inline_window_bytes", "inline_batches", "inline_batch_files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("login_timeout", "idle_timeout", "stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.auth_failure_decay < 0 or self.login_trust_days < 0:
+            raise ValueError("auth_failure_decay and login_trust_days must be >= 0")
         if not 0 <= self.inline_max <= 64 << 20:
             raise ValueError("inline_max must be between 0 and 64 MiB")
         if not 4096 <= self.max_data_frame <= 64 << 20:

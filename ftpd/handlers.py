@@ -67,11 +67,23 @@ def register(conn: Connection, req: m.Register) -> None:
         conn.reply_error(req.id, "REGISTRATION_DISABLED", "this server does not allow registration")
         return
     store = _store(conn)
+    # Throttled per address like a failed login, so probing names costs what guessing does.
+    locked = conn.server.throttle.locked(None, conn.ip)
+    if locked:
+        conn.reply_error(req.id, "LOCKED_OUT", f"too many attempts; try again in "
+                         f"{int(locked) + 1} s", {"retry_after": int(locked) + 1})
+        return
+    delay = conn.server.throttle.register_attempt(conn.ip)
 
     def done(info: Any, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, StorageError):
+            raise error
+        conn.server.timers.call_later(delay, lambda: answer(info, error))
+
+    def answer(info: Any, error: StorageError | None) -> None:
+        if conn.closed:
+            return
         if error is not None:
-            if not isinstance(error, StorageError):
-                raise error
             conn.reply_storage_error(req.id, error)
         else:
             log.info("register %s user=%s", conn.peer, info.name)
@@ -85,7 +97,7 @@ def register(conn: Connection, req: m.Register) -> None:
 def login(conn: Connection, req: m.Login) -> None:
     server = conn.server
     throttle = server.throttle
-    locked = throttle.locked(req.user, conn.ip)
+    locked = throttle.locked(req.user, conn.ip, token=req.token is not None)
     if locked:
         log.info("login refused %s user=%s: locked out", conn.peer, req.user)
         conn.reply_error(req.id, "LOCKED_OUT",

@@ -15,6 +15,16 @@ a fifth of the daemon's CPU.  Here:
   instead of one per record.  WARNING and above are written at once, so a
   crash never hides its cause; a SIGKILL can lose the last ``FLUSH_AFTER``
   seconds of INFO records, nothing else.
+
+Log forging: user names, paths and other values come from the network, and a
+value holding a newline could write a whole fake line ("... login ok
+user=admin") into the log.  So escaping is central, not left to call sites:
+every argument of every record is rendered by ``safe_arg`` (a value with
+control or other unprintable characters, quotes, backslashes, or a space
+together with ``=``, is written as a double-quoted string with escapes;
+numbers are left alone), and the finished message has any remaining
+control character escaped (``escape_controls``).  One record is therefore
+always one line, and a value cannot pose as another ``key=value``.
 """
 
 from __future__ import annotations
@@ -33,6 +43,63 @@ BUFFER_BYTES = 64 * 1024
 FLUSH_AFTER = 0.05
 
 _ACTIVE: list[LoopHandler] = []        # what ``flush`` flushes: set by ``configure``
+
+#: Escapes used inside a quoted value; other unprintable characters become \xNN / \uNNNN.
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(char: str) -> str:
+    known = _ESCAPES.get(char)
+    if known is not None:
+        return known
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
+
+
+def _plain(text: str) -> bool:
+    """True if ``text`` can be logged as it is: printable (a plain space is; newlines, tabs
+    and other separators are not), no quote or backslash, and not a space *and* an ``=``
+    together (which could smuggle a second ``key=value`` into the line)."""
+    return (text.isprintable() and '"' not in text and "\\" not in text
+            and not (" " in text and "=" in text))
+
+
+def safe_arg(value: object) -> object:
+    """A log argument that cannot forge a line or blur where a ``key=value`` ends.
+
+    Numbers (and None, booleans) pass through so ``%d`` and ``%.2f`` still work;
+    anything else is turned into text, and text that is not ``_plain`` becomes a
+    double-quoted string with backslash escapes (``"a\\nb"``).
+    """
+    if value is None or isinstance(value, int | float):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    if _plain(text):
+        return text
+    return '"' + "".join(_escape_char(c) for c in text) + '"'
+
+
+def escape_controls(text: str) -> str:
+    """Escape every unprintable character of a finished message (one record, one line)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def _safe_args(args: Any) -> Any:
+    if type(args) is tuple:
+        # The common case, inlined: plain text and numbers pass as they are.
+        return tuple([value if (type(value) is str and value.isprintable() and '"' not in value
+                                and "\\" not in value and "=" not in value)
+                      or type(value) is int else safe_arg(value) for value in args])
+    if isinstance(args, Mapping):
+        return {key: safe_arg(value) for key, value in args.items()}
+    if isinstance(args, tuple):
+        return tuple(safe_arg(value) for value in args)
+    return args
 
 
 class _Record(logging.LogRecord):
@@ -66,6 +133,17 @@ class _Record(logging.LogRecord):
 _STARTED = time.time()
 
 
+def _message(record: logging.LogRecord) -> str:
+    """``record.getMessage()`` with every argument made safe and control characters escaped."""
+    msg = str(record.msg)
+    if record.args:
+        try:
+            msg = msg % _safe_args(record.args)
+        except (TypeError, ValueError, KeyError):
+            msg = record.getMessage()          # a format mismatch: logging's own error path
+    return escape_controls(msg)
+
+
 class _Formatter(logging.Formatter):
     """``FORMAT``, put together directly, with the date computed once per second."""
 
@@ -74,7 +152,7 @@ class _Formatter(logging.Formatter):
         self._stamp: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = record.getMessage()
+        record.message = _message(record)
         text = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.message}"
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)

@@ -58,9 +58,7 @@ class Server:
         # Two pools, so a storm of password hashes never delays a commit or a listing.
         self.pool = WorkerPool(config.workers)
         self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
-        self.throttle = LoginThrottle(base=config.auth_delay_base, max_delay=config.auth_delay_max,
-                                      threshold=config.lockout_threshold,
-                                      lockout=config.lockout_seconds)
+        self.throttle = LoginThrottle.from_config(config, self.store)
         self.handlers = HANDLERS
         self.connections: set[Connection] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()

@@ -1,56 +1,140 @@
-"""Failed-login bookkeeping: growing delays, then lockouts, per user and per address.
+"""Failed-login bookkeeping: delays, then lockouts, that an attacker cannot turn on others.
 
-A failure delays only the connection that failed (the reactor stops reading
-it and re-arms it with a timer), for ``base * 2**(n-1)`` seconds capped at
-``max_delay``, where n counts consecutive failures of that user name or
-address, whichever is larger.  At ``threshold`` failures the name or the
-address is locked for ``lockout`` seconds, during which even the right
-password is refused (without spending a password hash on it).  Unknown user
-names are tracked like real ones so the replies cannot tell them apart.
+In the spirit of OWASP's device cookies and OpenSSH's per-source penalties:
 
-Password checks in flight count as failures-to-be: a user name or address
-may have at most ``threshold - failures`` checks running at once, so parallel
-connections cannot fire a burst of guesses past the lockout before the first
-answers arrive.  A login over that budget waits (``admit`` says no) until a
-running check finishes.
+* **Per address.**  Every failed login (any user name, known or not, password or
+  token) counts against the address it came from.  Each failure delays only the
+  connection that failed, for ``base * 2**(n-1)`` seconds capped at ``max_delay``;
+  at ``threshold`` failures the address is refused (``LOCKED_OUT``, without
+  spending a password hash) for ``lockout`` seconds, whatever names it tries.
+  A success does *not* clear an address's failures: they decay, one forgiven
+  per ``decay`` seconds, so one address is held to about one guess per ``decay``
+  in the long run however it mixes failures with logins of its own account.
+* **Per user name, for untrusted sources only.**  Failures also count against the
+  user name, so guesses spread over many addresses are slowed and then refused
+  too -- but only for sources the owner has no claim on.  A login with a session
+  token (``locked(..., token=True)``), or from an address that logged in
+  successfully as that account within ``trust_days`` (a device cookie without the
+  cookie), is not subject to the user name's delays or lockout: a stranger's
+  guesses cannot lock the owner out.  A success clears that user name's record
+  only.  ``ftpd user unlock NAME`` clears it by hand.
+* A WARNING is logged when a lockout starts (address or user name).
 
-Tables are bounded: the oldest entries are dropped past ``max_entries``, so a
-flood of random names cannot grow memory without limit.
+Password checks in flight count as failures-to-be: an address (and a user name,
+for untrusted sources) may have at most ``threshold - failures`` checks running
+at once, so parallel connections cannot fire a burst of guesses past the lockout
+before the first answers arrive.  A login over that budget waits (``admit`` says
+no) until a running check finishes.  That budget is per process; the records
+themselves live in the catalogue (:mod:`storage.logins`), shared by every daemon
+process and bounded in size.
+
+The login handler's whole interface: ``locked(user, addr, token=...)`` before a
+login, ``admit``/``release`` around a password check, ``failure`` (returns the
+delay) and ``success``; ``register`` asks ``locked(None, addr)`` and then
+``register_attempt(addr)`` (the delay before its reply).  They run on the
+reactor: each is one or two indexed SQLite reads, and at most two small writes
+(no fsync: WAL, ``synchronous=NORMAL``).
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+import tempfile
 import time
-from collections import OrderedDict
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from storage.db import Database
+from storage.logins import ADDR, USER, FailureState, LoginLedger
+
+if TYPE_CHECKING:
+    from storage import Store
+
+    from .config import Config
+
+log = logging.getLogger("ftpd.throttle")
+
+DAY = 86_400.0
+#: A trusted address's timestamp is rewritten at most this often (one write per hour
+#: per user and address, not one per login).
+TRUST_REFRESH = 3_600.0
+#: How long this process believes a trust look-up (another process may add trust).
+TRUST_CACHE_SECONDS = 5.0
+#: Fully decayed records and expired trust are swept after this many failures.
+PRUNE_EVERY = 1_000
 
 
-@dataclass
-class _Record:
-    failures: int = 0
-    locked_until: float = 0.0
-    last: float = 0.0
+def _private_ledger() -> LoginLedger:
+    """A ledger in a temporary database, for a throttle without a store (unit tests)."""
+    folder = tempfile.mkdtemp(prefix="ftpd-throttle-")
+    db = Database(f"{folder}/throttle.db")
+    ledger = LoginLedger(db)
+    weakref.finalize(ledger, lambda: (db.close(), shutil.rmtree(folder, ignore_errors=True)))
+    return ledger
 
 
 class LoginThrottle:
     def __init__(self, *, base: float, max_delay: float, threshold: int, lockout: float,
-                 max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 decay: float = 60.0, trust_days: float = 30.0, max_entries: int = 100_000,
+                 clock: Callable[[], float] = time.time, store: Store | None = None) -> None:
         self.base = base
         self.max_delay = max_delay
         self.threshold = threshold
         self.lockout = lockout
+        self.decay = decay
+        self.trust_window = trust_days * DAY
         self.max_entries = max_entries
         self.clock = clock
-        self._users: OrderedDict[str, _Record] = OrderedDict()
-        self._addrs: OrderedDict[str, _Record] = OrderedDict()
-        self._inflight: dict[tuple[int, str], int] = {}     # (0 user | 1 addr, key) -> checks
+        self.ledger = store.logins if store is not None else _private_ledger()
+        self._inflight: dict[tuple[int, str], int] = {}     # (USER | ADDR, key) -> checks
+        self._reserved: dict[tuple[str | None, str], list[list[tuple[int, str]]]] = {}
+        self._trust_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._since_prune = 0
 
-    def _live_failures(self, table: OrderedDict[str, _Record], key: str, now: float) -> int:
-        rec = table.get(key)
-        if rec is None or (rec.locked_until and rec.locked_until <= now):
-            return 0
-        return rec.failures
+    @classmethod
+    def from_config(cls, config: Config, store: Store) -> LoginThrottle:
+        """The daemon's throttle: settings from ``config``, records in ``store``."""
+        return cls(base=config.auth_delay_base, max_delay=config.auth_delay_max,
+                   threshold=config.lockout_threshold, lockout=config.lockout_seconds,
+                   decay=config.auth_failure_decay, trust_days=config.login_trust_days,
+                   store=store)
+
+    # ----- reading the records
+    def _state(self, kind: int, key: str, now: float) -> FailureState:
+        return self.ledger.state(kind, key, now, self.decay, self.threshold)
+
+    def trusted(self, user: str | None, addr: str) -> bool:
+        """Did ``addr`` log in as ``user`` within the trust window?  (Cached briefly.)"""
+        if user is None or self.trust_window <= 0:
+            return False
+        now = self.clock()
+        cached = self._trust_cache.get((user, addr))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        answer = self.ledger.trusted(user, addr, now - self.trust_window)
+        if len(self._trust_cache) >= self.max_entries:
+            self._trust_cache.clear()
+        self._trust_cache[(user, addr)] = (now + TRUST_CACHE_SECONDS, answer)
+        return answer
+
+    def _keys(self, user: str | None, addr: str, token: bool = False) -> list[tuple[int, str]]:
+        """The records that bind this attempt: the address, and the user name unless the
+        source is trusted for it (a token, or an address it logged in from)."""
+        keys = [(ADDR, addr)]
+        if user is not None and not token and not self.trusted(user, addr):
+            keys.append((USER, user))
+        return keys
+
+    def locked(self, user: str | None, addr: str, token: bool = False) -> float:
+        """Seconds left on a lockout that refuses this attempt (0 if none).
+
+        ``token``: the client presents a session token; a valid one is not subject
+        to the user name's lockout (an invalid one fails like a wrong password)."""
+        now = self.clock()
+        return max(self._state(kind, key, now).locked(now)
+                   for kind, key in self._keys(user, addr, token))
 
     def admit(self, user: str | None, addr: str) -> bool:
         """Reserve a password check for this user and address, if the budget allows.
@@ -58,64 +142,90 @@ class LoginThrottle:
         Every ``admit`` that returns True must be followed by ``release``.
         """
         now = self.clock()
-        keys = [(0, user, self._users), (1, addr, self._addrs)]
-        for kind, key, table in keys:
-            if key is None:
-                continue
-            running = self._inflight.get((kind, key), 0)
-            if self._live_failures(table, key, now) + running >= self.threshold:
+        keys = self._keys(user, addr)
+        for key in keys:
+            running = self._inflight.get(key, 0)
+            if self._state(*key, now).failures + running >= self.threshold:
                 return False
-        for kind, key, _ in keys:
-            if key is not None:
-                self._inflight[(kind, key)] = self._inflight.get((kind, key), 0) + 1
+        for key in keys:
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+        self._reserved.setdefault((user, addr), []).append(keys)
         return True
 
     def release(self, user: str | None, addr: str) -> None:
-        """A check reserved by ``admit`` finished (before recording its outcome)."""
-        for kind, key in ((0, user), (1, addr)):
-            if key is None:
-                continue
-            left = self._inflight.get((kind, key), 0) - 1
+        """A check reserved by ``admit`` finished (before recording its outcome).
+
+        Gives back exactly the budgets that ``admit`` took (a trusted source took
+        none of the user name's)."""
+        held = self._reserved.get((user, addr))
+        if not held:
+            return
+        keys = held.pop()
+        if not held:
+            del self._reserved[(user, addr)]
+        for key in keys:
+            left = self._inflight.get(key, 0) - 1
             if left > 0:
-                self._inflight[(kind, key)] = left
+                self._inflight[key] = left
             else:
-                self._inflight.pop((kind, key), None)
+                self._inflight.pop(key, None)
 
-    def locked(self, user: str | None, addr: str) -> float:
-        """Seconds left on a lockout of this user or address (0 if none)."""
-        now = self.clock()
-        left = 0.0
-        for table, key in ((self._users, user), (self._addrs, addr)):
-            rec = table.get(key) if key is not None else None
-            if rec is not None and rec.locked_until > now:
-                left = max(left, rec.locked_until - now)
-        return left
-
+    # ----- recording outcomes
     def failure(self, user: str | None, addr: str) -> float:
         """Record a failed login; returns the delay to impose before replying."""
         now = self.clock()
+        binding = self._keys(user, addr)
         worst = 0
-        for table, key in ((self._users, user), (self._addrs, addr)):
+        for kind, key in ((ADDR, addr), (USER, user)):
             if key is None:
                 continue
-            rec = table.pop(key, None) or _Record()
-            if rec.locked_until and rec.locked_until <= now:
-                rec = _Record()            # a served lockout starts a fresh count
-            rec.failures += 1
-            rec.last = now
-            if rec.failures >= self.threshold:
-                rec.locked_until = now + self.lockout
-            table[key] = rec               # most recent last
-            while len(table) > self.max_entries:
-                table.popitem(last=False)
-            worst = max(worst, rec.failures)
+            state, started = self.ledger.fail(kind, key, now, decay=self.decay,
+                                              threshold=self.threshold, lockout=self.lockout,
+                                              max_rows=self.max_entries)
+            if started:
+                what = "address" if kind == ADDR else "user name (for untrusted sources)"
+                log.warning("lockout started: %s %s after %d failed logins or registrations, "
+                            "for %d s",
+                            what, key, state.failures, int(self.lockout))
+            if (kind, key) in binding:
+                worst = max(worst, state.failures)
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            self.ledger.prune(now, self.decay, now - self.trust_window)
         return min(self.max_delay, self.base * 2 ** min(worst - 1, 60)) if worst else 0.0
 
-    def success(self, user: str, addr: str) -> None:
-        self._users.pop(user, None)
-        self._addrs.pop(addr, None)
+    def register_attempt(self, addr: str) -> float:
+        """A ``register`` from ``addr``: it counts against the address like a failed
+        login (recorded before its scrypt runs, so parallel attempts cannot overshoot),
+        and its reply waits the returned delay.  Whether the name was free or taken,
+        an address learns names no faster than it could guess passwords."""
+        return self.failure(None, addr)
 
+    def success(self, user: str, addr: str) -> None:
+        """``user`` logged in from ``addr``: clear that user name's record (only), and
+        trust the address for the account."""
+        now = self.clock()
+        state = self._state(USER, user, now)
+        if state.failures or state.locked_until:
+            self.ledger.clear(USER, user)
+        if self.trust_window > 0:
+            self.ledger.trust(user, addr, now, TRUST_REFRESH)
+            self._trust_cache[(user, addr)] = (now + TRUST_CACHE_SECONDS, True)
+
+    # ----- inspection (tests, ``ftpd user unlock``)
     def failures(self, user: str | None = None, addr: str | None = None) -> int:
-        rec = (self._users.get(user) if user is not None else None) or \
-              (self._addrs.get(addr) if addr is not None else None)
-        return rec.failures if rec else 0
+        """Live failures of ``user`` (or, without one, of ``addr``)."""
+        now = self.clock()
+        if user is not None:
+            return self._state(USER, user, now).failures
+        return self._state(ADDR, addr, now).failures if addr is not None else 0
+
+    def entries(self) -> tuple[int, int]:
+        """Records kept: (user names, addresses)."""
+        return self.ledger.count(USER), self.ledger.count(ADDR)
+
+    def unlock(self, user: str) -> bool:
+        """End a lockout of ``user`` and forget its failures; True if there was one."""
+        self._trust_cache.clear()
+        return self.ledger.clear(USER, user)

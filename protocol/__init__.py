@@ -4,6 +4,7 @@ Nothing here touches a socket, a file or a thread; the daemon and the client
 both feed it bytes and get typed events back.  See docs/PROTOCOL.md.
 """
 
+from . import messages as _messages
 from .codec import MessageStream, Rejected, decode_reply, decode_request, encode
 from .errors import (
     ERROR_CODES,
@@ -27,7 +28,7 @@ from .framing import (
     encode_control,
     encode_data,
 )
-from .messages import *  # noqa: F403 -- every message class is public API
+from .messages import *  # noqa: F403 -- the catalogue's __all__: every message class
 from .messages import MAX_INT, PROTOCOL_VERSION, REPLIES, REQUESTS, Message, Reply, Request
 from .state import TRANSITIONS, State, next_state, refusal_code
 
@@ -39,3 +40,4 @@ __all__ = [
     "State", "UnknownCommand", "data_header", "decode_reply", "decode_request", "encode",
     "encode_control", "encode_data", "next_state", "refusal_code",
 ]
+__all__ += [name for name in _messages.__all__ if name not in __all__]

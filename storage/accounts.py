@@ -2,7 +2,16 @@
 
 Password checks cost one scrypt call whether or not the user exists and whether
 or not the password is right, and fail with one identical ``AuthFailed``, so
-neither timing nor messages reveal which user names exist.  Tokens are random
+neither timing nor messages reveal which user names exist.  For an unknown name
+the scrypt runs with the parameters most stored hashes have (``_probe_params``),
+not the configured ones: after ``scrypt_n`` is raised, old and new hashes differ
+in cost, and unknown names must cost what most real ones do.  ``create`` hashes
+before it looks the name up, so a taken name costs the same as a free one.
+
+Every account has a ``uid`` that is never reused and a ``generation`` bumped by
+``set_password`` and ``set_disabled``: a session remembers both from its login,
+and ``login_valid`` tells it cheaply when that login no longer stands (the
+account was re-passworded, disabled, deleted, or deleted and created again).  Tokens are random
 strings of which only the SHA-256 is stored, so a leaked database holds no usable
 credential.
 """
@@ -20,7 +29,7 @@ from .context import StoreContext
 from .errors import AccountDisabled, AuthFailed, NoSuchUser, UserExists
 from .models import Usage, UserInfo
 from .names import MAX_PASSWORD_CHARS, check_password, check_username, is_valid_username
-from .passwords import PasswordHasher
+from .passwords import PasswordHasher, ScryptParams, parse_params
 
 __all__ = ["Accounts"]
 
@@ -34,9 +43,15 @@ def _check_quota(quota: object) -> int:
     return quota
 
 
+#: How long the parameters of the stored hashes are trusted before being counted again
+#: (another process, ``ftpd user passwd``, may have changed them).
+PROBE_PARAMS_TTL = 60.0
+
+
 def _info(row: sqlite3.Row) -> UserInfo:
     return UserInfo(name=row["name"], quota=row["quota"], used=row["used"],
-                    created=row["created"], disabled=bool(row["disabled"]))
+                    created=row["created"], disabled=bool(row["disabled"]),
+                    uid=row["uid"] or 0, generation=row["generation"])
 
 
 def _digest(token: str) -> str:
@@ -44,24 +59,61 @@ def _digest(token: str) -> str:
 
 
 class Accounts:
+    """Users, their password hashes, login tokens and quota figures.
+
+    Owns the ``users`` and ``tokens`` rows and the creation and removal of a
+    user's two folders (``homes/<user>``, ``staging/<user>``) as a whole.  It
+    may not change what is inside a home or a staging folder while the user
+    exists (``FileTree`` and ``UploadManager`` do that), and it reads the
+    ``uploads`` rows only to report reservations.  Password hashing is the
+    ``PasswordHasher``'s: one scrypt per check, known user or not.
+    """
+
     def __init__(self, ctx: StoreContext, hasher: PasswordHasher) -> None:
         self.ctx = ctx
         self.hasher = hasher
+        self._probe: tuple[float, ScryptParams] | None = None    # (counted at, params)
+
+    def _probe_params(self) -> ScryptParams:
+        """The scrypt parameters of most stored hashes (the configured ones if none).
+
+        Counted with one grouped scan of ``users``, at most every ``PROBE_PARAMS_TTL``
+        seconds; runs where ``verify_password`` runs (a worker)."""
+        now = self.ctx.clock()
+        cached = self._probe
+        if cached is not None and now - cached[0] < PROBE_PARAMS_TTL:
+            return cached[1]
+        # The stored form is scrypt$n$r$p$salt$key: group by what precedes salt and key.
+        row = self.ctx.db.one(
+            "SELECT pwhash, COUNT(*) AS c FROM users GROUP BY "
+            "substr(pwhash, 1, length(pwhash) - ?) ORDER BY c DESC LIMIT 1",
+            (self.hasher.salt_and_key_chars,))
+        params = (parse_params(row["pwhash"]) if row is not None else None) or self.hasher.params
+        self._probe = (now, params)
+        return params
+
+    def _forget_probe(self) -> None:
+        self._probe = None
 
     # ----- users
     def create(self, name: str, password: str, quota: int | None = None) -> UserInfo:
         check_username(name)
         check_password(password)
         quota = self.ctx.default_quota if quota is None else _check_quota(quota)
-        if self.get(name) is not None:  # cheap early answer; the INSERT below decides
-            raise UserExists("user already exists", user=name)
+        # Hash first, whether or not the name is taken: a taken name must not answer
+        # faster than a free one (the INSERT below decides).
         pwhash = self.hasher.hash(password)
         with self.ctx.user_lock(name):
             try:
                 with self.ctx.db.write() as conn:
+                    if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                        raise UserExists("user already exists", user=name)
+                    uid = conn.execute("UPDATE counters SET value = value + 1 "
+                                       "WHERE name = 'next_uid' RETURNING value - 1").fetchone()[0]
                     conn.execute(
-                        "INSERT INTO users (name, pwhash, quota, used, created, disabled) "
-                        "VALUES (?, ?, ?, 0, ?, 0)", (name, pwhash, quota, self.ctx.clock()))
+                        "INSERT INTO users (name, pwhash, quota, used, created, disabled, uid, "
+                        "generation) VALUES (?, ?, ?, 0, ?, 0, ?, 1)",
+                        (name, pwhash, quota, self.ctx.clock(), uid))
                     # Folders inside the transaction: if they cannot be made, no user exists.
                     for base in (self.ctx.homes_fd, self.ctx.staging_fd):
                         try:
@@ -72,6 +124,7 @@ class Accounts:
                             raise map_oserror(exc, "/")
             except sqlite3.IntegrityError:
                 raise UserExists("user already exists", user=name)
+        self._forget_probe()
         info = self.get(name)
         assert info is not None
         return info
@@ -94,6 +147,8 @@ class Accounts:
             with self.ctx.db.write() as conn:
                 conn.execute("DELETE FROM tokens WHERE user = ?", (name,))
                 conn.execute("DELETE FROM uploads WHERE user = ?", (name,))
+                conn.execute("DELETE FROM login_trust WHERE uid = "
+                             "(SELECT uid FROM users WHERE name = ?)", (name,))
                 conn.execute("DELETE FROM users WHERE name = ?", (name,))
 
     def _update(self, name: str, sql: str, args: tuple[object, ...]) -> None:
@@ -110,18 +165,39 @@ class Accounts:
             raise NoSuchUser("no such user", user=name)
         pwhash = self.hasher.hash(password)
         with self.ctx.db.write() as conn:
-            if conn.execute("UPDATE users SET pwhash = ? WHERE name = ?",
-                            (pwhash, name)).rowcount != 1:
+            if conn.execute("UPDATE users SET pwhash = ?, generation = generation + 1 "
+                            "WHERE name = ?", (pwhash, name)).rowcount != 1:
                 raise NoSuchUser("no such user", user=name)
             conn.execute("DELETE FROM tokens WHERE user = ?", (name,))
+            # Addresses that logged in with the old password are trusted no more.
+            conn.execute("DELETE FROM login_trust WHERE uid = "
+                         "(SELECT uid FROM users WHERE name = ?)", (name,))
+        self._forget_probe()
 
     def set_quota(self, name: str, quota: int) -> None:
         self._update(name, "UPDATE users SET quota = ? WHERE name = ?",
                      (_check_quota(quota), name))
 
     def set_disabled(self, name: str, disabled: bool) -> None:
-        self._update(name, "UPDATE users SET disabled = ? WHERE name = ?",
-                     (1 if disabled else 0, name))
+        self._update(name, "UPDATE users SET disabled = ?, generation = generation + 1 "
+                     "WHERE name = ?", (1 if disabled else 0, name))
+
+    def login_stamp(self, name: str) -> tuple[int, int] | None:
+        """``(uid, generation)`` of the account called ``name`` now, None if there is none.
+
+        Fast (one indexed read): a session may ask it for every request."""
+        if not is_valid_username(name):
+            return None
+        row = self.ctx.db.one("SELECT uid, generation, disabled FROM users WHERE name = ?",
+                              (name,))
+        if row is None or row["disabled"]:
+            return None
+        return row["uid"], row["generation"]
+
+    def login_valid(self, name: str, uid: int, generation: int) -> bool:
+        """Whether a login of ``name`` as account ``uid`` at ``generation`` still stands:
+        False once the account was re-passworded, disabled, deleted or re-created."""
+        return self.login_stamp(name) == (uid, generation)
 
     def get(self, name: str) -> UserInfo | None:
         if not is_valid_username(name):
@@ -138,7 +214,8 @@ class Accounts:
             row = self.ctx.db.one("SELECT * FROM users WHERE name = ?", (name,))
         # Junk passwords still cost exactly one scrypt (against the real or dummy hash).
         valid = isinstance(password, str) and 1 <= len(password) <= MAX_PASSWORD_CHARS
-        ok = self.hasher.verify(password if valid else "", None if row is None else row["pwhash"])
+        ok = self.hasher.verify(password if valid else "", None if row is None else row["pwhash"],
+                                self._probe_params() if row is None else None)
         if not (ok and valid) or row is None:
             raise AuthFailed(_AUTH_FAILED)
         if row["disabled"]:
@@ -156,8 +233,8 @@ class Accounts:
         now = self.ctx.clock()
         with self.ctx.db.write() as conn:
             conn.execute("DELETE FROM tokens WHERE expires <= ?", (now,))
-            conn.execute("INSERT INTO tokens (digest, user, expires) VALUES (?, ?, ?)",
-                         (_digest(token), name, now + ttl))
+            conn.execute("INSERT INTO tokens (digest, user, expires, uid) VALUES (?, ?, ?, ?)",
+                         (_digest(token), name, now + ttl, info.uid))
         return token
 
     def verify_token(self, token: str) -> UserInfo:
@@ -165,7 +242,7 @@ class Accounts:
             raise AuthFailed(_TOKEN_FAILED)
         row = self.ctx.db.one(
             "SELECT u.*, t.expires FROM tokens t JOIN users u ON u.name = t.user "
-            "WHERE t.digest = ?", (_digest(token),))
+            "AND u.uid IS t.uid WHERE t.digest = ?", (_digest(token),))
         if row is None or row["expires"] <= self.ctx.clock() or row["disabled"]:
             raise AuthFailed(_TOKEN_FAILED)
         return _info(row)

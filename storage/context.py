@@ -1,34 +1,45 @@
-"""State shared by the store's parts: the data root's fds, the catalogue, the locks.
+"""State shared by the store's parts: the data root's fds, the catalogue, the user locks.
 
 Lock order (outer to inner): an ``Upload``'s own lock, then a user lock, then the
-registry lock.  User locks serialise everything that changes a user's tree *and*
-its quota accounting together (stat-then-rename-then-account must not interleave
-with another thread's remove of the same file); they are held only for quick
-steps, never while hashing.
+writer registry's lock (:mod:`storage.registry`).  User locks serialise
+everything that changes a user's tree *and* its quota accounting together
+(stat-then-rename-then-account must not interleave with another thread's remove
+of the same file); they are held only for quick steps, never while hashing.
+
+This module is a leaf of the storage package's parts: it imports only the
+low-level helpers (``confine``, ``db``, ``names``), never the tree or uploads.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from .confine import open_dir_at
+from .confine import open_dir_at, walk
 from .db import Database
 from .errors import NoSuchUser, NotFound
 from .names import check_username
+from .workdir import WorkDir
 
-if TYPE_CHECKING:
-    from .upload import Upload
-
-__all__ = ["HOMES", "STAGING", "StoreContext"]
+__all__ = ["HOMES", "STAGING", "Parts", "StoreContext", "open_user_dir", "user_dir",
+           "user_parent"]
 
 HOMES = "homes"
 STAGING = "staging"
 
+Parts = tuple[str, ...]
+
 
 class StoreContext:
+    """The data root's open folders, the catalogue, the clock and one lock per user.
+
+    Owns the fds of ``root``, ``homes`` and ``staging`` (closed by ``close``)
+    and the per-user locks.  It knows nothing of uploads or trees: the parts
+    that do (``FileTree``, ``UploadManager``) share it.
+    """
+
     def __init__(self, root: str, db: Database, clock: Callable[[], float],
                  partial_ttl: float, default_quota: int) -> None:
         self.root = root
@@ -41,8 +52,7 @@ class StoreContext:
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.homes_fd = self._ensure_dir(self.root_fd, HOMES)
         self.staging_fd = self._ensure_dir(self.root_fd, STAGING)
-        self.registry: dict[tuple[str, str], Upload] = {}
-        self.registry_lock = threading.Lock()
+        self._locks_lock = threading.Lock()
         self._user_locks: dict[str, threading.RLock] = {}
 
     @staticmethod
@@ -54,7 +64,7 @@ class StoreContext:
         return open_dir_at(dir_fd, name, name)
 
     def user_lock(self, user: str) -> threading.RLock:
-        with self.registry_lock:
+        with self._locks_lock:
             lock = self._user_locks.get(user)
             if lock is None:
                 lock = self._user_locks[user] = threading.RLock()
@@ -73,6 +83,15 @@ class StoreContext:
                 pass
         return self._user_dir(self.staging_fd, user)
 
+    @contextmanager
+    def staging(self, user: str, create: bool = False) -> Iterator[int]:
+        """``staging_dir_fd`` as a context manager that closes the fd."""
+        fd = self.staging_dir_fd(user, create)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
     @staticmethod
     def _user_dir(base_fd: int, user: str) -> int:
         name = check_username(user)
@@ -87,3 +106,41 @@ class StoreContext:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def start_fd(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> tuple[int, int]:
+    """``(fd, n)``: an open folder (caller closes) holding ``parts[:n]``, from which the
+    rest is to be walked.  The session's working folder when ``cwd`` is a ``WorkDir`` of
+    this user and ``parts`` lie below it; else the home (n = 0)."""
+    if isinstance(cwd, WorkDir) and cwd.user == user:
+        depth = len(cwd.parts)
+        if parts[:depth] == cwd.parts:
+            fd = cwd.dup()
+            if fd is not None:
+                return fd, depth
+    return ctx.home_fd(user), 0
+
+
+def open_user_dir(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> int:
+    """fd of the folder ``parts`` in ``user``'s home (caller closes)."""
+    base, done = start_fd(ctx, user, parts, cwd)
+    try:
+        return walk(base, parts[done:], parts[:done])
+    finally:
+        os.close(base)
+
+
+@contextmanager
+def user_dir(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> Iterator[int]:
+    fd = open_user_dir(ctx, user, parts, cwd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def user_parent(ctx: StoreContext, user: str, parts: Parts, cwd: str = "/") -> Iterator[int]:
+    """fd of the folder that holds the last component of ``parts`` (which must be non-empty)."""
+    with user_dir(ctx, user, parts[:-1], cwd) as fd:
+        yield fd

@@ -1,4 +1,5 @@
-"""The SQLite catalogue (``users.db``): users, tokens, upload reservations, hash cache.
+"""The SQLite catalogue (``users.db``): users, tokens, upload reservations, hash cache,
+login throttle.
 
 One connection per thread (``threading.local``) so that reads on the reactor
 thread never wait for a worker's transaction; WAL lets them run side by side.
@@ -20,7 +21,7 @@ from .errors import NoSpace, StorageError, StorageIOError
 
 __all__ = ["SCHEMA_VERSION", "Database", "to_i64"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -59,6 +60,44 @@ CREATE TABLE hashes (
     sha256   TEXT NOT NULL,
     PRIMARY KEY (dev, ino)
 );
+"""
+
+
+#: Version 2 (issue 13): accounts get a never-reused ``uid`` and a ``generation`` bumped
+#: whenever their sessions must end (new password, disabled, deleted), tokens name the
+#: ``uid`` they were issued to, and the login throttle's state lives here so that every
+#: daemon process shares it.  Only ``ALTER TABLE ... ADD COLUMN`` and new tables: an
+#: existing data root is upgraded in place, its rows kept.
+_SCHEMA_V2 = """
+ALTER TABLE users ADD COLUMN uid INTEGER;
+ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tokens ADD COLUMN uid INTEGER;
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+UPDATE users SET uid = rowid;
+INSERT INTO counters (name, value)
+    VALUES ('next_uid', COALESCE((SELECT MAX(uid) FROM users), 0) + 1);
+UPDATE tokens SET uid = (SELECT uid FROM users WHERE users.name = tokens.user);
+CREATE UNIQUE INDEX users_uid ON users(uid);
+CREATE TABLE login_failures (
+    kind         INTEGER NOT NULL,     -- 0: a user name (known or not), 1: an address
+    key          TEXT NOT NULL,
+    failures     INTEGER NOT NULL,     -- failures not yet forgiven (one per decay period)
+    since        REAL NOT NULL,        -- start of the decay period under way
+    locked_until REAL NOT NULL DEFAULT 0,
+    last         REAL NOT NULL,        -- last failure: the oldest rows go first
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX login_failures_last ON login_failures(last);
+CREATE TABLE login_trust (
+    uid  INTEGER NOT NULL,             -- the account (never reused), not the name
+    addr TEXT NOT NULL,
+    last REAL NOT NULL,                -- last successful login of uid from addr
+    PRIMARY KEY (uid, addr)
+);
+CREATE INDEX login_trust_last ON login_trust(last);
 """
 
 
@@ -120,10 +159,11 @@ class Database:
             if version > SCHEMA_VERSION:
                 raise StorageIOError("database was written by a newer version",
                                      version=version, supported=SCHEMA_VERSION)
-            if version < 1:
-                for statement in _SCHEMA_V1.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            for step, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2)):
+                if version < step:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager

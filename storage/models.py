@@ -17,6 +17,11 @@ class UserInfo:
     used: int
     created: float
     disabled: bool
+    #: The account's id, never reused (a re-created name gets a new one), and its
+    #: generation, bumped whenever its sessions must end (new password, disabled).
+    #: A session keeps both from its login and asks ``Store.login_valid`` later.
+    uid: int = 0
+    generation: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-__all__ = ["PasswordHasher", "ScryptParams"]
+__all__ = ["PasswordHasher", "ScryptParams", "parse_params"]
 
 _SALT_BYTES = 16
 _KEY_BYTES = 32
@@ -60,6 +60,12 @@ def _parse(encoded: str) -> tuple[ScryptParams, bytes, bytes] | None:
         return None
 
 
+def parse_params(encoded: str) -> ScryptParams | None:
+    """The cost parameters of a stored hash (None if it is not one of ours)."""
+    parsed = _parse(encoded)
+    return None if parsed is None else parsed[0]
+
+
 class PasswordHasher:
     """Hashes and verifies passwords with scrypt, counting every invocation."""
 
@@ -69,7 +75,21 @@ class PasswordHasher:
         self._lock = threading.Lock()
         # A stand-in for unknown users: random salt and key, so verifying against it
         # costs one scrypt like a real account and can never succeed.
-        self._dummy = (params, os.urandom(_SALT_BYTES), os.urandom(_KEY_BYTES))
+        self._dummies: dict[ScryptParams, tuple[ScryptParams, bytes, bytes]] = {}
+        self._dummy = self._dummy_for(params)
+
+    #: Characters after the parameters in a stored hash: ``$``, salt, ``$``, key (base64).
+    salt_and_key_chars = 1 + len(_b64(bytes(_SALT_BYTES))) + 1 + len(_b64(bytes(_KEY_BYTES)))
+
+    def _dummy_for(self, params: ScryptParams) -> tuple[ScryptParams, bytes, bytes]:
+        with self._lock:
+            dummy = self._dummies.get(params)
+            if dummy is None:
+                if len(self._dummies) >= 16:
+                    self._dummies.clear()
+                dummy = (params, os.urandom(_SALT_BYTES), os.urandom(_KEY_BYTES))
+                self._dummies[params] = dummy
+            return dummy
 
     @property
     def calls(self) -> int:
@@ -91,10 +111,19 @@ class PasswordHasher:
         p = self.params
         return f"{_SCHEME}${p.n}${p.r}${p.p}${_b64(salt)}${_b64(key)}"
 
-    def verify(self, password: str, encoded: str | None) -> bool:
-        """Exactly one scrypt call whatever the input; ``encoded=None`` means unknown user."""
+    def verify(self, password: str, encoded: str | None,
+               unknown_params: ScryptParams | None = None) -> bool:
+        """Exactly one scrypt call whatever the input; ``encoded=None`` means unknown user.
+
+        An unknown user is checked against a stand-in hash with ``unknown_params``
+        (default: the configured ones), so that it costs what a real account does."""
         parsed = _parse(encoded) if encoded is not None else None
-        params, salt, expected = parsed if parsed is not None else self._dummy
+        if parsed is not None:
+            params, salt, expected = parsed
+        elif unknown_params is None or unknown_params == self.params:
+            params, salt, expected = self._dummy
+        else:
+            params, salt, expected = self._dummy_for(unknown_params)
         try:
             key = self._scrypt(password, salt, params)
         except (ValueError, MemoryError):

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from .errors import BadPath
 
-__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "join_user_path", "split_user_path"]
+__all__ = ["MAX_DEPTH", "MAX_NAME_BYTES", "MAX_PATH_BYTES", "join_user_path", "split_user_path"]
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
+#: Folder levels below the home a path may name (``/a/b`` is 2).  Every operation walks
+#: its path one ``openat`` per level, on the reactor for quick commands; 4096 bytes
+#: allow 2,048 levels, and one such ``stat`` held the loop for tens of milliseconds.
+#: 64 levels is deeper than real trees go (issue 13, item 1).
+MAX_DEPTH = 64
 
 
 def _check_text(path: object, what: str) -> str:
@@ -59,7 +64,8 @@ def split_user_path(path: str, cwd: str = "/") -> tuple[str, ...]:
     Absolute paths start at the home root.  ``.``, empty components and ``//``
     collapse; ``..`` pops a component and is refused if it would leave the home.
     Raises ``BadPath`` for non-text, invalid Unicode, control characters (< 0x20
-    and DEL), backslash, components over 255 UTF-8 bytes and paths over 4096.
+    and DEL), backslash, components over 255 UTF-8 bytes, paths over 4096 and
+    paths more than ``MAX_DEPTH`` components deep.
     """
     _check_text(cwd, "working folder")
     _check_text(path, "path")
@@ -67,6 +73,8 @@ def split_user_path(path: str, cwd: str = "/") -> tuple[str, ...]:
     parts = _apply(base, path)
     if len(join_user_path(parts).encode("utf-8")) > MAX_PATH_BYTES:
         raise BadPath(f"path is longer than {MAX_PATH_BYTES} bytes", path=None)
+    if len(parts) > MAX_DEPTH:
+        raise BadPath(f"path is deeper than {MAX_DEPTH} folder levels", path=None)
     return tuple(parts)
 
 

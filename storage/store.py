@@ -23,11 +23,14 @@ from .accounts import Accounts
 from .context import StoreContext
 from .db import Database
 from .errors import StorageError
+from .logins import USER, LoginLedger
 from .models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from .passwords import PasswordHasher, ScryptParams
-from .tree import FileTree
+from .paths import join_user_path
+from .tree import FileTree, open_user_dir
 from .upload import Upload
 from .uploads import UploadManager
+from .workdir import WorkDir
 
 __all__ = ["DB_NAME", "Store"]
 
@@ -214,3 +217,41 @@ class Store:
 
     def expire_uploads(self, now: float | None = None) -> int:
         return self._uploads.expire(now)
+
+    # ----- sessions and the login throttle (issue 13)
+    def login_stamp(self, name: str) -> tuple[int, int] | None:
+        """``(uid, generation)`` of the enabled account called ``name``, None if there is
+        none (deleted, disabled).  Fast: one indexed read."""
+        return self._accounts.login_stamp(name)
+
+    def login_valid(self, name: str, uid: int, generation: int) -> bool:
+        """Whether a session that logged in as ``name`` (``UserInfo.uid`` and
+        ``.generation`` of its login) may go on.  False once the account was given a new
+        password, disabled, deleted, or deleted and created again.  Fast: one indexed
+        read, so a session may ask before every request (or on a short timer)."""
+        return self._accounts.login_valid(name, uid, generation)
+
+    @property
+    def logins(self) -> LoginLedger:
+        """The login throttle's shared records (failures, lockouts, trusted addresses)."""
+        ledger = self.__dict__.get("_logins")
+        if ledger is None:
+            ledger = self.__dict__.setdefault("_logins", LoginLedger(self._ctx.db))
+        return ledger
+
+    def unlock_user(self, name: str) -> bool:
+        """End a lockout of the user name ``name`` and forget its failures (``ftpd user
+        unlock``); True if there was a record.  Addresses keep theirs."""
+        return self.logins.clear(USER, name)
+
+    # ----- a session's working folder held open (issue 13, item 1)
+    def open_workdir(self, user: str, path: str, cwd: str = "/") -> WorkDir:
+        """``cd``: open the folder ``path`` (relative to ``cwd``) and return it as a
+        ``WorkDir``: its normalised path (a ``str``, usable wherever ``cwd`` is) holding
+        an open descriptor.  Passed back as ``cwd``, it lets every tree operation on a
+        path below it walk only the components past it.  The caller closes it (on the
+        next ``cd``, logout, or the end of the session).  Errors as ``is_dir``:
+        NotFound, NotADirectory, BadPath (symlink, too deep)."""
+        parts = self._tree.locate(user, path, cwd)
+        fd = open_user_dir(self._ctx, user, parts, cwd)
+        return WorkDir(join_user_path(parts), user, parts, fd)

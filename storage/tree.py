@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .confine import (
     entry_type,
@@ -22,41 +20,14 @@ from .confine import (
     symlink_error,
     walk,
 )
-from .context import StoreContext
+from .context import Parts, StoreContext, open_user_dir, start_fd, user_dir, user_parent
 from .errors import BadPath, Exists, IsADirectory, NotADirectory, NotFound
 from .hashing import cache_forget, cache_lookup, cache_store, sha256_fd
 from .models import Entry
 from .names import check_username
 from .paths import join_user_path, split_user_path
 
-__all__ = ["FileTree", "open_user_dir", "user_parent"]
-
-Parts = tuple[str, ...]
-
-
-def open_user_dir(ctx: StoreContext, user: str, parts: Parts) -> int:
-    """fd of the folder ``parts`` in ``user``'s home (caller closes)."""
-    home = ctx.home_fd(user)
-    try:
-        return walk(home, parts)
-    finally:
-        os.close(home)
-
-
-@contextmanager
-def user_dir(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
-    fd = open_user_dir(ctx, user, parts)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def user_parent(ctx: StoreContext, user: str, parts: Parts) -> Iterator[int]:
-    """fd of the folder that holds the last component of ``parts`` (which must be non-empty)."""
-    with user_dir(ctx, user, parts[:-1]) as fd:
-        yield fd
+__all__ = ["FileTree", "open_user_dir", "start_fd", "user_parent"]
 
 
 def _make_entry(name: str, path: str, st: os.stat_result) -> Entry:
@@ -76,6 +47,16 @@ def _lstat_existing(dir_fd: int, name: str, path: str) -> os.stat_result:
 
 
 class FileTree:
+    """The confined file tree of every user: what a client sees under its home.
+
+    Owns nothing but its reference to the shared ``StoreContext``.  It may
+    change files and folders inside ``homes/<user>/`` and give bytes back to
+    ``users.used`` when a file leaves the tree (remove, replace by rename), both
+    under the user's lock.  It may not touch ``staging/``, upload rows or
+    reservations: those belong to the ``UploadManager``; and it never follows
+    a symbolic link.
+    """
+
     def __init__(self, ctx: StoreContext) -> None:
         self.ctx = ctx
 
@@ -90,7 +71,7 @@ class FileTree:
     def list_dir(self, user: str, path: str, cwd: str = "/") -> list[Entry]:
         parts = self.locate(user, path, cwd)
         entries = []
-        with user_dir(self.ctx, user, parts) as fd, os.scandir(fd) as it:
+        with user_dir(self.ctx, user, parts, cwd) as fd, os.scandir(fd) as it:
             for de in it:
                 try:
                     de.name.encode("utf-8")
@@ -108,14 +89,14 @@ class FileTree:
         parts = self.locate(user, path, cwd)
         shown = join_user_path(parts)
         if not parts:
-            with user_dir(self.ctx, user, parts) as fd:
+            with user_dir(self.ctx, user, parts, cwd) as fd:
                 return _make_entry("/", "/", os.fstat(fd))
-        with user_parent(self.ctx, user, parts) as pfd:
+        with user_parent(self.ctx, user, parts, cwd) as pfd:
             return _make_entry(parts[-1], shown, _lstat_existing(pfd, parts[-1], shown))
 
     def is_dir(self, user: str, path: str, cwd: str = "/") -> str:
         parts = self.locate(user, path, cwd)
-        with user_dir(self.ctx, user, parts):
+        with user_dir(self.ctx, user, parts, cwd):
             return join_user_path(parts)
 
     def mkdir(self, user: str, path: str, cwd: str = "/", parents: bool = False) -> str:
@@ -126,9 +107,11 @@ class FileTree:
                 return shown
             raise Exists("already exists", path=shown)
         with self.ctx.user_lock(user):
-            fd = self.ctx.home_fd(user)
+            fd, done = start_fd(self.ctx, user, parts[:-1], cwd)   # the last is always made
             try:
                 for i, name in enumerate(parts):
+                    if i < done:
+                        continue
                     here = join_user_path(parts[: i + 1])
                     last = i == len(parts) - 1
                     st = lstat_at(fd, name, here)
@@ -160,7 +143,7 @@ class FileTree:
         shown = join_user_path(parts)
         if not parts:
             raise BadPath("the home folder cannot be removed", path=shown)
-        with self.ctx.user_lock(user), user_parent(self.ctx, user, parts) as pfd:
+        with self.ctx.user_lock(user), user_parent(self.ctx, user, parts, cwd) as pfd:
             st = _lstat_existing(pfd, parts[-1], shown)
             if not stat.S_ISDIR(st.st_mode):
                 raise NotADirectory("not a folder", path=shown)
@@ -175,7 +158,7 @@ class FileTree:
         shown = join_user_path(parts)
         if not parts:
             raise IsADirectory("is a folder", path=shown)
-        with self.ctx.user_lock(user), user_parent(self.ctx, user, parts) as pfd:
+        with self.ctx.user_lock(user), user_parent(self.ctx, user, parts, cwd) as pfd:
             st = _lstat_existing(pfd, parts[-1], shown)
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectory("is a folder; use rmdir", path=shown)
@@ -205,8 +188,8 @@ class FileTree:
             raise BadPath("the home folder cannot be replaced", path=dshown)
         if dparts[: len(sparts)] == sparts and dparts != sparts:
             raise BadPath("a folder cannot be moved inside itself", path=dshown)
-        with (self.ctx.user_lock(user), user_parent(self.ctx, user, sparts) as sfd,
-              user_parent(self.ctx, user, dparts) as dfd):
+        with (self.ctx.user_lock(user), user_parent(self.ctx, user, sparts, cwd) as sfd,
+              user_parent(self.ctx, user, dparts, cwd) as dfd):
             sst = _lstat_existing(sfd, sparts[-1], sshown)
             if sparts == dparts:
                 return sshown, dshown
@@ -233,7 +216,7 @@ class FileTree:
         shown = join_user_path(parts)
         if not parts:
             raise IsADirectory("is a folder", path=shown)
-        with user_parent(self.ctx, user, parts) as pfd:
+        with user_parent(self.ctx, user, parts, cwd) as pfd:
             fd, st = open_regular_file(pfd, parts[-1], shown)
         return fd, st.st_size
 
@@ -260,7 +243,7 @@ class FileTree:
         shown = join_user_path(parts)
         if not parts:
             raise IsADirectory("is a folder", path=shown)
-        with user_parent(self.ctx, user, parts) as pfd:
+        with user_parent(self.ctx, user, parts, cwd) as pfd:
             st = _lstat_existing(pfd, parts[-1], shown)
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectory("is a folder", path=shown)

@@ -5,6 +5,10 @@ two threads at once, but its lock makes that harmless (and lets the store close
 its fd safely from another thread).  Writes never fsync: durability is the job
 of ``commit``, which runs in a worker thread.  After any write error the offset is
 re-read from the file, so it always equals the bytes really held.
+
+The upload does not know who made it: it reports ``commit``, ``release`` and
+``abort`` to an ``UploadOwner`` (the ``UploadManager``), so this module imports
+nothing of the manager's.
 """
 
 from __future__ import annotations
@@ -14,19 +18,28 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .confine import map_oserror
 from .errors import NoSpace, OffsetMismatch, StorageIOError
 from .hashing import PrefixHasher
 from .models import CommitResult
+from .partials import write_all
+from .placement import Target
 
-if TYPE_CHECKING:
-    from .uploads import UploadManager
-
-__all__ = ["Upload"]
+__all__ = ["Upload", "UploadOwner"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class UploadOwner(Protocol):
+    """What an ``Upload`` asks of whoever began it; each is called with the upload's lock held."""
+
+    def commit(self, upload: Upload) -> CommitResult: ...
+
+    def release(self, upload: Upload) -> None: ...
+
+    def discard(self, upload: Upload) -> None: ...
 
 
 class Upload:
@@ -35,20 +48,23 @@ class Upload:
     Attributes: ``user``, ``path`` (normalised target), ``size`` and ``sha256``
     (as declared), ``offset`` (bytes held), ``restarted`` (an older partial with
     a different declaration was discarded), ``overwrite``.
+
+    Owns one open descriptor of its partial and the running hash.  Methods and
+    fields with one underscore (``_fd``, ``_target``, ``_resync``, ``_close``,
+    ``_revoke``) are for the storage package only, never for the daemon.
     """
 
-    def __init__(self, manager: UploadManager, *, user: str, path: str, parts: tuple[str, ...],
-                 size: int, sha256: str | None, overwrite: bool, fd: int, offset: int,
-                 restarted: bool) -> None:
-        self.user = user
-        self.path = path
+    def __init__(self, owner: UploadOwner, target: Target, *, size: int, sha256: str | None,
+                 fd: int, offset: int, restarted: bool) -> None:
+        self.user = target.user
+        self.path = target.path
         self.size = size
         self.sha256 = sha256
-        self.overwrite = overwrite
+        self.overwrite = target.overwrite
         self.offset = offset
         self.restarted = restarted
-        self._manager = manager
-        self._parts = parts
+        self._owner = owner
+        self._target = target
         self._fd = fd
         self._state = "active"  # -> released | committed | discarded | closed
         self._lock = threading.Lock()
@@ -89,21 +105,13 @@ class Upload:
 
     def _write(self, data: bytes | bytearray | memoryview) -> int:
         self._check_active()
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        length = view.nbytes
+        length = memoryview(data).nbytes
         end = self.offset + length
         if end > self.size:
             raise OffsetMismatch("data would pass the declared size", expected=self.offset,
                                  got=end, size=self.size)
-        done = 0
         try:
-            while done < length:
-                written = os.write(self._fd, view[done:])
-                if written <= 0:
-                    raise OSError(errno.EIO, "write made no progress")
-                done += written
+            write_all(self._fd, data)
         except OSError as exc:
             self._resync()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -181,19 +189,19 @@ class Upload:
                     raise ValueError("commit: a malformed or second, different SHA-256")
                 self.sha256 = sha256
                 self.expect_hash_later()
-            return self._manager.commit(self)
+            return self._owner.commit(self)
 
     def release(self) -> None:
         """Stop writing but keep the partial and its reservation (until expiry). Idempotent."""
         with self._lock:
             if self.active:
-                self._manager.release(self)
+                self._owner.release(self)
 
     def abort(self) -> None:
         """Discard the partial and its reservation, ending this writer."""
         with self._lock:
             self._check_active()
-            self._manager.discard(self)
+            self._owner.discard(self)
 
     def _check_active(self) -> None:
         if not self.active:

@@ -91,12 +91,15 @@ def test_threshold_failures_lock_the_user_and_the_address():
     assert throttle.locked("alice", "10.0.0.1") == 0
 
 
-def test_success_resets_the_count():
+def test_success_resets_the_user_names_count_but_not_the_addresss():
+    """Issue 13 item 5 reversed the old promise that a success resets both counts: one
+    address could mix its own logins into a spray of guesses."""
     throttle = _throttle(FakeClock())
     for _ in range(3):
         throttle.failure("alice", "a")
     throttle.success("alice", "a")
-    assert throttle.failure("alice", "a") == 0.5
+    assert throttle.failure("alice", "b") == 0.5       # the user name starts afresh
+    assert throttle.failure("bob", "a") == 4.0         # the address does not
 
 
 def test_password_checks_in_flight_count_against_the_lockout_budget():
@@ -115,7 +118,8 @@ def test_the_throttle_tables_stay_bounded():
                              clock=FakeClock())
     for i in range(1000):
         throttle.failure(f"user{i}", f"addr{i}")
-    assert len(throttle._users) == 100 and len(throttle._addrs) == 100
+    users, addrs = throttle.entries()
+    assert 0 < users <= 100 and 0 < addrs <= 100
 
 
 def test_huge_failure_counts_do_not_overflow_the_delay():
@@ -201,8 +205,9 @@ def test_user_add_twice_fails_with_a_clear_message(tmp_path):
     assert again.returncode == 1 and "USER_EXISTS" in again.stderr
 
 
-def test_user_add_without_a_terminal_or_stdin_flag_refuses():
-    result = _ftpd("user", "add", "erin", "--root", "/tmp/never-created-ftpd-root")
+def test_user_add_without_a_terminal_or_stdin_flag_refuses(tmp_path):
+    root = tmp_path / "never-created"
+    result = _ftpd("user", "add", "erin", "--root", str(root))
     assert result.returncode != 0 and "--password-stdin" in result.stderr
 
 

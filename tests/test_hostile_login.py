@@ -10,12 +10,15 @@ user name *and* per address.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
 import protocol.messages as m
+from tests.daemon import REPO
 from tests.test_hostile_support import SourceWire
 
 VICTIM, VICTIM_PW = "victim", "the right one"
@@ -122,9 +125,9 @@ def test_other_users_on_other_addresses_are_unaffected_by_a_lockout(inproc_serve
 
 
 def test_a_locked_user_name_is_refused_from_every_address(inproc_server):
-    """The lockout is per user name: from a fresh address the victim is refused too.  This
-    is the documented price of per-user lockouts (an attacker can lock a victim out; see
-    docs/SECURITY.md)."""
+    """The lockout is per user name for untrusted sources: from a fresh address (one that
+    never logged in as the victim, without a token) the victim's name is refused too, so
+    guesses spread over many addresses stay capped.  Trusted sources are exempt (below)."""
     daemon = inproc_server(lockout_threshold=3, lockout_seconds=60)
     daemon.add_user(VICTIM, VICTIM_PW)
     lock_out(daemon, VICTIM, "127.0.0.1", 3)
@@ -193,3 +196,125 @@ def test_parallel_guesses_from_one_address_are_capped_by_the_lockout(inproc_serv
             wire.close()
     spent = daemon.store.hash_calls - before
     assert spent <= 3, f"{spent} passwords were checked: {codes.count('AUTH_FAILED')} answered"
+
+
+# ---------------------------------------------------------------- lockout is no weapon
+# (issue 13): an attacker's address is locked out; the owner, at an address it logged
+# in from before or with a token, and other users at other addresses, are not.
+
+
+def login_ok(daemon: Any, source: str, user: str, password: str,
+             want_token: bool = False) -> Any:
+    with SourceWire(daemon.host, daemon.port, source) as wire:
+        reply = wire.login(user, password, want_token)
+        assert isinstance(reply, m.LoginOk), (source, user, reply)
+        return reply
+
+
+def test_a_stranger_cannot_lock_the_owner_out_of_an_address_it_used_before(inproc_server):
+    """The owner logged in from .20 last week; an attacker at .21 sends wrong passwords
+    for the owner's name until it is locked.  The attacker's address is refused for every
+    name; a fresh untrusted address is refused the owner's name (spread guesses stay
+    capped); the owner at .20 logs in at once with one hash; another user at .22 too."""
+    daemon = inproc_server(auth_delay_base=0.4, auth_delay_max=0.4, lockout_threshold=3,
+                           lockout_seconds=60)
+    daemon.add_user(VICTIM, VICTIM_PW)
+    daemon.add_user(OTHER, OTHER_PW)
+    login_ok(daemon, "127.0.0.20", VICTIM, VICTIM_PW)
+    lock_out(daemon, VICTIM, "127.0.0.21", 3)
+    with SourceWire(daemon.host, daemon.port, "127.0.0.21") as wire:
+        assert wire.login(OTHER, OTHER_PW).code == "LOCKED_OUT"          # the attacker
+    with SourceWire(daemon.host, daemon.port, "127.0.0.23") as wire:
+        assert wire.login(VICTIM, VICTIM_PW).code == "LOCKED_OUT"        # untrusted source
+    for source, user, password in (("127.0.0.20", VICTIM, VICTIM_PW),
+                                   ("127.0.0.22", OTHER, OTHER_PW)):
+        before = daemon.store.hash_calls
+        with SourceWire(daemon.host, daemon.port, source) as wire:
+            reply, took = timed_login(wire, user, password)
+            assert isinstance(reply, m.LoginOk), (source, reply)
+            assert isinstance(wire.call(m.Ls(id=50)), m.LsOk)
+        assert took < 0.4, f"{user} at {source} waited {took:.3f} s"
+        assert daemon.store.hash_calls == before + 1
+
+
+def test_a_session_token_is_not_subject_to_the_user_names_lockout(inproc_server):
+    """With address trust off, the owner's token still logs in while strangers have the
+    name locked; the owner's password from that untrusted address does not."""
+    daemon = inproc_server(lockout_threshold=3, lockout_seconds=60, login_trust_days=0)
+    daemon.add_user(VICTIM, VICTIM_PW)
+    token = login_ok(daemon, "127.0.0.30", VICTIM, VICTIM_PW, want_token=True).token
+    lock_out(daemon, VICTIM, "127.0.0.31", 3)
+    with SourceWire(daemon.host, daemon.port, "127.0.0.32") as wire:
+        assert wire.login(VICTIM, VICTIM_PW).code == "LOCKED_OUT"
+        reply = wire.call(m.Login(id=wire.next_id(), user=VICTIM, token=token))
+        assert isinstance(reply, m.LoginOk) and reply.user == VICTIM
+
+
+def test_logging_in_between_guesses_does_not_reset_the_address(inproc_server):
+    """Issue 13 item 5: one address sprays wrong passwords over many names and logs in to
+    its own account after every 2 failures (lockout after 5).  Before the fix each success
+    reset the address's count and the spray was never locked out."""
+    daemon = inproc_server(lockout_threshold=5, lockout_seconds=60)
+    daemon.add_user(OTHER, OTHER_PW)
+    codes = []
+    with SourceWire(daemon.host, daemon.port, "127.0.0.40") as wire:
+        for round_ in range(4):
+            codes += [wire.login(f"name{round_}x{i}", "wrong").code for i in range(2)]
+            reply = wire.login(OTHER, OTHER_PW)
+            codes.append(reply.code if reply.type == "error" else "OK")
+            if reply.type != "error":
+                wire.call(m.Logout(id=wire.next_id()))
+    assert codes[:5] == ["AUTH_FAILED", "AUTH_FAILED", "OK", "AUTH_FAILED", "AUTH_FAILED"]
+    assert "LOCKED_OUT" in codes and codes[-1] == "LOCKED_OUT", codes
+
+
+def test_a_lockout_start_is_logged_as_a_warning(inproc_server, caplog):
+    daemon = inproc_server(lockout_threshold=3, lockout_seconds=60)
+    daemon.add_user(VICTIM, VICTIM_PW)
+    lock_out(daemon, VICTIM, "127.0.0.50", 3)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and r.name == "ftpd.throttle"]
+    assert any("lockout started: address 127.0.0.50" in w for w in warnings), warnings
+    assert any(f"user name (for untrusted sources) {VICTIM}" in w for w in warnings), warnings
+
+
+def test_ftpd_user_unlock_ends_a_running_daemons_lockout(inproc_server):
+    """The lockout is in the catalogue, so ``ftpd user unlock`` (another process) ends it
+    for the running daemon at once.  (The attacker's address stays locked.)"""
+    daemon = inproc_server(lockout_threshold=3, lockout_seconds=600)
+    daemon.add_user(VICTIM, VICTIM_PW)
+    lock_out(daemon, VICTIM, "127.0.0.60", 3)
+    with SourceWire(daemon.host, daemon.port, "127.0.0.61") as wire:
+        assert wire.login(VICTIM, VICTIM_PW).code == "LOCKED_OUT"
+    done = subprocess.run([sys.executable, "-m", "ftpd.cli", "user", "unlock", VICTIM,
+                           "--root", str(daemon.root)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert done.returncode == 0 and f"unlocked user {VICTIM}" in done.stdout, done.stderr
+    login_ok(daemon, "127.0.0.61", VICTIM, VICTIM_PW)
+    with SourceWire(daemon.host, daemon.port, "127.0.0.60") as wire:
+        assert wire.login(VICTIM, VICTIM_PW).code == "LOCKED_OUT"
+
+
+# ---------------------------------------------------------------- name probing (item 11)
+
+
+def test_register_is_throttled_per_address_like_a_failed_login(inproc_server):
+    """Before the fix ``register`` told taken names apart at once, without a hash and
+    without a limit.  Now every register costs one scrypt whether the name is taken or
+    free, counts against the address like a failed login, and past the threshold the
+    address is LOCKED_OUT for register and login alike; other addresses are not."""
+    daemon = inproc_server(allow_register=True, lockout_threshold=3, lockout_seconds=60)
+    daemon.add_user(VICTIM, VICTIM_PW)
+    codes, hashes = [], []
+    with SourceWire(daemon.host, daemon.port, "127.0.0.70") as wire:
+        for name in (VICTIM, "newbie", "newbie", "another"):
+            before = daemon.store.hash_calls
+            reply = wire.call(m.Register(id=wire.next_id(), user=name, password="pw"))
+            codes.append(reply.code if reply.type == "error" else "OK")
+            hashes.append(daemon.store.hash_calls - before)
+        assert wire.login("newbie", "pw").code == "LOCKED_OUT"
+    assert codes == ["USER_EXISTS", "OK", "USER_EXISTS", "LOCKED_OUT"]
+    assert hashes == [1, 1, 1, 0]
+    with SourceWire(daemon.host, daemon.port, "127.0.0.71") as wire:
+        assert wire.call(m.Register(id=1, user="another", password="pw")).type == "register"
+        assert isinstance(wire.login("newbie", "pw"), m.LoginOk)

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from storage import Exists, IntegrityError, NotFound, QuotaExceeded, SmallFile, Store, UploadBusy
+from storage import (
+    Exists,
+    IntegrityError,
+    NotFound,
+    QuotaExceeded,
+    SmallFile,
+    Store,
+    UploadBusy,
+    faults,
+)
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -82,31 +91,14 @@ def test_a_path_being_written_by_a_resumable_upload_is_busy(store):
         up.release()
 
 
-# A child stores a group and dies (os._exit, as abrupt as SIGKILL for the files and the
-# catalogue) at one step of it; the parent reopens the store, which runs recover().
+# A child stores a group and dies (os._exit at a crash point, as abrupt as SIGKILL for the
+# files and the catalogue) at one step of it; the parent reopens the store, which runs recover().
 CHILD = r"""
 import os, sys
-import storage.uploads as u
-from storage import SmallFile, Store
+from storage import SmallFile, Store, faults
 root, step = sys.argv[1], sys.argv[2]
-def die(*a, **k):
-    os._exit(9)
-calls = {"n": 0}
-def die_later(real):
-    def wrapped(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os._exit(9)
-        return real(*a, **k)
-    return wrapped
-if step == "write":
-    u.UploadManager._write_group = die
-elif step == "place":
-    u.UploadManager._place = die_later(u.UploadManager._place)
-elif step == "account":
-    u.UploadManager._account = staticmethod(die_later(u.UploadManager._account))
-elif step == "dir-fsync":
-    u._fsync_dir = die
+if step != "none":
+    faults.set_hook(faults.exit_at(step))
 store = Store(root, scrypt_n=16)
 store.store_small_files("alice", [SmallFile(f"f{i}", bytes([i]) * (3000 + i), overwrite=True)
                                   for i in range(6)])
@@ -114,7 +106,9 @@ os._exit(0)
 """
 
 
-@pytest.mark.parametrize("step", ["write", "place", "account", "dir-fsync", "none"])
+@pytest.mark.parametrize("step", ["group.after_begin", "group.after_place@2",
+                                  "group.after_place@6", "group.after_account",
+                                  "group.after_dir_fsync", "none"])
 def test_a_crash_at_any_step_leaves_complete_files_and_exact_accounting(tmp_path, step):
     root = tmp_path / "root"
     with Store(root, scrypt_n=16) as s:
@@ -122,7 +116,7 @@ def test_a_crash_at_any_step_leaves_complete_files_and_exact_accounting(tmp_path
         s.store_small_files("alice", [SmallFile("f0", b"older", overwrite=True)])
     proc = subprocess.run([sys.executable, "-c", CHILD, str(root), step], cwd=REPO,
                           capture_output=True, timeout=60)
-    assert proc.returncode == (0 if step == "none" else 9), proc.stderr
+    assert proc.returncode == (0 if step == "none" else faults.CRASH_EXIT), proc.stderr
     with Store(root, scrypt_n=16) as s:            # recover() runs here
         folder = root / "homes" / "alice"
         visible = {p.name: p.read_bytes() for p in folder.iterdir()}

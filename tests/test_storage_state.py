@@ -31,8 +31,7 @@ from storage import (
     Upload,
     UploadBusy,
 )
-from storage.uploads import part_name
-from tests.conftest import examples
+from storage.partials import part_name
 
 USER = "u"
 QUOTA = 3000
@@ -313,8 +312,9 @@ class StorageMachine(RuleBasedStateMachine):
         assert staged <= {part_name(p) for p in self.partials}
 
 
+# Only what this machine needs on top of the profile: the number of examples and
+# the example database come from the profile (--hypothesis-profile), never lowered here.
 StorageMachine.TestCase.settings = settings(
-    max_examples=examples(100), stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
 )
 TestStorageMachine = StorageMachine.TestCase

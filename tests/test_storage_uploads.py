@@ -22,7 +22,7 @@ from storage import (
     Store,
     UploadBusy,
 )
-from storage.uploads import part_name
+from storage.partials import part_name
 
 
 def sha(data: bytes) -> str:
@@ -507,15 +507,18 @@ def test_interrupted_commit_is_finished_at_start_up(store, root, monkeypatch):
     data = b"payload"
     up = store.begin_upload("alice", "/f", len(data), sha(data))
     up.write(data)
-    from storage import uploads
+    from storage import faults
 
-    def crash(*_args, **_kwargs):
-        raise SystemExit("simulated crash")
+    def crash(step: str) -> None:
+        if step == "commit.after_place":
+            raise SystemExit("simulated crash")
 
-    monkeypatch.setattr(uploads.UploadManager, "_account", staticmethod(crash))
-    with pytest.raises(SystemExit):
-        up.commit()
-    monkeypatch.undo()
+    previous = faults.set_hook(crash)
+    try:
+        with pytest.raises(SystemExit):
+            up.commit()
+    finally:
+        faults.set_hook(previous)
     store.close()
     with Store(root, scrypt_n=2**4) as again:
         usage = again.usage("alice")

@@ -55,20 +55,21 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "lockout-skipped-for-tokens", "ftpd/handlers.py",
+        "    locked = throttle.locked(req.user, conn.ip, token=req.token is not None)\n"
         "    if locked:\n",
+        "    locked = throttle.locked(req.user, conn.ip, token=req.token is not None)\n"
         "    if locked and req.token is None:\n",
         ("tests/test_hostile_lockout.py::"
-         "test_a_token_login_is_refused_while_its_user_is_locked_out",
-         "tests/test_hostile_lockout.py::"
-         "test_a_token_login_is_refused_from_a_locked_out_address"),
+         "test_a_token_login_is_refused_from_a_locked_out_address",),
     ),
+    # Issue 19's "fresh count after a served lockout removed" no longer applies: issue 13
+    # replaced the fresh count by decay ("once served, the next failure locks again unless
+    # failures decayed meanwhile", SECURITY.md).  Its successor: failures never decay.
     Mutation(
-        "fresh-count-removed", "ftpd/throttle.py",
-        "            if rec.locked_until and rec.locked_until <= now:\n"
-        "                rec = _Record()            # a served lockout starts a fresh count\n",
-        "",
-        ("tests/test_hostile_lockout.py::"
-         "test_a_served_lockout_starts_a_fresh_count_of_failures",),
+        "failures-never-decay", "storage/logins.py",
+        "    if decay > 0 and failures > 0 and now > since:\n",
+        "    if False:\n",
+        ("tests/test_throttle_records.py::test_address_failures_decay_one_per_period",),
     ),
     Mutation(
         "closed-by-peer-lies", "tests/wire.py",

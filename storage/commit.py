@@ -1,0 +1,169 @@
+"""The crash-safe commit of one upload, and the start-up recovery that completes it.
+
+Why a commit is durable when ``put.done`` goes out, step by step (the group
+commit, :mod:`storage.group`, follows the same order for a whole group):
+
+1. the partial's bytes are written and ``fsync``ed (the group commit first starts
+   the write-back of every file of its group, then fsyncs them one by one: the
+   first fsync's journal commit carries most of the others' blocks, so the
+   rest are cheap);
+2. under the user lock: the target is checked, the row is *marked* with the
+   partial's (dev, ino) in one transaction, the partial is linked (or renamed)
+   into place, and the reservation becomes usage in a second transaction;
+3. the lock is released, *then* the target folder is ``fsync``ed (one fsync per
+   folder for a whole group) -- only now is the link durable;
+4. only then does the caller report success.
+
+``begin`` adds one rule of its own: an old partial with another declaration is
+unlinked *before* the row is rewritten, so a crash can never let new data be
+appended to old bytes.
+
+A crash (SIGKILL) anywhere leaves either an ordinary partial (before the mark:
+never visible, resumable or expired later), or a marked row that ``recover``
+finishes (the target holds the marked inode: drop a staging name still linked
+to it, then account it) or rolls back (it does not: the mark is cleared and the
+partial stays resumable).  Nothing is ever reported done before step 3, so no
+acknowledged file can be missing after a crash.  The folder fsync runs outside
+the user lock so that commits of one user on several workers overlap their
+syncs (ext4 then batches them into fewer journal commits); accounting stays
+inside the lock with the link, so a concurrent ``rm`` of the same file cannot
+interleave between them.  The one thing a *power loss* between steps 2 and 3
+can leave is a usage counter that counts a link which did not reach the disk
+-- a quota over-count, never a lost or half-visible file; with
+``synchronous=NORMAL`` the catalogue's last transactions were already
+best-effort on power loss.
+
+Every step boundary is a named crash point (:mod:`storage.faults`);
+``tests/test_storage_crashpoints.py`` kills a real process at each of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable
+
+from . import faults
+from .confine import lstat_at, map_oserror
+from .context import StoreContext, user_parent
+from .errors import IntegrityError, StorageError
+from .hashing import cache_store
+from .models import CommitResult
+from .partials import fsync_dir, part_name, unlink_quietly
+from .paths import split_user_path
+from .placement import place, replaced_size
+from .registry import WriterRegistry
+from .reservations import CommitMark, account, mark
+from .upload import Upload
+
+__all__ = ["commit", "recover"]
+
+
+def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
+           discard: Callable[[Upload], None]) -> CommitResult:
+    """Verify ``upload``, make it durable and move it into place (caller holds its lock).
+
+    ``IntegrityError`` if incomplete (partial kept) or the SHA-256 differs
+    (``discard`` is called first).  Any other error leaves the upload active,
+    unmarked and resumable.
+    """
+    fd, size, path, target = upload._fd, upload.size, upload.path, upload._target
+    try:
+        length = os.fstat(fd).st_size
+    except OSError as exc:
+        raise map_oserror(exc, path)
+    if length != size:
+        upload._resync()
+        raise IntegrityError("upload is incomplete", path=path, expected=size, got=length)
+    # Without a declared SHA-256 there is nothing to verify against: skip the
+    # full re-read (the size was checked above); `file_hash` computes it on demand.
+    if upload.hasher is not None:
+        digest, hashed = upload.hasher.finish(fd, size)   # usually only the tail is left
+    else:
+        digest, hashed = None, size
+    if hashed != size or (upload.sha256 is not None and digest != upload.sha256):
+        discard(upload)
+        raise IntegrityError("content does not match the declared SHA-256 and size;"
+                             " the partial upload was discarded", path=path,
+                             expected=upload.sha256, got=digest)
+    try:
+        os.fsync(fd)                                           # step 1
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise map_oserror(exc, path)
+    faults.crash_point("commit.after_fsync")
+    with contextlib.ExitStack() as stack:
+        with ctx.user_lock(target.user):                       # step 2
+            pfd = stack.enter_context(user_parent(ctx, target.user, target.parts))
+            old = replaced_size(pfd, target, at_commit=True)
+            with ctx.db.write() as conn:
+                mark(conn, target.user, path, CommitMark.of(st, old))
+            faults.crash_point("commit.after_mark")
+            try:
+                with ctx.staging(target.user) as sfd:
+                    place(sfd, pfd, target, part_name(path))
+            except BaseException:
+                with ctx.db.write() as conn:
+                    mark(conn, target.user, path, None)
+                raise
+            faults.crash_point("commit.after_place")
+            with ctx.db.write() as conn:
+                account(conn, target.user, path, size - old)
+                if digest is not None:
+                    cache_store(conn, st, digest)
+            faults.crash_point("commit.after_account")
+            upload._close("committed")
+            registry.drop(target.user, path, upload)
+        fsync_dir(pfd)                                         # step 3, outside the lock
+        faults.crash_point("commit.after_dir_fsync")
+    return CommitResult(path=path, size=size, sha256=digest)   # step 4
+
+
+def recover(ctx: StoreContext) -> None:
+    """Finish or roll back commits interrupted by a crash (rows still carrying a mark).
+
+    Itself crash-safe: each row is finished by steps that can be repeated, so a
+    crash during recovery leaves rows the next start-up recovers again.
+    """
+    for row in ctx.db.all("SELECT * FROM uploads WHERE commit_ino IS NOT NULL"
+                          " ORDER BY user, path"):
+        user, path = row["user"], row["path"]
+        marked = CommitMark(row["commit_dev"], row["commit_ino"], row["commit_old"] or 0)
+        with ctx.user_lock(user):
+            st = None
+            try:
+                parts = split_user_path(path)
+                with user_parent(ctx, user, parts) as pfd:
+                    st = lstat_at(pfd, parts[-1], path)
+            except StorageError:
+                pass
+            if st is None or not stat.S_ISREG(st.st_mode) or not marked.matches(st):
+                with ctx.db.write() as conn:             # never placed: roll back
+                    mark(conn, user, path, None)
+                faults.crash_point("recover.after_unmark")
+                continue
+            _unlink_linked_partial(ctx, user, path, st)
+            with ctx.db.write() as conn:                 # placed: account it
+                account(conn, user, path, row["size"] - marked.old)
+                if row["sha256"] is not None:
+                    cache_store(conn, st, row["sha256"])
+            faults.crash_point("recover.after_account")
+
+
+def _unlink_linked_partial(ctx: StoreContext, user: str, path: str,
+                           st: os.stat_result) -> None:
+    """A crash between link and unlink leaves the staging name linked to the published
+    file: remove it, so no second name of a published file stays where partials are
+    written (nothing may ever write through it)."""
+    try:
+        sfd = ctx.staging_dir_fd(user)
+    except StorageError:
+        return
+    try:
+        pst = lstat_at(sfd, part_name(path), path)
+        if pst is not None and (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino):
+            unlink_quietly(sfd, part_name(path))
+            faults.crash_point("recover.after_unlink")
+    finally:
+        os.close(sfd)
