@@ -375,15 +375,6 @@ class Fault:
 
 SPACE = [errno.ENOSPC, errno.EDQUOT]
 SPACE_IDS = ["ENOSPC", "EDQUOT"]
-#: Found by these tests (issue 19), to be fixed in ftpd/: when a commit fails (its fsync, say)
-#: the daemon never releases the upload's writer, so the put cannot be retried -- every
-#: later put of that path, from any session, gets UPLOAD_BUSY until the daemon restarts, and
-#: the reservation stays counted.  ``Upload.commit`` says "on other errors the upload stays
-#: active and resumable; release() it"; the commit's completion ends the upload with
-#: ``released=False`` whatever the outcome.  strict: once fixed, these pass and the marker
-#: must go.
-COMMIT_FAILURE_LEAKS_THE_WRITER = pytest.mark.xfail(
-    strict=True, reason="a failed commit never releases its upload: the retry is UPLOAD_BUSY")
 
 
 @pytest.mark.parametrize("code", SPACE, ids=SPACE_IDS)
@@ -404,7 +395,7 @@ def test_no_space_on_any_write_path_of_a_put_is_no_space(inproc_server, monkeypa
 
 @pytest.mark.parametrize("code", SPACE, ids=SPACE_IDS)
 @pytest.mark.parametrize("call", ["write", "open",
-                                  pytest.param("fsync", marks=COMMIT_FAILURE_LEAKS_THE_WRITER)])
+                                  "fsync"])
 def test_a_put_refused_for_lack_of_space_completes_once_space_is_back(inproc_server,
                                                                       monkeypatch, call, code):
     daemon = started(inproc_server)
@@ -451,7 +442,6 @@ def test_an_io_error_in_a_commit_is_io_error_and_the_session_goes_on(inproc_serv
     assert not (home(daemon) / "eio.bin").exists()
 
 
-@COMMIT_FAILURE_LEAKS_THE_WRITER
 def test_a_put_whose_commit_failed_can_be_retried(inproc_server, monkeypatch):
     daemon = started(inproc_server)
     data = os.urandom(100_000)
