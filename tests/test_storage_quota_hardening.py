@@ -257,7 +257,7 @@ def test_folders_and_unfinished_uploads_share_the_quota(root):
 
 
 def test_iter_dir_yields_bounded_pages_of_the_whole_folder(store):
-    store.store_small_files(USER, [SmallFile(f"/f{i:03d}", b"x") for i in range(250)])
+    store.store_small_files(USER, [SmallFile(f"/f{i:03d}", b"x") for i in range(150)])
     before = open_fds()
     pages = store.iter_dir(USER, "/", page_size=64)
     got = [e for page in pages for e in page]
