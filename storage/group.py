@@ -125,9 +125,11 @@ class GroupCommit:
         with self.ctx.user_lock(user), self.ctx.staging(user, create=True) as sfd:
             # A commit whose accounting failed after its file was placed left a marked
             # row: finish it before a new row replaces it (one indexed read per group).
+            targets = {p.target.path for p in group}
             for row in self.ctx.db.all("SELECT path FROM uploads WHERE user = ?"
                                        " AND commit_ino IS NOT NULL", (user,)):
-                settle(self.ctx, user, row["path"])
+                if row["path"] in targets and not self.registry.is_active(user, row["path"]):
+                    settle(self.ctx, user, row["path"])
             now = self.ctx.clock()
             try:
                 with self.ctx.db.write() as conn:

@@ -22,6 +22,7 @@ from storage import (
     StorageIOError,
     Store,
     TooManyPartials,
+    faults,
 )
 from storage.store import DEFAULT_FOLDER_COST
 
@@ -128,6 +129,60 @@ def test_a_commit_whose_accounting_fails_after_placement_reports_success(root, m
         usage = again.usage(USER)
         assert (usage.used, usage.reserved) == (5, 0)
         assert again.list_uploads(USER) == []
+
+
+def _commit_with_broken_accounting(store: Store, monkeypatch, path: str) -> None:
+    real = storage.commit.account
+
+    def broken(*args: object) -> None:
+        raise StorageIOError("database error: injected")
+
+    monkeypatch.setattr(storage.commit, "account", broken)
+    up = store.begin_upload(USER, path, 5, None)
+    up.write(b"hello")
+    up.commit()
+    monkeypatch.setattr(storage.commit, "account", real)
+
+
+def test_a_placed_but_unaccounted_commit_is_settled_by_the_next_put_there(root, monkeypatch):
+    store = open_store(root, 10_000, folder_cost=0)
+    _commit_with_broken_accounting(store, monkeypatch, "/f")
+    assert store.usage(USER).used == 0                  # not yet
+    up = store.begin_upload(USER, "/f", 3, None, overwrite=True)
+    assert store.usage(USER).used == 5                  # settled once, before the new row
+    up.write(b"new")
+    up.commit()
+    assert (store.usage(USER).used, store.usage(USER).reserved) == (3, 0)
+    store.close()
+
+
+def test_a_placed_but_unaccounted_commit_is_settled_by_a_group_commit_there(root, monkeypatch):
+    store = open_store(root, 10_000, folder_cost=0)
+    _commit_with_broken_accounting(store, monkeypatch, "/f")
+    store.store_small_files(USER, [SmallFile("/f", b"ab", overwrite=True)])
+    assert (store.usage(USER).used, store.usage(USER).reserved) == (2, 0)
+    store.close()
+    with open_store(root, 10_000, folder_cost=0) as again:   # recovery finds nothing more
+        assert again.usage(USER).used == 2
+
+
+def test_a_commit_finished_meanwhile_by_another_stores_recovery_is_counted_once(root):
+    store = open_store(root, 10_000, folder_cost=0)
+    up = store.begin_upload(USER, "/f", 5, None)
+    up.write(b"hello")
+
+    def other_process_starts(step: str) -> None:
+        if step == "commit.after_place":      # placed, not yet accounted
+            with Store(root, scrypt_n=2**4):  # its start-up recovery accounts the row
+                pass
+
+    previous = faults.set_hook(other_process_starts)
+    try:
+        up.commit()
+    finally:
+        faults.set_hook(previous)
+    assert (store.usage(USER).used, store.usage(USER).reserved) == (5, 0)
+    store.close()
 
 
 # ----- item 3: abandoned partials of overwrites stay within the quota
