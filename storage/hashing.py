@@ -17,6 +17,7 @@ from .db import Database, to_i64
 from .errors import StorageIOError
 
 __all__ = ["CHUNK", "PrefixHasher", "cache_forget", "cache_lookup", "cache_renamed", "cache_store",
+           "cached_fd",
            "fd_sha256", "sha256_fd"]
 
 CHUNK = 1 << 20
@@ -109,6 +110,13 @@ def cache_renamed(conn: sqlite3.Connection, before: os.stat_result,
         " AND ctime_ns=?",
         (after.st_ctime_ns, to_i64(before.st_dev), to_i64(before.st_ino), before.st_size,
          before.st_mtime_ns, before.st_ctime_ns))
+
+
+def cached_fd(db: Database, fd: int) -> tuple[str, int] | None:
+    """``(sha256, size)`` of the file open as ``fd`` if its cache row matches its ``fstat``."""
+    st = os.fstat(fd)
+    cached = cache_lookup(db, st)
+    return None if cached is None else (cached, st.st_size)
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:

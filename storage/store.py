@@ -23,6 +23,7 @@ from .accounts import Accounts
 from .context import StoreContext
 from .db import Database
 from .errors import StorageError
+from .hashing import cached_fd, fd_sha256
 from .logins import USER, LoginLedger
 from .models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from .passwords import PasswordHasher, ScryptParams
@@ -220,6 +221,19 @@ class Store:
         another file's SHA-256 (issue 13, item 12).  ``StorageIOError`` if the file
         keeps changing while it is read.  The caller closes ``fd``."""
         return self._tree.open_hashed(user, path, cwd)
+
+    def cached_hash_fd(self, fd: int) -> tuple[str, int] | None:
+        """``(sha256, size)`` of the file open as ``fd`` if the cache knows it, else None.
+        Fast (one ``fstat``, one indexed read): the loop may ask it.  By the
+        descriptor, never by a path another session may have replaced (item 12)."""
+        return cached_fd(self._ctx.db, fd)
+
+    def hash_fd(self, fd: int) -> tuple[str, int]:
+        """``(sha256, size)`` of the file open as ``fd`` (cached, or read through ``fd``).
+        SLOW on a cache miss: a worker's job; the caller keeps ``fd`` open meanwhile.
+        ``StorageIOError`` if the file keeps changing while it is read."""
+        size, digest = fd_sha256(self._ctx.db, fd)
+        return digest, size
 
     def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
         return self._tree.cached_hash(user, path, cwd)

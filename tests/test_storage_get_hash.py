@@ -107,3 +107,27 @@ def test_a_renamed_file_keeps_its_cached_digest(store, monkeypatch):
     store.rename(USER, "/f", "/g")
     monkeypatch.setattr(storage.hashing, "sha256_fd", lambda fd: pytest.fail("read again"))
     assert store.cached_hash(USER, "/g") == (sha(A), len(A))
+
+
+def test_hash_fd_hashes_the_opened_file_not_the_one_now_at_its_path(store):
+    overwrite(store, A)
+    fd, size = store.open_read(USER, "/f")
+    try:
+        overwrite(store, B)                 # replaced between the open and the hash
+        # The replaced file's row was dropped (item 15): a miss, never B's digest.
+        assert store.cached_hash_fd(fd) in (None, (sha(A), size))
+        assert store.hash_fd(fd) == (sha(A), size)
+    finally:
+        os.close(fd)
+
+
+def test_cached_hash_fd_misses_a_file_never_hashed(store, tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"never hashed")
+    fd = os.open(plain, os.O_RDONLY)
+    try:
+        assert store.cached_hash_fd(fd) is None
+        assert store.hash_fd(fd) == (sha(b"never hashed"), 12)
+        assert store.cached_hash_fd(fd) == (sha(b"never hashed"), 12)
+    finally:
+        os.close(fd)
