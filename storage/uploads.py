@@ -22,7 +22,7 @@ from . import commit as commit_step
 from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
-from .errors import NoSuchUser, NotFound, StorageError, UploadBusy
+from .errors import IntegrityError, NoSuchUser, NotFound, StorageError, TooManyPartials, UploadBusy
 from .group import GroupCommit
 from .models import CommitResult, PartialInfo, SmallFile
 from .names import check_username
@@ -63,12 +63,22 @@ class UploadManager:
         shown = target.path
         with self.ctx.user_lock(user):
             with user_parent(self.ctx, user, target.parts) as pfd:
-                replaced = replaced_size(pfd, target)
+                replaced_size(pfd, target)      # raises if the upload may not go there
             if self.registry.is_active(user, shown):
                 raise UploadBusy("an upload to this path is in progress", path=shown)
-            need = max(0, size - replaced)
+            # The whole declared size, also for an overwrite (issue 13, item 3): the
+            # replaced file stays counted until the commit replaces it, so the partial
+            # must be covered on its own -- however often it is abandoned and its
+            # target moved away, partials on disk never pass the quota.
+            need = size
             db = self.ctx.db
             row = db.one("SELECT * FROM uploads WHERE user = ? AND path = ?", (user, shown))
+            if row is not None and row["commit_ino"] is not None:
+                commit_step.settle(self.ctx, user, shown)   # a commit left half-accounted
+                row = db.one("SELECT * FROM uploads WHERE user = ? AND path = ?",
+                             (user, shown))
+            if row is None:
+                self._check_partial_count(user)
             # Pre-check before discarding anything: a refused begin keeps the old partial.
             check_quota(db.conn(), user, shown, need)
             resume = row is not None and row["size"] == size and row["sha256"] == sha256
@@ -116,8 +126,30 @@ class UploadManager:
             self.registry.drop(upload.user, upload.path, upload)
 
     def commit(self, upload: Upload) -> CommitResult:
-        """Verify, make durable, move into place (:func:`storage.commit.commit`)."""
-        return commit_step.commit(self.ctx, self.registry, upload, self.discard)
+        """Verify, make durable, move into place (:func:`storage.commit.commit`).
+
+        A commit that fails releases the upload (issue 13, item 2): its descriptor is
+        closed and its claim dropped, while the partial and its reservation stay, so
+        the next ``put`` of that path resumes and ``abort`` discards it at once.
+        An incomplete upload (``IntegrityError`` with ``got`` < ``expected``) is the
+        one exception: nothing was tried yet, and its writer may go on writing."""
+        try:
+            return commit_step.commit(self.ctx, self.registry, upload, self.discard)
+        except IntegrityError:
+            raise          # incomplete: stays active; mismatch: already discarded
+        except BaseException:
+            if upload.active:
+                self.release(upload)
+            raise
+
+    def _check_partial_count(self, user: str) -> None:
+        """``TooManyPartials`` if ``user`` already holds ``max_partials`` unfinished
+        uploads (issue 13, item 7); resuming or restarting one of them is always fine."""
+        limit = self.ctx.max_partials
+        row = self.ctx.db.one("SELECT COUNT(*) AS n FROM uploads WHERE user = ?", (user,))
+        if row is not None and row["n"] >= limit:
+            raise TooManyPartials("too many unfinished uploads; finish or abort one",
+                                  limit=limit)
 
     def store_small(self, user: str,
                     files: Sequence[SmallFile]) -> list[CommitResult | StorageError]:
@@ -138,6 +170,24 @@ class UploadManager:
     def list(self, user: str) -> list[PartialInfo]:
         check_username(user)
         rows = self.ctx.db.all("SELECT * FROM uploads WHERE user = ? ORDER BY path", (user,))
+        return self._infos(user, rows)
+
+    def page(self, user: str, after: str | None = None,
+             limit: int = 100) -> tuple[list[PartialInfo], str | None]:
+        """One page of ``user``'s unfinished uploads in path order, from the first path
+        after ``after``: ``(infos, next_after)``, ``next_after`` None on the last page.
+        One indexed range read of at most ``limit + 1`` rows, whatever the total."""
+        check_username(user)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        rows = self.ctx.db.all(
+            "SELECT * FROM uploads WHERE user = ? AND path > ? ORDER BY path LIMIT ?",
+            (user, "" if after is None else after, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return self._infos(user, rows), (rows[-1]["path"] if more else None)
+
+    def _infos(self, user: str, rows: Sequence[sqlite3.Row]) -> list[PartialInfo]:
         if not rows:
             return []
         result = []
