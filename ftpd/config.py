@@ -18,7 +18,7 @@ from storage import parse_size
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
                 "low_water", "recv_buffer", "writeback_bytes", "inline_max",
-                "inline_window_bytes"}
+                "inline_window_bytes", "folder_cost"}
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Config:
     default_quota: int = 1 << 30
 
     # limits
+    max_partials_per_user: int = 1000    # unfinished uploads per user (TOO_MANY_PARTIALS)
+    folder_cost: int = 4096              # quota bytes each folder costs (0: folders are free)
     max_connections: int = 10_000
     max_connections_per_ip: int = 1_000
     max_uploads_per_user: int = 8
@@ -100,12 +102,15 @@ class Config:
             raise ValueError("workers must be >= 1 and auth_workers >= 0")
         for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
                      "max_connections_per_user", "lockout_threshold", "inline_window_files",
-                     "inline_window_bytes", "inline_batches", "inline_batch_files"):
+                     "inline_window_bytes", "inline_batches", "inline_batch_files",
+                     "max_partials_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("login_timeout", "idle_timeout", "stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.folder_cost < 0:
+            raise ValueError("folder_cost must be >= 0")
         if self.auth_failure_decay < 0 or self.login_trust_days < 0:
             raise ValueError("auth_failure_decay and login_trust_days must be >= 0")
         if not 0 <= self.inline_max <= 64 << 20:

@@ -346,7 +346,9 @@ def get(session: Session, req: m.Get) -> Outcome:
         if req.offset > size:
             raise ProtocolError(f"offset {req.offset} is past the end ({size} bytes)",
                                 code="OFFSET_MISMATCH", expected=size, got=req.offset)
-        cached = store.cached_hash(user, path) if req.verify else None
+        # By the opened descriptor, never by the path: another session may replace the
+        # file meanwhile, and get.ready must announce the SHA-256 of these very bytes.
+        cached = store.cached_hash_fd(fd) if req.verify else None
         if cached is not None and cached[1] != size:
             cached = None
     except BaseException:
@@ -374,7 +376,7 @@ def get(session: Session, req: m.Get) -> Outcome:
     def closed_meanwhile(*_: Any) -> None:
         os.close(fd)
 
-    return Deferred(lambda: store.file_hash(user, path), hashed, failed=failed,
+    return Deferred(lambda: store.hash_fd(fd), hashed, failed=failed,
                     if_closed=closed_meanwhile)
 
 

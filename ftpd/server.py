@@ -64,7 +64,9 @@ class Server:
         self.config = config.validate()
         self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
                                     partial_ttl=config.partial_ttl,
-                                    default_quota=config.default_quota)
+                                    default_quota=config.default_quota,
+                                    max_partials=config.max_partials_per_user,
+                                    folder_cost=config.folder_cost)
         self.selector = selectors.DefaultSelector()
         self.timers = TimerHeap()
         # Two pools, so a storm of password hashes never delays a commit or a listing.
