@@ -1,0 +1,181 @@
+"""The state every worker process shares (``storage.shared``, ``storage.registry``):
+limits hold across processes, and nothing a SIGKILLed process held stays held.
+
+Two ``SharedState`` objects with different ``pid`` stand for two workers; the
+kill tests use real child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from storage.registry import PENDING, WriterRegistry
+from storage.shared import RootLocked, SharedState, lock_root
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _holder(code: str) -> subprocess.Popen[str]:
+    """A child process that runs ``code``, prints ``held`` and waits to be killed."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code) + "\nprint('held', "
+                             "flush=True)\nimport time\ntime.sleep(60)\n"],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> tuple[SharedState, SharedState]:
+    a, b = SharedState(tmp_path, pid=1_000_001), SharedState(tmp_path, pid=1_000_002)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_total_connection_limit_counts_every_process(two):
+    a, b = two
+    assert a.open_connection(1, "10.0.0.1", max_total=2, max_per_ip=10) is None
+    assert b.open_connection(1, "10.0.0.2", max_total=2, max_per_ip=10) is None
+    assert b.open_connection(2, "10.0.0.3", max_total=2, max_per_ip=10) == "total"
+    a.close_connection(1)
+    assert b.open_connection(2, "10.0.0.3", max_total=2, max_per_ip=10) is None
+
+
+def test_per_address_limit_counts_every_process(two):
+    a, b = two
+    assert a.open_connection(1, "10.0.0.1", max_total=10, max_per_ip=1) is None
+    assert b.open_connection(1, "10.0.0.1", max_total=10, max_per_ip=1) == "ip"
+    assert b.open_connection(2, "10.0.0.2", max_total=10, max_per_ip=1) is None
+
+
+def test_per_user_session_limit_counts_every_process(two):
+    a, b = two
+    a.open_connection(1, "10.0.0.1", 10, 10)
+    b.open_connection(1, "10.0.0.1", 10, 10)
+    assert a.login(1, "alice", limit=1)
+    assert not b.login(1, "alice", limit=1)
+    a.logout(1)
+    assert b.login(1, "alice", limit=1)
+
+
+def test_upload_slots_count_every_process(two):
+    a, b = two
+    assert a.take_upload("alice", limit=2)
+    assert b.take_upload("alice", limit=2)
+    assert not a.take_upload("alice", limit=2)
+    b.free_upload("alice")
+    b.free_upload("alice")          # an extra free gives back nothing of a's
+    assert a.uploads("alice") == 1
+    assert a.take_upload("alice", limit=2)
+
+
+def test_forget_pid_frees_a_reaped_workers_rows(two):
+    a, b = two
+    a.open_connection(1, "10.0.0.1", 10, 10)
+    a.login(1, "alice", 10)
+    a.take_upload("alice", 10)
+    assert b.forget_pid(a.pid) == 2
+    assert b.connections() == 0 and b.uploads("alice") == 0
+
+
+def test_rows_of_a_sigkilled_worker_are_swept(tmp_path):
+    proc = _holder(f"""
+        from storage.shared import SharedState
+        s = SharedState({str(tmp_path)!r})
+        s.open_connection(7, "10.0.0.9", 10, 10)
+        s.take_upload("alice", 10)
+    """)
+    me = SharedState(tmp_path)
+    try:
+        assert me.connections(ip="10.0.0.9") == 1
+        _kill(proc)
+        assert me.sweep_dead() == 2
+        assert me.connections() == 0 and me.uploads("alice") == 0
+    finally:
+        me.close()
+
+
+def test_reset_forgets_everything(two):
+    a, b = two
+    a.open_connection(1, "10.0.0.1", 10, 10)
+    b.take_upload("bob", 10)
+    a.reset()
+    assert b.connections() == 0 and b.uploads("bob") == 0
+
+
+# ----- the one-writer rule
+
+
+def test_a_claim_in_one_registry_makes_another_busy(tmp_path):
+    one, two = WriterRegistry(tmp_path / "w"), WriterRegistry(tmp_path / "w")
+    assert one.try_claim("alice", "/f", PENDING)
+    assert not two.try_claim("alice", "/f", PENDING)
+    assert two.is_active("alice", "/f")
+    assert two.try_claim("alice", "/g", PENDING)       # another target is free
+    one.drop("alice", "/f", PENDING)
+    assert not two.is_active("alice", "/f")
+    assert two.try_claim("alice", "/f", PENDING)
+
+
+def test_a_sigkilled_writer_leaves_no_lock_held(tmp_path):
+    proc = _holder(f"""
+        from storage.registry import PENDING, WriterRegistry
+        WriterRegistry({str(tmp_path / "w")!r}).try_claim("alice", "/big", PENDING)
+    """)
+    mine = WriterRegistry(tmp_path / "w")
+    assert not mine.try_claim("alice", "/big", PENDING)
+    _kill(proc)
+    assert mine.try_claim("alice", "/big", PENDING)
+
+
+def test_released_lock_files_are_removed(tmp_path):
+    reg = WriterRegistry(tmp_path / "w")
+    with reg.holding("alice", "/f") as claimed:
+        assert claimed
+        assert len(os.listdir(tmp_path / "w")) == 1
+    assert os.listdir(tmp_path / "w") == []
+
+
+def test_holding_yields_false_while_another_writes(tmp_path):
+    one, two = WriterRegistry(tmp_path / "w"), WriterRegistry(tmp_path / "w")
+    assert one.try_claim("alice", "/f", PENDING)
+    with two.holding("alice", "/f") as claimed:
+        assert not claimed
+    assert one.is_active("alice", "/f")        # the refused holder took nothing away
+
+
+# ----- the data-root lock
+
+
+def test_a_second_daemon_cannot_take_the_root(tmp_path):
+    fd = lock_root(tmp_path)
+    try:
+        with pytest.raises(RootLocked, match=f"pid {os.getpid()}"):
+            lock_root(tmp_path)
+    finally:
+        os.close(fd)
+    os.close(lock_root(tmp_path))
+
+
+def test_a_sigkilled_daemon_leaves_the_root_free(tmp_path):
+    proc = _holder(f"""
+        from storage.shared import lock_root
+        lock_root({str(tmp_path)!r})
+    """)
+    with pytest.raises(RootLocked):
+        lock_root(tmp_path)
+    _kill(proc)
+    os.close(lock_root(tmp_path))
