@@ -6,11 +6,12 @@ user, upload slots per user -- must hold across all of them, so they cannot be
 counters in one process's memory.  They live here, in a small SQLite database
 ``<root>/run/live.db``:
 
-* one row per live connection, keyed by ``(pid, cid)`` (the worker's process id
-  and the connection's number in it), with its address and, once logged in, its
-  user; a connection's limits are checked and its row inserted in one
-  ``BEGIN IMMEDIATE`` transaction, so two workers cannot both take the last slot;
-* one row per ``(pid, user)`` holding the number of upload slots taken.
+one row per ``(key, pid)``: how many of ``key`` the process ``pid`` holds, where
+the key is ``*`` (open connections), ``ip:ADDR`` (connections from an address),
+``user:NAME`` (logged-in sessions of a user) or ``up:NAME`` (a user's upload
+slots).  A limit is checked and the count taken in one ``BEGIN IMMEDIATE``
+transaction (the sum over at most N rows, one per worker), so two workers cannot
+both take the last slot; each process writes only its own rows.
 
 Why it cannot drift: every row names the process that holds it, and nothing
 else holds it.  A worker that dies -- even by SIGKILL, which runs no clean-up --
@@ -22,9 +23,10 @@ database before any worker starts (``reset``: nothing can be live then).  The
 database holds no durable data, so it runs with ``synchronous=OFF``: a power
 cut loses it, and the next start empties it anyway.
 
-Costs: a connection pays two small transactions (open, close), a login one more;
-no fsync ever (measured in ``tests/test_shared_state.py``'s docstring: tens of
-microseconds each).  No sockets here: ``storage`` never touches the network.
+Costs: a connection pays two small transactions (open, close), a login and an
+upload one more each; no fsync ever, and no cost growing with the number of
+connections (docs/ARCHITECTURE.md has the measured figures).  No sockets here:
+``storage`` never touches the network.
 """
 
 from __future__ import annotations
@@ -44,22 +46,15 @@ _DB_NAME = "live.db"
 _BUSY_TIMEOUT_MS = 5_000
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS conns (
-    pid  INTEGER NOT NULL,
-    cid  INTEGER NOT NULL,
-    ip   TEXT NOT NULL,
-    user TEXT,
-    PRIMARY KEY (pid, cid)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS conns_ip ON conns(ip);
-CREATE INDEX IF NOT EXISTS conns_user ON conns(user) WHERE user IS NOT NULL;
-CREATE TABLE IF NOT EXISTS upload_slots (
-    pid  INTEGER NOT NULL,
-    user TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS held (
+    key  TEXT NOT NULL,        -- '*' (connections), 'ip:' addr, 'user:' name, 'up:' name
+    pid  INTEGER NOT NULL,     -- the process holding them
     n    INTEGER NOT NULL CHECK (n > 0),
-    PRIMARY KEY (user, pid)
+    PRIMARY KEY (key, pid)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS held_pid ON held(pid);
 """
+TOTAL = "*"
 
 
 def run_dir(root: str | os.PathLike[str]) -> Path:
@@ -154,101 +149,89 @@ class SharedState:
     def reset(self) -> None:
         """Forget every row (only the holder of the data-root lock, before workers start)."""
         with self._write() as conn:
-            conn.execute("DELETE FROM conns")
-            conn.execute("DELETE FROM upload_slots")
+            conn.execute("DELETE FROM held")
 
     def forget_pid(self, pid: int) -> int:
         """Drop every row of process ``pid`` (it has exited); returns how many."""
         with self._write() as conn:
-            gone = conn.execute("DELETE FROM conns WHERE pid = ?", (pid,)).rowcount
-            gone += conn.execute("DELETE FROM upload_slots WHERE pid = ?", (pid,)).rowcount
-        return gone
+            return conn.execute("DELETE FROM held WHERE pid = ?", (pid,)).rowcount
 
     def sweep_dead(self) -> int:
         """Drop the rows of processes that no longer exist, and any under our own pid
         (left by an earlier process that had it); returns how many rows went."""
         with self._lock:
-            pids = {row[0] for row in self._conn.execute(
-                "SELECT pid FROM conns UNION SELECT pid FROM upload_slots")}
-        gone = 0
-        for pid in pids:
-            if pid == self.pid or not pid_alive(pid):
-                gone += self.forget_pid(pid)
-        return gone
+            pids = [row[0] for row in self._conn.execute("SELECT DISTINCT pid FROM held")]
+        return sum(self.forget_pid(pid) for pid in pids
+                   if pid == self.pid or not pid_alive(pid))
+
+    # ----- the counters: each process writes only its own rows
+    @staticmethod
+    def _held(conn: sqlite3.Connection, key: str) -> int:
+        return int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM held WHERE key = ?",
+                                (key,)).fetchone()[0])
+
+    def _add(self, conn: sqlite3.Connection, key: str) -> None:
+        conn.execute("INSERT INTO held (key, pid, n) VALUES (?, ?, 1) "
+                     "ON CONFLICT (key, pid) DO UPDATE SET n = n + 1", (key, self.pid))
+
+    def _sub(self, conn: sqlite3.Connection, key: str) -> None:
+        """One less of ``key`` held by this process (never below zero)."""
+        if conn.execute("UPDATE held SET n = n - 1 WHERE key = ? AND pid = ? AND n > 1",
+                        (key, self.pid)).rowcount == 0:
+            conn.execute("DELETE FROM held WHERE key = ? AND pid = ?", (key, self.pid))
 
     # ----- connections
-    def open_connection(self, cid: int, ip: str, max_total: int, max_per_ip: int) -> str | None:
-        """Record connection ``cid`` from ``ip`` unless a limit is reached.
+    def open_connection(self, ip: str, max_total: int, max_per_ip: int) -> str | None:
+        """Count a connection from ``ip`` unless a limit is reached.
 
-        Returns None (recorded) or which limit refused it: ``"total"`` or ``"ip"``.
+        Returns None (counted: ``close_connection`` must follow) or which limit
+        refused it: ``"total"`` or ``"ip"``.
         """
         with self._write() as conn:
-            if conn.execute("SELECT COUNT(*) FROM conns").fetchone()[0] >= max_total:
+            if self._held(conn, TOTAL) >= max_total:
                 return "total"
-            if conn.execute("SELECT COUNT(*) FROM conns WHERE ip = ?",
-                            (ip,)).fetchone()[0] >= max_per_ip:
+            if self._held(conn, "ip:" + ip) >= max_per_ip:
                 return "ip"
-            conn.execute("INSERT OR REPLACE INTO conns (pid, cid, ip) VALUES (?, ?, ?)",
-                         (self.pid, cid, ip))
+            self._add(conn, TOTAL)
+            self._add(conn, "ip:" + ip)
         return None
 
-    def close_connection(self, cid: int) -> None:
+    def close_connection(self, ip: str) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM conns WHERE pid = ? AND cid = ?", (self.pid, cid))
+            self._sub(conn, TOTAL)
+            self._sub(conn, "ip:" + ip)
 
-    def login(self, cid: int, user: str, limit: int) -> bool:
-        """Mark connection ``cid`` as a session of ``user`` unless ``user`` already has
-        ``limit`` sessions (on any process); False: nothing changed."""
-        with self._write() as conn:
-            held = conn.execute("SELECT COUNT(*) FROM conns WHERE user = ?",
-                                (user,)).fetchone()[0]
-            if held >= limit:
-                return False
-            conn.execute("UPDATE conns SET user = ? WHERE pid = ? AND cid = ?",
-                         (user, self.pid, cid))
-        return True
+    def login(self, user: str, limit: int) -> bool:
+        """Count a session of ``user`` unless it has ``limit`` (on all processes
+        together); False: nothing counted.  ``logout`` gives it back."""
+        return self._take("user:" + user, limit)
 
-    def logout(self, cid: int) -> None:
-        with self._write() as conn:
-            conn.execute("UPDATE conns SET user = NULL WHERE pid = ? AND cid = ?",
-                         (self.pid, cid))
+    def logout(self, user: str) -> None:
+        self._give("user:" + user)
 
     # ----- upload slots
     def take_upload(self, user: str, limit: int) -> bool:
         """Take one of ``user``'s upload slots unless ``limit`` are taken (on any process)."""
-        with self._write() as conn:
-            held = conn.execute("SELECT COALESCE(SUM(n), 0) FROM upload_slots WHERE user = ?",
-                                (user,)).fetchone()[0]
-            if held >= limit:
-                return False
-            conn.execute("INSERT INTO upload_slots (pid, user, n) VALUES (?, ?, 1) "
-                         "ON CONFLICT (user, pid) DO UPDATE SET n = n + 1",
-                         (self.pid, user))
-        return True
+        return self._take("up:" + user, limit)
 
     def free_upload(self, user: str) -> None:
         """Give back one of ``user``'s slots taken by this process (extra frees are ignored)."""
+        self._give("up:" + user)
+
+    def _take(self, key: str, limit: int) -> bool:
         with self._write() as conn:
-            conn.execute("UPDATE upload_slots SET n = n - 1 WHERE pid = ? AND user = ? AND n > 1",
-                         (self.pid, user))
-            if conn.execute("SELECT changes()").fetchone()[0] == 0:
-                conn.execute("DELETE FROM upload_slots WHERE pid = ? AND user = ?",
-                             (self.pid, user))
+            if self._held(conn, key) >= limit:
+                return False
+            self._add(conn, key)
+        return True
+
+    def _give(self, key: str) -> None:
+        with self._write() as conn:
+            self._sub(conn, key)
 
     # ----- inspection (tests, logs)
-    def connections(self, *, ip: str | None = None, user: str | None = None,
-                    pid: int | None = None) -> int:
-        where, args = [], []
-        for column, value in (("ip", ip), ("user", user), ("pid", pid)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = "SELECT COUNT(*) FROM conns" + (" WHERE " + " AND ".join(where) if where else "")
+    def count(self, key: str) -> int:
+        """Held on every process: ``"*"`` (connections), ``"ip:ADDR"``, ``"user:NAME"``
+        (sessions), ``"up:NAME"`` (upload slots)."""
         with self._lock:
-            return int(self._conn.execute(sql, args).fetchone()[0])
-
-    def uploads(self, user: str) -> int:
-        with self._lock:
-            return int(self._conn.execute(
-                "SELECT COALESCE(SUM(n), 0) FROM upload_slots WHERE user = ?",
-                (user,)).fetchone()[0])
+            return self._held(self._conn, key)

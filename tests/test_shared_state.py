@@ -47,28 +47,26 @@ def two(tmp_path: Path) -> tuple[SharedState, SharedState]:
 
 def test_total_connection_limit_counts_every_process(two):
     a, b = two
-    assert a.open_connection(1, "10.0.0.1", max_total=2, max_per_ip=10) is None
-    assert b.open_connection(1, "10.0.0.2", max_total=2, max_per_ip=10) is None
-    assert b.open_connection(2, "10.0.0.3", max_total=2, max_per_ip=10) == "total"
-    a.close_connection(1)
-    assert b.open_connection(2, "10.0.0.3", max_total=2, max_per_ip=10) is None
+    assert a.open_connection("10.0.0.1", max_total=2, max_per_ip=10) is None
+    assert b.open_connection("10.0.0.2", max_total=2, max_per_ip=10) is None
+    assert b.open_connection("10.0.0.3", max_total=2, max_per_ip=10) == "total"
+    a.close_connection("10.0.0.1")
+    assert b.open_connection("10.0.0.3", max_total=2, max_per_ip=10) is None
 
 
 def test_per_address_limit_counts_every_process(two):
     a, b = two
-    assert a.open_connection(1, "10.0.0.1", max_total=10, max_per_ip=1) is None
-    assert b.open_connection(1, "10.0.0.1", max_total=10, max_per_ip=1) == "ip"
-    assert b.open_connection(2, "10.0.0.2", max_total=10, max_per_ip=1) is None
+    assert a.open_connection("10.0.0.1", max_total=10, max_per_ip=1) is None
+    assert b.open_connection("10.0.0.1", max_total=10, max_per_ip=1) == "ip"
+    assert b.open_connection("10.0.0.2", max_total=10, max_per_ip=1) is None
 
 
 def test_per_user_session_limit_counts_every_process(two):
     a, b = two
-    a.open_connection(1, "10.0.0.1", 10, 10)
-    b.open_connection(1, "10.0.0.1", 10, 10)
-    assert a.login(1, "alice", limit=1)
-    assert not b.login(1, "alice", limit=1)
-    a.logout(1)
-    assert b.login(1, "alice", limit=1)
+    assert a.login("alice", limit=1)
+    assert not b.login("alice", limit=1)
+    a.logout("alice")
+    assert b.login("alice", limit=1)
 
 
 def test_upload_slots_count_every_process(two):
@@ -78,42 +76,50 @@ def test_upload_slots_count_every_process(two):
     assert not a.take_upload("alice", limit=2)
     b.free_upload("alice")
     b.free_upload("alice")          # an extra free gives back nothing of a's
-    assert a.uploads("alice") == 1
+    assert a.count("up:alice") == 1
     assert a.take_upload("alice", limit=2)
+
+
+def test_a_refused_connection_counts_nothing(two):
+    a, b = two
+    a.open_connection("10.0.0.1", max_total=10, max_per_ip=1)
+    assert b.open_connection("10.0.0.1", max_total=10, max_per_ip=1) == "ip"
+    assert b.count("*") == 1
 
 
 def test_forget_pid_frees_a_reaped_workers_rows(two):
     a, b = two
-    a.open_connection(1, "10.0.0.1", 10, 10)
-    a.login(1, "alice", 10)
+    a.open_connection("10.0.0.1", 10, 10)
+    a.login("alice", 10)
     a.take_upload("alice", 10)
-    assert b.forget_pid(a.pid) == 2
-    assert b.connections() == 0 and b.uploads("alice") == 0
+    assert b.forget_pid(a.pid) == 4
+    assert b.count("*") == b.count("ip:10.0.0.1") == b.count("user:alice") == 0
+    assert b.count("up:alice") == 0
 
 
 def test_rows_of_a_sigkilled_worker_are_swept(tmp_path):
     proc = _holder(f"""
         from storage.shared import SharedState
         s = SharedState({str(tmp_path)!r})
-        s.open_connection(7, "10.0.0.9", 10, 10)
+        s.open_connection("10.0.0.9", 10, 10)
         s.take_upload("alice", 10)
     """)
     me = SharedState(tmp_path)
     try:
-        assert me.connections(ip="10.0.0.9") == 1
+        assert me.count("ip:10.0.0.9") == 1
         _kill(proc)
-        assert me.sweep_dead() == 2
-        assert me.connections() == 0 and me.uploads("alice") == 0
+        assert me.sweep_dead() == 3
+        assert me.count("*") == 0 and me.count("up:alice") == 0
     finally:
         me.close()
 
 
 def test_reset_forgets_everything(two):
     a, b = two
-    a.open_connection(1, "10.0.0.1", 10, 10)
+    a.open_connection("10.0.0.1", 10, 10)
     b.take_upload("bob", 10)
     a.reset()
-    assert b.connections() == 0 and b.uploads("bob") == 0
+    assert b.count("*") == 0 and b.count("up:bob") == 0
 
 
 # ----- the one-writer rule
