@@ -197,7 +197,7 @@ def whoami(conn: Connection, req: m.Whoami) -> None:
 
 @handles("ping")
 def ping(conn: Connection, req: m.Ping) -> None:
-    conn.send(m.Pong(id=req.id, payload=req.payload))
+    conn.send(m.Pong(id=req.id, payload=req.payload, worker=conn.server.worker_id or None))
 
 
 @handles("quit")

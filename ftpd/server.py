@@ -26,6 +26,7 @@ from . import __version__, logs
 from .config import Config
 from .connection import Connection
 from .handlers import HANDLERS
+from .slots import SharedLimits
 from .throttle import LoginThrottle
 from .timers import TimerHeap
 from .workers import WorkerPool
@@ -48,8 +49,10 @@ class _Waker:
 
 
 class Server:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, worker_id: int = 0) -> None:
         self.config = config.validate()
+        #: Which worker process this is (``--workers N``: 1..N; 0 alone), told in ``ping``.
+        self.worker_id = worker_id
         self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
                                     partial_ttl=config.partial_ttl,
                                     default_quota=config.default_quota)
@@ -59,6 +62,8 @@ class Server:
         self.pool = WorkerPool(config.workers)
         self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
         self.throttle = LoginThrottle.from_config(config, self.store)
+        # Several worker processes: the limits that span connections count them all.
+        self.shared = SharedLimits(config) if config.worker_processes > 1 else None
         self.handlers = HANDLERS
         self.connections: set[Connection] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
@@ -88,6 +93,8 @@ class Server:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config.worker_processes > 1:       # every worker listens; the kernel spreads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.config.host, self.config.port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -190,6 +197,8 @@ class Server:
             refusal = ("TOO_MANY_CONNECTIONS", "the server has too many connections")
         elif self.per_ip[ip] >= cfg.max_connections_per_ip:
             refusal = ("TOO_MANY_CONNECTIONS", "too many connections from your address")
+        elif self.shared is not None and (why := self.shared.admit(ip)) is not None:
+            refusal = ("TOO_MANY_CONNECTIONS", why)
         if refusal is not None:
             try:
                 sock.send(encode(ErrorReply(id=None, code=refusal[0], message=refusal[1])))
@@ -212,10 +221,14 @@ class Server:
         """Count one more upload of ``user``, unless the per-user limit is reached."""
         if self.active_uploads[user] >= self.config.max_uploads_per_user:
             return False
+        if self.shared is not None and not self.shared.take_upload(user):
+            return False
         self.active_uploads[user] += 1
         return True
 
     def free_upload_slot(self, user: str) -> None:
+        if self.shared is not None and self.active_uploads[user] > 0:
+            self.shared.free_upload(user)
         self.active_uploads[user] -= 1
         if self.active_uploads[user] <= 0:
             del self.active_uploads[user]
@@ -224,6 +237,8 @@ class Server:
         """Called by a connection as it closes."""
         if conn in self.connections:
             self.connections.discard(conn)
+            if self.shared is not None:
+                self.shared.forget(conn.ip)
             self.per_ip[conn.ip] -= 1
             if self.per_ip[conn.ip] <= 0:
                 del self.per_ip[conn.ip]
@@ -315,6 +330,8 @@ class Server:
         self._signal_r.close()
         self._signal_w.close()
         self.store.close()
+        if self.shared is not None:
+            self.shared.close()
         log.info("stopped")
         logs.flush()
 
