@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +36,8 @@ def worker_of(wire: Wire) -> int:
     return reply.worker
 
 
-def on_both(daemon: DaemonProcess, per_worker: int = 1, attempts: int = 200) -> dict[int, list[Wire]]:
+def on_both(daemon: DaemonProcess, per_worker: int = 1,
+            attempts: int = 200) -> dict[int, list[Wire]]:
     """``per_worker`` connections on each of the two workers (others are closed)."""
     found: dict[int, list[Wire]] = {1: [], 2: []}
     for _ in range(attempts):
@@ -201,11 +201,11 @@ def test_a_killed_worker_is_restarted_and_every_upload_resumes(two_workers):
     wires = on_both(daemon, per_worker=3)
     uploads = [(w, which) for which in (1, 2) for w in wires[which]][:5]
     files = {f"up-{i}.bin": os.urandom(2 << 20) for i in range(5)}
-    for (wire, _), (name, data) in zip(uploads, files.items()):
+    for (wire, _), (name, data) in zip(uploads, files.items(), strict=True):
         wire.logged_in(USER, PASSWORD)
         assert isinstance(wire.put(name, data, stop_at=1 << 20), m.PutReady)
     os.kill(victim_pid, signal.SIGKILL)
-    for (wire, which), (name, data) in zip(uploads, files.items()):
+    for (wire, which), (name, data) in zip(uploads, files.items(), strict=True):
         if which == 2:                        # the other worker keeps serving its uploads
             wire.send_data(data[1 << 20:])
             assert isinstance(wire.recv_reply(), m.PutDone), name
@@ -215,7 +215,7 @@ def test_a_killed_worker_is_restarted_and_every_upload_resumes(two_workers):
         wire.close()
     wait_for(lambda: worker_pids(daemon).get(1) not in (None, victim_pid),
              "the supervisor to start w1 again")
-    cut = [name for (_, which), name in zip(uploads, files) if which == 1]
+    cut = [name for (_, which), name in zip(uploads, files, strict=True) if which == 1]
     assert cut
     for name in cut:
         data = files[name]
@@ -263,7 +263,7 @@ def test_sigterm_drains_every_worker_and_exits_0_without_orphans(two_workers):
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: daemon.log().count("shutting down:") == 2, "both workers to start draining")
-    for which, ws in wires.items():          # running transfers finish within the grace
+    for ws in wires.values():                # running transfers finish within the grace
         ws[0].send_data(data[1 << 19:])
         assert isinstance(ws[0].recv_reply(), m.PutDone)
         ws[0].close()
