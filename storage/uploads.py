@@ -204,12 +204,13 @@ class UploadManager:
             known.add(pname)
             if row["commit_ino"] is not None:
                 continue
-            with self.registry.holding(user, path) as claimed:     # a writer elsewhere: skip
-                if not claimed:
-                    continue
-                st = lstat_at(sfd, pname, path)
-                updated = max(row["updated"], st.st_mtime if st is not None else 0.0)
-                if now - updated >= ttl:
+            st = lstat_at(sfd, pname, path)
+            updated = max(row["updated"], st.st_mtime if st is not None else 0.0)
+            if now - updated < ttl:
+                continue
+            # Stale, unless a writer (in any process) holds it: claimed while it goes.
+            with self.registry.holding(user, path) as claimed:
+                if claimed:
                     drop_partial(self.ctx, user, path)
                     removed += 1
         for name in os.listdir(sfd):
