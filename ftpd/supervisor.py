@@ -21,6 +21,8 @@ The supervisor itself:
   log line; gives up (exit status 1, one clear message) when one worker died
   ``MAX_START_FAILURES`` times in a row that quickly;
 * deletes a dead worker's rows from the shared state when it reaps it;
+* has Linux send each worker SIGTERM if the supervisor itself dies
+  (``PR_SET_PDEATHSIG``): a killed supervisor leaves no orphan serving;
 * forwards SIGTERM/SIGINT (graceful stop: each worker drains as a single
   daemon does; the supervisor exits 0 once all have exited, and kills any
   still running ``STOP_EXTRA`` seconds after the grace period) and SIGHUP.
@@ -30,6 +32,7 @@ Every log line names its process: ``sup``, ``w1``, ``w2`` ...
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -74,6 +77,18 @@ class _Slot:
     @property
     def name(self) -> str:
         return f"w{self.index}"
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Ask Linux for a SIGTERM when the supervisor dies (even by SIGKILL), so no worker
+    outlives it as an orphan; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)         # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:                          # it died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _describe(status: int) -> str:
@@ -161,6 +176,7 @@ class Supervisor:
         if threading.active_count() != 1:
             log.warning("supervisor: forking with %d threads", threading.active_count())
         logs.flush()                      # or the child would write the buffer again
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:                      # the worker
             code = 1
@@ -171,6 +187,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)   # until the server takes it
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                _stop_with_parent(parent)
                 code = self.worker_main(self.config, slot.index)
             except BaseException:
                 logging.getLogger("ftpd").exception("worker failed")
