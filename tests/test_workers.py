@@ -322,8 +322,12 @@ def test_workers_that_keep_dying_at_start_stop_the_supervisor_with_status_1(tmp_
 def test_workers_do_not_outlive_a_killed_supervisor(two_workers):
     daemon = two_workers
     pids = worker_pids(daemon)
-    daemon.allow_tracebacks = False
     daemon.kill()                              # SIGKILL: the supervisor runs no clean-up
-    wait_for(lambda: all(pid_gone(pid) for pid in pids.values()), "the workers to stop")
+    try:
+        wait_for(lambda: all(pid_gone(pid) for pid in pids.values()), "the workers to stop")
+    finally:
+        for pid in pids.values():              # never leave an orphan behind, even red
+            if not pid_gone(pid):
+                os.kill(pid, signal.SIGKILL)
     daemon.start()                             # the data root is free again
     assert isinstance(Wire(daemon.host, daemon.port).call(m.Ping(id=1)), m.Pong)
