@@ -64,6 +64,8 @@ class Server:
         self.throttle = LoginThrottle.from_config(config, self.store)
         # Several worker processes: the limits that span connections count them all.
         self.shared = SharedLimits(config) if config.worker_processes > 1 else None
+        if self.shared is not None:
+            self.throttle.shared = self.shared.state
         self.handlers = HANDLERS
         self.connections: set[Connection] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()

@@ -204,28 +204,30 @@ class SharedState:
     def login(self, user: str, limit: int) -> bool:
         """Count a session of ``user`` unless it has ``limit`` (on all processes
         together); False: nothing counted.  ``logout`` gives it back."""
-        return self._take("user:" + user, limit)
+        return self.take("user:" + user, limit)
 
     def logout(self, user: str) -> None:
-        self._give("user:" + user)
+        self.give("user:" + user)
 
     # ----- upload slots
     def take_upload(self, user: str, limit: int) -> bool:
         """Take one of ``user``'s upload slots unless ``limit`` are taken (on any process)."""
-        return self._take("up:" + user, limit)
+        return self.take("up:" + user, limit)
 
     def free_upload(self, user: str) -> None:
         """Give back one of ``user``'s slots taken by this process (extra frees are ignored)."""
-        self._give("up:" + user)
+        self.give("up:" + user)
 
-    def _take(self, key: str, limit: int) -> bool:
+    def take(self, key: str, limit: int) -> bool:
+        """Count one more of ``key`` for this process unless ``limit`` are held in all."""
         with self._write() as conn:
             if self._held(conn, key) >= limit:
                 return False
             self._add(conn, key)
         return True
 
-    def _give(self, key: str) -> None:
+    def give(self, key: str) -> None:
+        """One less of ``key`` for this process (never below zero)."""
         with self._write() as conn:
             self._sub(conn, key)
 

@@ -185,3 +185,29 @@ def test_a_sigkilled_daemon_leaves_the_root_free(tmp_path):
         lock_root(tmp_path)
     _kill(proc)
     os.close(lock_root(tmp_path))
+
+
+# ----- the login throttle's checks in flight
+
+
+def test_password_checks_in_flight_are_budgeted_over_every_worker(tmp_path):
+    """Threshold 3: three checks running on one worker leave none for the same address
+    on another, so a parallel burst spread over workers cannot outrun the lockout."""
+    from ftpd.throttle import LoginThrottle
+    from storage import Store
+
+    store = Store(tmp_path, scrypt_n=16)
+    one, two = (LoginThrottle(base=0.01, max_delay=0.01, threshold=3, lockout=60, store=store)
+                for _ in range(2))
+    one.shared, two.shared = SharedState(tmp_path, pid=1_000_001), SharedState(tmp_path,
+                                                                               pid=1_000_002)
+    try:
+        assert all(one.admit(None, "10.0.0.7") for _ in range(3))
+        assert not two.admit(None, "10.0.0.7")
+        one.release(None, "10.0.0.7")
+        assert two.admit(None, "10.0.0.7")
+        assert two.admit(None, "10.0.0.8")           # another address has its own budget
+    finally:
+        one.shared.close()
+        two.shared.close()
+        store.close()
