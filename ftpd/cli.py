@@ -173,7 +173,7 @@ def _run_worker(cfg: configuration.Config, index: int) -> int:
 
     logs.WORKER = f"w{index}"
     logs.configure(cfg.log_level)
-    server = Server(cfg, worker_id=index)
+    server = Server(cfg)
     try:
         server.bind()
     except OSError as exc:

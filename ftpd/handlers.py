@@ -18,6 +18,7 @@ import protocol.messages as m
 from protocol import PROTOCOL_VERSION, ProtocolError
 from storage import AccountDisabled, AuthFailed, BadPassword, BadUsername, NoSuchUser, StorageError
 
+from . import supervisor
 from .connection import Connection, Download
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ def whoami(conn: Connection, req: m.Whoami) -> None:
 
 @handles("ping")
 def ping(conn: Connection, req: m.Ping) -> None:
-    conn.send(m.Pong(id=req.id, payload=req.payload, worker=conn.server.worker_id or None))
+    conn.send(m.Pong(id=req.id, payload=req.payload, worker=supervisor.current_worker))
 
 
 @handles("quit")

@@ -49,10 +49,8 @@ class _Waker:
 
 
 class Server:
-    def __init__(self, config: Config, store: Store | None = None, worker_id: int = 0) -> None:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config.validate()
-        #: Which worker process this is (``--workers N``: 1..N; 0 alone), told in ``ping``.
-        self.worker_id = worker_id
         self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
                                     partial_ttl=config.partial_ttl,
                                     default_quota=config.default_quota)

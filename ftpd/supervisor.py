@@ -65,6 +65,10 @@ SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 #: What a worker runs: ``(config, index) -> exit status`` (index from 1).
 WorkerMain = Callable[[Config, int], int]
 
+#: In a worker process, its index (1..N), which ``ping`` replies carry; None in a
+#: daemon without workers (and in the supervisor).
+current_worker: int | None = None
+
 
 @dataclass
 class _Slot:
@@ -188,6 +192,8 @@ class Supervisor:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)   # until the server takes it
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
                 _stop_with_parent(parent)
+                global current_worker
+                current_worker = slot.index
                 code = self.worker_main(self.config, slot.index)
             except BaseException:
                 logging.getLogger("ftpd").exception("worker failed")
