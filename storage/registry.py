@@ -7,17 +7,22 @@ answers "is someone writing there?" and closes writers when the store or a user
 goes away; it never touches partials or rows.  Its lock is the innermost of the
 store's locks (see :mod:`storage.context`).
 
-Across processes (``ftpd serve --workers N``) a claim is also an exclusive
-``flock`` on a small lock file ``<root>/run/writers/<sha256(user, path)>.lock``,
-taken with ``LOCK_NB``: a second process finds it held and answers
-``UPLOAD_BUSY``.  A ``flock`` belongs to the open file description and the
-kernel drops it when the last descriptor goes -- including when the process is
-killed with SIGKILL -- so a dead writer never leaves a target locked.  A lock
-file is unlinked by its holder on release; a process that locked a file and
-then finds its name gone or pointing at another inode retries (the classic
-lock-file protocol), so unlinking never lets two holders in.  Why a separate
-file and not the partial itself: ``begin`` (restart), the commit (rename into
-place) and ``abort`` unlink or move the partial while it is claimed.
+Across processes (``ftpd serve --workers N``) a claim is also an
+open-file-description lock (``fcntl`` ``F_OFD_SETLK``, write lock, never
+waiting) on one byte of the shared file ``<root>/run/writers.lock``, at an
+offset given by the SHA-256 of ``(user, path)`` (62 bits: two targets share a
+byte with odds of 2**-62, and then one of them is merely told ``UPLOAD_BUSY``).
+A second process finds the byte locked and answers ``UPLOAD_BUSY``.  The lock
+belongs to the process's own open file description and the kernel drops it
+when that is closed -- including when the process is killed with SIGKILL -- so
+a dead writer never leaves a target locked.  Why a byte of one file, and not a
+lock on the partial itself: ``begin`` (restart), the commit (rename into
+place) and ``abort`` unlink or move the partial while it is claimed, and one
+lock file costs one ``fcntl`` per claim instead of creating and unlinking a
+file.  Threads of one process share the description, so the registry's own
+dict orders them (and counts claims per byte, so a shared byte is unlocked
+only by its last holder).  The file must be opened after a fork, never
+inherited: ``Store`` is created in each worker.
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-__all__ = ["INLINE", "InlineClaim", "PENDING", "Writer", "WriterRegistry"]
+__all__ = ["INLINE", "PENDING", "InlineClaim", "Writer", "WriterRegistry"]
 
-#: Lock-file attempts before giving up (each retry means a holder unlinked it meanwhile).
-_ATTEMPTS = 16
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)       # Linux 3.15+
+_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", None)
+#: ``struct flock`` on Linux/x86-64 and arm64: type, whence, start, len, pid (0 for OFD).
+_FLOCK = "hhqqi4x"
 
 
 class Writer(Protocol):
@@ -60,85 +68,76 @@ PENDING = InlineClaim()
 class WriterRegistry:
     """The claims, keyed by ``(user, normalised path)``; thread-safe.
 
-    ``lock_dir``: where the cross-process lock files go (None: this process only,
-    for a store nobody else can open).
+    ``lock_path``: the shared lock file (None: this process only, for a store
+    nobody else can open).
     """
 
-    def __init__(self, lock_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, lock_path: str | os.PathLike[str] | None = None) -> None:
         self._lock = threading.Lock()
         self._writers: dict[tuple[str, str], tuple[Writer, int]] = {}
-        self._dir = os.fspath(lock_dir) if lock_dir is not None else None
-        if self._dir is not None:
-            os.makedirs(self._dir, mode=0o700, exist_ok=True)
+        self._bytes: dict[int, int] = {}             # locked offset -> claims on it here
+        self._fd = -1
+        if lock_path is not None and _OFD_SETLK is not None:
+            os.makedirs(os.path.dirname(os.fspath(lock_path)) or ".", mode=0o700,
+                        exist_ok=True)
+            self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                               0o600)
 
-    def _file(self, user: str, path: str) -> str:
-        assert self._dir is not None
-        digest = hashlib.sha256(f"{user}\0{path}".encode()).hexdigest()
-        return os.path.join(self._dir, digest + ".lock")
+    @staticmethod
+    def _offset(user: str, path: str) -> int:
+        digest = hashlib.sha256(f"{user}\0{path}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") >> 2
 
-    def _lock_file(self, name: str) -> int | None:
-        """The descriptor holding the lock on ``name``, or None if another holds it."""
-        for _ in range(_ATTEMPTS):
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    def _fcntl(self, command: int, kind: int, offset: int) -> int:
+        """One ``struct flock`` call on one byte; returns the reply's ``l_type``."""
+        arg = struct.pack(_FLOCK, kind, os.SEEK_SET, offset, 1, 0)
+        return struct.unpack(_FLOCK, fcntl.fcntl(self._fd, command, arg))[0]
+
+    def _lock_byte(self, offset: int) -> bool:
+        """Lock ``offset`` for this process (the caller holds ``_lock``)."""
+        held = self._bytes.get(offset, 0)
+        if held == 0:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return None
-            except BaseException:
-                os.close(fd)
-                raise
-            try:
-                same = os.stat(name, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-            os.close(fd)        # its holder unlinked it after we opened it: try the new one
-        return None
+                self._fcntl(_OFD_SETLK, fcntl.F_WRLCK, offset)
+            except (BlockingIOError, PermissionError):     # EAGAIN / EACCES: held elsewhere
+                return False
+        self._bytes[offset] = held + 1
+        return True
 
-    def _unlock_file(self, user: str, path: str, fd: int) -> None:
-        if fd < 0:
+    def _unlock_byte(self, offset: int) -> None:
+        held = self._bytes.get(offset, 0) - 1
+        if held > 0:
+            self._bytes[offset] = held
             return
+        self._bytes.pop(offset, None)
         try:
-            os.unlink(self._file(user, path))     # while still held: see the module text
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(fd)
+            self._fcntl(_OFD_SETLK, fcntl.F_UNLCK, offset)
+        except OSError:
+            pass            # only a closed file: its locks are gone with it
 
     def is_active(self, user: str, path: str) -> bool:
         """Does anyone (this process or another) hold a claim on the target?"""
         with self._lock:
             if (user, path) in self._writers:
                 return True
-        if self._dir is None:
-            return False
-        name = self._file(user, path)
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)        # a probe that got the lock lets it go at once
-        return False
+            if self._fd < 0:
+                return False
+            offset = self._offset(user, path)
+            if offset in self._bytes:
+                return False     # ours, for another target: nobody else can hold it
+            return self._fcntl(_OFD_GETLK, fcntl.F_WRLCK, offset) != fcntl.F_UNLCK
 
     def try_claim(self, user: str, path: str, writer: Writer) -> bool:
         """Claim the target for ``writer`` unless anyone holds it; True if claimed."""
         with self._lock:
             if (user, path) in self._writers:
                 return False
-            fd = -1
-            if self._dir is not None:
-                locked = self._lock_file(self._file(user, path))
-                if locked is None:
+            offset = -1
+            if self._fd >= 0:
+                offset = self._offset(user, path)
+                if not self._lock_byte(offset):
                     return False
-                fd = locked
-            self._writers[(user, path)] = (writer, fd)
+            self._writers[(user, path)] = (writer, offset)
             return True
 
     def claim(self, user: str, path: str, writer: Writer) -> None:
@@ -159,7 +158,8 @@ class WriterRegistry:
             if held is None or held[0] is not writer:
                 return
             del self._writers[(user, path)]
-            self._unlock_file(user, path, held[1])
+            if held[1] >= 0:
+                self._unlock_byte(held[1])
 
     @contextmanager
     def holding(self, user: str, path: str) -> Iterator[bool]:
@@ -179,3 +179,11 @@ class WriterRegistry:
         for (owner, path), writer in victims:
             writer._revoke()
             self.drop(owner, path, writer)
+
+    def close(self) -> None:
+        """Close the lock file (every claim of this process ends with it)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._bytes.clear()

@@ -48,7 +48,7 @@ class UploadManager:
 
     def __init__(self, ctx: StoreContext) -> None:
         self.ctx = ctx
-        self.registry = WriterRegistry(os.path.join(ctx.root, "run", "writers"))
+        self.registry = WriterRegistry(os.path.join(ctx.root, "run", "writers.lock"))
         self._group = GroupCommit(ctx, self.registry)
 
     def revoke(self, user: str | None = None) -> None:

@@ -126,7 +126,7 @@ def test_reset_forgets_everything(two):
 
 
 def test_a_claim_in_one_registry_makes_another_busy(tmp_path):
-    one, two = WriterRegistry(tmp_path / "w"), WriterRegistry(tmp_path / "w")
+    one, two = WriterRegistry(tmp_path / "w.lock"), WriterRegistry(tmp_path / "w.lock")
     assert one.try_claim("alice", "/f", PENDING)
     assert not two.try_claim("alice", "/f", PENDING)
     assert two.is_active("alice", "/f")
@@ -139,24 +139,34 @@ def test_a_claim_in_one_registry_makes_another_busy(tmp_path):
 def test_a_sigkilled_writer_leaves_no_lock_held(tmp_path):
     proc = _holder(f"""
         from storage.registry import PENDING, WriterRegistry
-        WriterRegistry({str(tmp_path / "w")!r}).try_claim("alice", "/big", PENDING)
+        WriterRegistry({str(tmp_path / "w.lock")!r}).try_claim("alice", "/big", PENDING)
     """)
-    mine = WriterRegistry(tmp_path / "w")
+    mine = WriterRegistry(tmp_path / "w.lock")
     assert not mine.try_claim("alice", "/big", PENDING)
     _kill(proc)
     assert mine.try_claim("alice", "/big", PENDING)
 
 
-def test_released_lock_files_are_removed(tmp_path):
-    reg = WriterRegistry(tmp_path / "w")
-    with reg.holding("alice", "/f") as claimed:
-        assert claimed
-        assert len(os.listdir(tmp_path / "w")) == 1
-    assert os.listdir(tmp_path / "w") == []
+def test_a_released_claim_is_free_for_another_process(tmp_path):
+    one, two = WriterRegistry(tmp_path / "w.lock"), WriterRegistry(tmp_path / "w.lock")
+    with one.holding("alice", "/f") as claimed:
+        assert claimed and two.is_active("alice", "/f")
+    assert not two.is_active("alice", "/f")
+    assert two.try_claim("alice", "/f", PENDING)
+
+
+def test_many_claims_of_one_process_stay_independent(tmp_path):
+    """Claims share one lock file: dropping one target's claim keeps the others held."""
+    one, two = WriterRegistry(tmp_path / "w.lock"), WriterRegistry(tmp_path / "w.lock")
+    for i in range(50):
+        assert one.try_claim("alice", f"/f{i}", PENDING)
+    one.drop("alice", "/f7", PENDING)
+    assert two.try_claim("alice", "/f7", PENDING)
+    assert not any(two.try_claim("alice", f"/f{i}", PENDING) for i in range(50) if i != 7)
 
 
 def test_holding_yields_false_while_another_writes(tmp_path):
-    one, two = WriterRegistry(tmp_path / "w"), WriterRegistry(tmp_path / "w")
+    one, two = WriterRegistry(tmp_path / "w.lock"), WriterRegistry(tmp_path / "w.lock")
     assert one.try_claim("alice", "/f", PENDING)
     with two.holding("alice", "/f") as claimed:
         assert not claimed

@@ -308,7 +308,7 @@ class StorageMachine(RuleBasedStateMachine):
         assert os.listdir(self.outside) == ["sentinel"]
         assert set(os.listdir(self.root)) <= ROOT_NAMES
         if os.path.isdir(os.path.join(self.root, "run")):
-            assert os.listdir(os.path.join(self.root, "run")) == ["writers"]
+            assert os.listdir(os.path.join(self.root, "run")) == ["writers.lock"]
         assert os.listdir(os.path.join(self.root, "homes")) == [USER]
         assert os.listdir(os.path.join(self.root, "staging")) == [USER]
         staged = set(os.listdir(os.path.join(self.root, "staging", USER)))

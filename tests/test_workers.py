@@ -226,7 +226,7 @@ def test_a_killed_worker_is_restarted_and_every_upload_resumes(two_workers):
             assert done.sha256 == hashlib.sha256(data).hexdigest()
     for name, data in files.items():
         assert (daemon.root / "homes" / USER / name).read_bytes() == data
-    registry = WriterRegistry(daemon.root / "run" / "writers")
+    registry = WriterRegistry(daemon.root / "run" / "writers.lock")
     for name in files:
         assert registry.try_claim(USER, "/" + name, PENDING), name
         registry.drop(USER, "/" + name, PENDING)
