@@ -1,9 +1,10 @@
 """The reactor: one thread, one ``selectors.DefaultSelector``, every socket.
 
 The selector holds the listening socket, every client connection (its
-``SelectorKey.data`` is the ``Connection``), the worker pool's wake-up socket
-and the signal wake-up socket.  Each turn of the loop waits until the nearest
-timer, dispatches ready sockets, runs due timers, and checks for shutdown.
+``SelectorKey.data`` is the connection's transport), the worker pool's
+wake-up socket and the signal wake-up socket.  Each turn of the loop waits
+until the nearest timer, dispatches ready sockets, runs due timers, and checks
+for shutdown.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from storage import Store
 
 from . import __version__, logs
 from .config import Config
-from .connection import Connection
+from .context import SessionContext
 from .handlers import HANDLERS
-from .slots import SharedLimits
+from .session import Session
+from .slots import SharedLimits, SharedUploadSlots
 from .throttle import LoginThrottle
 from .timers import TimerHeap
+from .transport import IOContext, PlainTransport
 from .workers import WorkerPool
 
 log = logging.getLogger("ftpd")
@@ -49,6 +52,15 @@ class _Waker:
 
 
 class Server:
+    """Owns the listening socket, the selector loop, the timers, the worker pools and
+    the books of open sessions (count per address, shutdown).
+
+    It admits connections, makes each one's transport (``make_transport``) and
+    session, and runs the loop.  It may not look inside a session: it asks
+    ``is_idle()`` and calls ``fatal``/``close``; sessions reach it only through
+    the ``SessionContext`` it hands them.
+    """
+
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config.validate()
         self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
@@ -60,20 +72,18 @@ class Server:
         self.pool = WorkerPool(config.workers)
         self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
         self.throttle = LoginThrottle.from_config(config, self.store)
+        self.ctx = SessionContext(self.config, self.store, self.pool, self.auth_pool, self.timers,
+                                  self.throttle, HANDLERS, self.forget)
         # Several worker processes: the limits that span connections count them all.
         self.shared = SharedLimits(config) if config.worker_processes > 1 else None
         if self.shared is not None:
             self.throttle.shared = self.shared.state
-        self.handlers = HANDLERS
-        self.connections: set[Connection] = set()
+            self.ctx.uploads = SharedUploadSlots(self.shared)
+        self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
+                            config.low_water, config.use_sendfile)
+        self.connections: set[Session] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
-        self.active_uploads: collections.Counter[str] = collections.Counter()
-        self.recv_buffer = bytearray(config.recv_buffer)
-        self.recv_view = memoryview(self.recv_buffer)
-        self.recv_size = config.recv_buffer
-        self.control_recv_size = min(config.recv_buffer, 64 * 1024)
         self.listener: socket.socket | None = None
-        self.stopping = False
         self.stopped = False
         self._shutdown_deadline = 0.0
         self._signal_r, self._signal_w = socket.socketpair()
@@ -85,6 +95,16 @@ class Server:
                                         max_data=config.max_data_frame,
                                         register=config.allow_register,
                                         inline_max=config.inline_max))
+
+    @property
+    def stopping(self) -> bool:
+        """A shutdown has begun (sessions see it as ``ctx.stopping``)."""
+        return self.ctx.stopping
+
+    @property
+    def active_uploads(self) -> collections.Counter[str]:
+        """Uploads running per user."""
+        return self.ctx.uploads.active
 
     # ------------------------------------------------------------ setup
 
@@ -145,7 +165,7 @@ class Server:
         for key, mask in self.selector.select(timeout):
             try:
                 key.data.on_event(mask)
-            except Exception:            # connections catch their own; this is the loop's
+            except Exception:            # transports catch their own; this is the loop's
                 log.exception("event handler failed")
         self.timers.run_due()
         if self.stopping:
@@ -153,7 +173,7 @@ class Server:
 
     def request_shutdown(self) -> None:
         """Safe from a signal handler or another thread: only sets a flag and wakes the loop."""
-        self.stopping = True
+        self.ctx.stopping = True
         try:
             self._signal_w.send(b"\0")
         except OSError:
@@ -211,37 +231,33 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        conn = Connection(self, sock, peer)
-        self.connections.add(conn)
+        session = Session(self.ctx, self.make_transport(sock, peer))
+        session.transport.set_protocol(session)
+        self.connections.add(session)
         self.per_ip[ip] += 1
-        log.info("open %s", conn.peer)
-        conn.start(self.greeting)
+        log.info("open %s", session.peer)
+        session.start(self.greeting)
+
+    def make_transport(self, sock: socket.socket, peer: tuple[Any, ...]) -> PlainTransport:
+        """The one place a connection's transport is made (TLS plugs in here)."""
+        return PlainTransport(self.io, sock, peer)
 
     def take_upload_slot(self, user: str) -> bool:
         """Count one more upload of ``user``, unless the per-user limit is reached."""
-        if self.active_uploads[user] >= self.config.max_uploads_per_user:
-            return False
-        if self.shared is not None and not self.shared.take_upload(user):
-            return False
-        self.active_uploads[user] += 1
-        return True
+        return self.ctx.uploads.take(user)
 
     def free_upload_slot(self, user: str) -> None:
-        if self.shared is not None and self.active_uploads[user] > 0:
-            self.shared.free_upload(user)
-        self.active_uploads[user] -= 1
-        if self.active_uploads[user] <= 0:
-            del self.active_uploads[user]
+        self.ctx.uploads.free(user)
 
-    def forget(self, conn: Connection) -> None:
-        """Called by a connection as it closes."""
-        if conn in self.connections:
-            self.connections.discard(conn)
+    def forget(self, session: Session) -> None:
+        """Called by a session as it closes."""
+        if session in self.connections:
+            self.connections.discard(session)
             if self.shared is not None:
-                self.shared.forget(conn.ip)
-            self.per_ip[conn.ip] -= 1
-            if self.per_ip[conn.ip] <= 0:
-                del self.per_ip[conn.ip]
+                self.shared.forget(session.ip)
+            self.per_ip[session.ip] -= 1
+            if self.per_ip[session.ip] <= 0:
+                del self.per_ip[session.ip]
 
     def _pause_accepting(self, seconds: float) -> None:
         assert self.listener is not None
@@ -304,21 +320,19 @@ class Server:
             self.listener.close()
             self.listener = None
             self._shutdown_deadline = now + self.config.shutdown_grace
-        for conn in list(self.connections):
-            if conn.closing or conn.closed:
-                continue
-            if conn.upload is None and conn.download is None and not conn.busy \
-                    and not conn.inflight and conn.receiving is None:
-                conn.fatal("SHUTTING_DOWN", "the server is shutting down")
+        for session in list(self.connections):
+            if session.is_idle():
+                session.fatal(ErrorReply(id=None, code="SHUTTING_DOWN",
+                                         message="the server is shutting down"))
         if now >= self._shutdown_deadline:
-            for conn in list(self.connections):
-                conn.close("shutdown")     # uploads are released: partials stay resumable
+            for session in list(self.connections):
+                session.close("shutdown")  # uploads are released: partials stay resumable
         if not self.connections and not self.pool.pending and not self.auth_pool.pending:
             self.stopped = True
 
     def _teardown(self) -> None:
-        for conn in list(self.connections):
-            conn.close("shutdown")
+        for session in list(self.connections):
+            session.close("shutdown")
         self.pool.close(wait=True)
         self.auth_pool.close(wait=True)
         try:

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 
 from storage.shared import SharedState
 
+from .context import UploadSlots
+
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["SharedLimits", "SharedUserSlots", "UserSlots"]
+__all__ = ["SharedLimits", "SharedUploadSlots", "SharedUserSlots", "UserSlots"]
 
 log = logging.getLogger("ftpd")
 
@@ -148,3 +150,27 @@ class SharedUserSlots(UserSlots):
 
     def held(self, user: str) -> int:
         return self._limits.state.count("user:" + user)
+
+
+class SharedUploadSlots(UploadSlots):
+    """``UploadSlots`` (the session context's) whose limit counts every worker's uploads.
+
+    ``active`` still counts this process's own, so a free without a take gives
+    back nothing of another worker's."""
+
+    __slots__ = ("_limits",)
+
+    def __init__(self, limits: SharedLimits) -> None:
+        super().__init__(limits.config.max_uploads_per_user)
+        self._limits = limits
+
+    def take(self, user: str) -> bool:
+        if self.active[user] >= self.limit or not self._limits.take_upload(user):
+            return False
+        self.active[user] += 1
+        return True
+
+    def free(self, user: str) -> None:
+        if self.active[user] > 0:
+            self._limits.free_upload(user)
+        super().free(user)

@@ -37,6 +37,14 @@ def _noop() -> None:
 
 
 class TimerHeap:
+    """Owns every one-shot timer of the reactor (watchdogs, login delays, housekeeping)
+    and the clock sessions read their time from.
+
+    It runs callbacks on the reactor thread only, from ``run_due``; it never
+    looks at what a callback does, and a callback may not block.  Injecting
+    ``clock`` makes everything time-based testable without sleeping.
+    """
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         # (deadline, seq, timer): tuples compare in C; seq is unique, so the

@@ -21,6 +21,15 @@ Done = Callable[[Any, BaseException | None], None]
 
 
 class WorkerPool:
+    """Owns worker threads, their job queue, their finished-callback queue and the wake-up
+    socketpair the reactor's selector watches.
+
+    A job may touch only what its closure gives it (the store, an upload's file)
+    and never a session or the selector: its result comes back as
+    ``done(result, error)`` run on the reactor thread by ``run_callbacks``.
+    Process-local: each future worker process has its own pools.
+    """
+
     def __init__(self, threads: int, name: str = "worker") -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Done] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[Done, Any, BaseException | None]] = queue.SimpleQueue()

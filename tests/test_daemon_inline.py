@@ -184,7 +184,7 @@ def test_backpressure_bounds_the_inline_puts_held_per_connection(inproc_server):
         conns = list(daemon.server.connections)
         assert len(conns) == 1
         conn = conns[0]
-        held = len(conn.inflight)
+        held = len(conn.inline.inflight) if conn.inline is not None else 0
         assert 1 <= held <= 4 + 1          # the window, plus at most the put being read
         assert sender.is_alive()            # the client's sends block: the daemon stopped reading
         gate.set()

@@ -13,7 +13,7 @@ from protocol.state import State, next_state, refusal_code
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 TEXT = DOC.read_text(encoding="utf-8")
-EVENTS = [*p.REQUESTS, "inline", "data", "done", "close"]
+EVENTS = [*p.REQUESTS, "inline", "data", "done", "end", "close"]
 
 
 def section(heading: str) -> str:

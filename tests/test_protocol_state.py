@@ -8,7 +8,7 @@ import protocol as p
 from protocol.state import AUTHENTICATED_COMMANDS, TRANSITIONS, State, next_state, refusal_code
 
 S = State
-PSEUDO_EVENTS = ("inline", "data", "done", "close")
+PSEUDO_EVENTS = ("inline", "data", "done", "end", "close")
 EVENTS = [*p.REQUESTS, *PSEUDO_EVENTS]
 FILE_COMMANDS = ("pwd", "cd", "ls", "stat", "mkdir", "rmdir", "rm", "mv", "uploads", "abort",
                  "quota", "hash")
@@ -57,7 +57,7 @@ def test_hello_twice_is_bad_state():
 
 def test_nothing_but_hello_ping_and_quit_before_hello():
     allowed = {e for e in EVENTS if next_state(S.GREETED, e) is not None}
-    assert allowed == {"hello", "ping", "quit", "close"}
+    assert allowed == {"hello", "ping", "quit", "end", "close"}
     for cmd in AUTHENTICATED_COMMANDS:
         assert refusal_code(S.GREETED, cmd) == "BAD_STATE"
 
@@ -115,11 +115,11 @@ def test_a_transfer_ends_in_ready_when_done_or_cancelled(transfer):
     assert next_state(transfer, "cancel") is S.READY
 
 
-def test_commit_is_accepted_only_while_uploading_and_keeps_the_state():
+def test_commit_is_accepted_only_while_uploading_and_starts_committing():
     # A commit that fails with OFFSET_MISMATCH or BAD_STATE leaves the upload running;
-    # one that ends the upload (put.done, INTEGRITY) is the "done" event.
+    # one that ends the upload (put.done, INTEGRITY) is the "done" event of COMMITTING.
     for state in State:
-        expected = S.UPLOADING if state is S.UPLOADING else None
+        expected = S.COMMITTING if state is S.UPLOADING else None
         assert next_state(state, "commit") is expected
         if expected is None:
             assert refusal_code(state, "commit") == "BAD_STATE"
@@ -143,13 +143,15 @@ def test_other_requests_during_a_transfer_are_bad_state(transfer):
 
 def test_ping_is_answered_everywhere_but_during_an_upload():
     for state in LIVE:
+        if state in (S.COMMITTING, S.CLOSING):
+            continue            # no request is handled there: it waits, or is never read
         expected = None if state in (S.UPLOADING, S.RECEIVING) else state
         assert next_state(state, "ping") is expected
 
 
 def test_quit_closes_outside_transfers():
     for state in (S.GREETED, S.ANONYMOUS, S.READY):
-        assert next_state(state, "quit") is S.CLOSED
+        assert next_state(state, "quit") is S.CLOSING       # then CLOSED once its reply is out
     for state in (S.UPLOADING, S.DOWNLOADING):
         assert next_state(state, "quit") is None
 
@@ -191,3 +193,20 @@ def test_no_request_is_accepted_while_an_inline_put_is_receiving():
     for cmd in p.REQUESTS:
         assert next_state(S.RECEIVING, cmd) is None, cmd
         assert refusal_code(S.RECEIVING, cmd) == "BAD_STATE"
+
+
+def test_a_commit_ends_in_ready_or_leaves_a_closing_session_closing():
+    assert next_state(S.COMMITTING, "done") is S.READY
+    assert next_state(S.CLOSING, "done") is S.CLOSING
+
+
+def test_no_request_is_handled_while_committing_or_closing():
+    for state in (S.COMMITTING, S.CLOSING):
+        for cmd in p.REQUESTS:
+            assert next_state(state, cmd) is None, (state, cmd)
+
+
+def test_the_server_can_end_every_live_session_and_closing_only_closes():
+    for state in LIVE:
+        assert next_state(state, "end") is S.CLOSING
+    assert {e for e in EVENTS if next_state(S.CLOSING, e) not in (None, S.CLOSING)} == {"close"}

@@ -1,0 +1,72 @@
+"""What a session may touch of the daemon: one small object, shared by all sessions.
+
+A session never sees the ``Server``: it gets this context, made once by the
+server.  Everything in it is process-local today (worker processes will each
+have their own, and the upload slots are the one piece that must then be
+shared between processes: see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from storage import Store
+
+    from .config import Config
+    from .throttle import LoginThrottle
+    from .timers import TimerHeap
+    from .workers import WorkerPool
+
+
+class UploadSlots:
+    """How many uploads each user has running; at most ``limit`` per user.
+
+    A slot is taken when an upload is accepted (before the worker begins it,
+    so racing puts cannot pass the limit) and freed when it ends.
+    """
+
+    __slots__ = ("limit", "active")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: collections.Counter[str] = collections.Counter()
+
+    def take(self, user: str) -> bool:
+        """Count one more upload of ``user``, unless the per-user limit is reached."""
+        if self.active[user] >= self.limit:
+            return False
+        self.active[user] += 1
+        return True
+
+    def free(self, user: str) -> None:
+        self.active[user] -= 1
+        if self.active[user] <= 0:
+            del self.active[user]
+
+
+class SessionContext:
+    """Config, store, worker pools, timers, login throttle, upload slots, handler table.
+
+    ``stopping`` is set by the server when a shutdown begins; ``forget`` is
+    how a closing session leaves the server's books.
+    """
+
+    __slots__ = ("config", "store", "pool", "auth_pool", "timers", "throttle", "uploads",
+                 "handlers", "stopping", "forget")
+
+    def __init__(self, config: Config, store: Store, pool: WorkerPool, auth_pool: WorkerPool,
+                 timers: TimerHeap, throttle: LoginThrottle, handlers: dict[str, Any],
+                 forget: Callable[[Any], None]) -> None:
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.auth_pool = auth_pool
+        self.timers = timers
+        self.throttle = throttle
+        self.uploads = UploadSlots(config.max_uploads_per_user)
+        self.handlers = handlers
+        self.stopping = False
+        self.forget = forget

@@ -1,0 +1,476 @@
+"""One client session: the protocol state machine between a transport and the handlers.
+
+Bytes come in through ``data_received`` (a view into the reactor's shared
+buffer) and go to this session's sans-IO ``MessageStream``.  DATA payloads go
+straight to the upload or the inline put being received; requests are handled
+one at a time, in order, through the handler table.  While a request's
+deferred job runs (a password hash, a listing, a commit), while a multi-page
+reply is produced, or while inline puts are waiting for their answers,
+later requests wait in ``waiting`` and reading stops.
+
+The state lives in ``protocol/state.py``'s table -- including ``COMMITTING``
+and ``CLOSING`` -- and in which objects exist (``job``, ``upload``,
+``download``, ``pager``, ``inline``), never in flags.  Whether to read is
+decided in one place (``_update_reading``), whether the session is over in
+another (``_settle``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from protocol import (
+    DataChunk,
+    ErrorReply,
+    ProtocolError,
+    Put,
+    Rejected,
+    Reply,
+    Request,
+    State,
+    encode,
+    next_state,
+    refusal_code,
+)
+from protocol.codec import MessageStream
+from protocol.state import SERVING
+from storage import StorageError
+
+from .errors import error_reply, is_fatal, refusal
+from .jobs import Deferred, Finish, Outcome, Paged
+from .session_transfers import SessionTransfers
+
+if TYPE_CHECKING:
+    from .context import SessionContext
+    from .inline import InlinePipeline
+    from .timers import Timer
+    from .transfers import DownloadProducer, UploadTransfer
+    from .transport import PlainTransport
+
+log = logging.getLogger("ftpd.conn")
+
+#: Seconds a closing session may take to drain its output before it is cut.
+FORCE_CLOSE_AFTER = 5.0
+_S = State
+
+
+class Session(SessionTransfers):
+    """Owns one client's protocol state: state, user, working folder, waiting requests,
+    the job in progress, the transfer objects and the watchdog.
+
+    It reaches the network only through its transport (``write``, ``send_file``,
+    ``pause_reading``/``resume_reading``, ``close``/``abort``) and the daemon only
+    through its ``SessionContext`` (config, store, pools, timers, throttle, upload
+    slots, handler table).  It may not touch the socket, the selector, another
+    session or the ``Server``.
+    """
+
+    __slots__ = ("ctx", "transport", "stream", "state", "user", "cwd", "data_frame", "waiting",
+                 "job", "upload", "download", "pager", "inline", "discard", "watchdog", "opened",
+                 "anonymous_since", "last_request", "last_progress", "close_reason",
+                 "output_paused", "peer_eof", "__weakref__")
+
+    def __init__(self, ctx: SessionContext, transport: PlainTransport) -> None:
+        cfg = ctx.config
+        self.ctx = ctx
+        self.transport = transport
+        self.stream = MessageStream("server", cfg.max_control_frame, cfg.max_data_frame)
+        self.state = _S.GREETED
+        self.user: str | None = None
+        self.cwd = "/"
+        self.data_frame = cfg.max_data_frame
+        # Requests (and, behind them, copies of DATA payloads) waiting their turn.
+        # (A deque costs half a KiB even empty: made when something has to wait.)
+        self.waiting: deque[Request | Rejected | bytes] | None = None
+        self.job: Deferred | None = None                  # the request in progress off the loop
+        self.upload: UploadTransfer | None = None
+        self.download: DownloadProducer | None = None
+        self.pager: Iterator[Reply] | None = None
+        self.inline: InlinePipeline | None = None
+        self.discard = 0            # DATA bytes of a failed upload still in flight: dropped
+        self.watchdog: Timer | None = None
+        now = ctx.timers.clock()       # the timer heap's clock: one time base, and testable
+        self.opened = now
+        self.anonymous_since = now      # the login timeout counts from here
+        self.last_request = now
+        self.last_progress = now        # in CLOSING: when closing began
+        self.close_reason = ""
+        # Two facts about the peer, not states: the transport's output is above its
+        # high-water mark (or the socket is full), and the peer has ended its side.
+        self.output_paused = False
+        self.peer_eof = False
+
+    @property
+    def peer(self) -> str:
+        return self.transport.peer
+
+    @property
+    def ip(self) -> str:
+        return self.transport.ip
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, greeting: bytes) -> None:
+        """Start reading and send the (pre-encoded) greeting."""
+        self.transport.start()
+        self.transport.write(greeting)
+        self._arm_watchdog()
+
+    def is_idle(self) -> bool:
+        """Nothing in progress: a shutdown may send this session away now."""
+        return self.state in SERVING and self.upload is None and self.download is None \
+            and self.job is None and self.inline is None
+
+    def fatal(self, reply: ErrorReply) -> None:
+        """Send an error that ends the session, then close once it is out."""
+        if self.state is _S.CLOSED:
+            return
+        reason = f"interrupted ({reply.code})"
+        if self.upload is not None and self.state is not _S.COMMITTING and \
+                not self.upload.ended:
+            self._end_upload(released=True, result=reason)
+        download = self.download
+        if download is not None:
+            mid_frame = download.mid_frame()   # then the stream cannot carry an error frame
+            self._end_download(reason)
+            if mid_frame:
+                self.close(reply.code)
+                return
+        self._drop_inline()
+        self.transport.write(encode(reply))
+        self.finish(reply.code)
+
+    def finish(self, reason: str) -> None:
+        """Read no more requests; close once what is queued has been sent."""
+        if self.state in (_S.CLOSING, _S.CLOSED):
+            return
+        self.close_reason = reason
+        self.waiting = None
+        self.pager = None
+        self.last_progress = self.ctx.timers.clock()
+        self.advance("end")
+        self._settle()
+
+    def close(self, reason: str) -> None:
+        """Close now, dropping queued output."""
+        if self.state is _S.CLOSED:
+            return
+        self.close_reason = reason
+        self.transport.abort()          # calls connection_lost
+
+    # ------------------------------------------------------------ transport callbacks
+
+    def wants_bulk_reads(self) -> bool:
+        """Whether file bytes stream in: read whole buffers, several per wake-up."""
+        return self.upload is not None or self.inline is not None
+
+    def data_received(self, data: memoryview) -> None:
+        try:
+            try:
+                events = self.stream.feed(data)
+            except ProtocolError as exc:
+                self.fatal(error_reply(exc, None))
+                return
+            for event in events:
+                state = self.state
+                if state is _S.CLOSING or state is _S.CLOSED:
+                    break
+                if self.waiting:
+                    # Behind a waiting request everything waits, DATA included (copied:
+                    # the receive buffer is reused).  Reading is off, so this is bounded.
+                    self._hold(bytes(event.data) if type(event) is DataChunk else event)
+                elif type(event) is DataChunk:
+                    self._on_data(event.data)
+                elif state is _S.RECEIVING:
+                    self._request_inside_inline_data()
+                elif self._must_wait(event):            # type: ignore[arg-type]
+                    self._hold(event)                   # type: ignore[arg-type]
+                else:
+                    self._dispatch(event)               # type: ignore[arg-type]
+            self._pump()
+        except Exception:
+            log.exception("connection %s failed; closing it", self.peer)
+            self.fatal(refusal(None, "INTERNAL", "internal server error"))
+
+    def eof_received(self) -> None:
+        try:
+            self.stream.feed_eof()
+        except ProtocolError:
+            self.close("peer closed inside a frame")
+            return
+        self.peer_eof = True
+        if self.state is _S.UPLOADING or self.state is _S.RECEIVING:
+            self.close("peer closed during upload")
+            return
+        self._pump()
+
+    def pause_writing(self) -> None:
+        self.output_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.output_paused = False
+        self._pump()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The socket is gone: end whatever is running, once."""
+        if self.state is _S.CLOSED:
+            return
+        committing = self.state is _S.COMMITTING
+        self.state = _S.CLOSED
+        reason = self.close_reason or (
+            f"connection lost: {exc.__class__.__name__}" if exc is not None else "closed")
+        self.ctx.timers.cancel(self.watchdog)
+        if self.upload is not None and not committing and not self.upload.ended:
+            self._end_upload(released=True, result=f"interrupted ({reason})")
+        if self.download is not None:
+            self._end_download(f"interrupted ({reason})")
+        self._drop_inline()
+        self.pager = None
+        self.waiting = None
+        self.ctx.forget(self)
+        log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-", reason,
+                 self.ctx.timers.clock() - self.opened)
+
+    # ------------------------------------------------------------ requests
+
+    def _hold(self, event: Request | Rejected | bytes) -> None:
+        if self.waiting is None:
+            self.waiting = deque()
+        self.waiting.append(event)
+
+    def _must_wait(self, request: Request | Rejected) -> bool:
+        """Whether ``request`` must wait for earlier work before it is handled."""
+        if self.job is not None or self.pager is not None:
+            return True
+        inline = self.inline
+        if inline is None:
+            return False
+        if type(request) is Put and request.inline:     # type: ignore[attr-defined]
+            return inline.full()
+        return bool(inline.inflight)         # replies leave in order: after the inline puts
+
+    def _dispatch(self, request: Request | Rejected) -> None:
+        self.last_request = self.ctx.timers.clock()
+        self.discard = 0
+        if type(request) is Rejected:
+            err = request.error
+            self._answer(refusal(err.request_id, err.code, err.message))
+            return
+        cmd = request.cmd
+        if next_state(self.state, cmd) is None:
+            self._answer(refusal(request.id, refusal_code(self.state, cmd),
+                                 f"{cmd} is not allowed now ({self.state.value})"))
+            return
+        try:
+            outcome = self.ctx.handlers[cmd](self, request)
+        except (StorageError, ProtocolError) as exc:
+            self._answer(error_reply(exc, request.id))
+            return
+        self._apply(request.id, outcome)
+
+    def _apply(self, request_id: int | None, outcome: Outcome) -> None:
+        """Carry out what a handler (or a job's continuation) returned."""
+        if outcome is None:
+            return
+        kind = type(outcome)
+        if kind is tuple:
+            for part in outcome:                        # type: ignore[union-attr]
+                self._apply(request_id, part)
+        elif kind is Deferred:
+            self._start_job(request_id, outcome)        # type: ignore[arg-type]
+        elif kind is Paged:
+            self.pager = outcome.pages                  # type: ignore[union-attr]
+        elif kind is Finish:
+            self.finish(outcome.reason)                 # type: ignore[union-attr]
+        else:
+            self._answer(outcome)                       # type: ignore[arg-type]
+
+    def _answer(self, reply: Reply) -> None:
+        if type(reply) is ErrorReply and is_fatal(reply):     # type: ignore[arg-type]
+            self.fatal(reply)                                  # type: ignore[arg-type]
+        else:
+            self.send(reply)
+
+    def _start_job(self, request_id: int | None, deferred: Deferred) -> None:
+        """Run a deferred job; requests wait (and reading stops) until it completes."""
+        self.job = deferred
+
+        def complete(result: Any, error: BaseException | None) -> None:
+            if deferred.always is not None:
+                deferred.always(result, error)
+            if self.state is _S.CLOSED:
+                if deferred.if_closed is not None:
+                    deferred.if_closed(result, error)
+                return
+            self.job = None
+            self.last_request = self.ctx.timers.clock()  # server-side work does not count as idling
+            try:
+                outcome = self._continue(request_id, deferred, result, error)
+            except Exception:
+                log.exception("completion failed on %s", self.peer)
+                self.fatal(refusal(None, "INTERNAL", "internal server error"))
+                return
+            self._apply(request_id, outcome)
+            self._pump()
+
+        if deferred.job is None:
+            self.ctx.timers.call_later(deferred.delay, lambda: complete(None, None))
+        else:
+            pool = self.ctx.auth_pool if deferred.cpu else self.ctx.pool
+            pool.submit(deferred.job, complete)
+
+    def _continue(self, request_id: int | None, deferred: Deferred, result: Any,
+                  error: BaseException | None) -> Outcome:
+        if error is not None and deferred.failed is None:
+            if not isinstance(error, StorageError | ProtocolError):
+                if not deferred.operation:
+                    raise error
+                log.error("%s failed on %s", deferred.operation, self.peer, exc_info=error)
+            return error_reply(error, request_id, operation=deferred.operation)
+        try:
+            if error is None:
+                return deferred.then(result)
+            return deferred.failed(error)               # type: ignore[misc]
+        except (StorageError, ProtocolError) as exc:
+            return error_reply(exc, request_id)
+
+    def _request_inside_inline_data(self) -> None:
+        item = self.inline.receiving                    # type: ignore[union-attr]
+        assert item is not None
+        self.fatal(refusal(None, "BAD_STATE",
+                           f"a request arrived with {item.left} bytes of the inline put "
+                           f"{item.request.id} still to come"))
+
+    # ------------------------------------------------------------ the engine
+
+    def _pump(self) -> None:
+        """Take up waiting requests and run the producers until neither can go on.
+
+        Called only from the top of a callback (transport, worker, timer), so
+        it never runs inside itself.
+        """
+        while self.state is not _S.CLOSED:
+            self._take_waiting()
+            if not self._produce():
+                break
+        self._settle()
+
+    def _take_waiting(self) -> None:
+        waiting = self.waiting
+        while waiting and self.state in SERVING and self.download is None \
+                and self.job is None:
+            item = waiting[0]
+            if type(item) is bytes:
+                waiting.popleft()
+                self._on_data(memoryview(item))
+            elif self.state is _S.RECEIVING:
+                self._request_inside_inline_data()
+                return
+            elif self._must_wait(item):                 # type: ignore[arg-type]
+                return
+            else:
+                waiting.popleft()
+                self._dispatch(item)                    # type: ignore[arg-type]
+        if not waiting and self.waiting is waiting:
+            self.waiting = None
+
+    def _settle(self) -> None:
+        """After any progress: is the session over, and should it read?"""
+        state = self.state
+        if state is _S.CLOSED:
+            return
+        if state is _S.CLOSING:
+            if self.download is None and self.upload is None and \
+                    (self.inline is None or not self.inline.inflight):
+                self.transport.close()          # drains, then connection_lost
+            else:
+                self.transport.pause_reading()
+            return
+        if self.peer_eof and self.job is None and not self.waiting and self.download is None \
+                and self.pager is None and self.upload is None and self.inline is None:
+            self.finish("peer closed")
+            return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """The one decision whether to read more.
+
+        During a download the output is paused whenever the socket is full, yet
+        a ``cancel`` or a ``ping`` must still be read: there the bound is the
+        number of replies held back until the frame ends.
+        """
+        inline, download = self.inline, self.download
+        if self.state in SERVING and self.job is None and not self.waiting \
+                and (inline is None or not inline.full()) \
+                and (not download.deferred_full() if download is not None
+                     else not self.output_paused):
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    # ------------------------------------------------------------ replies
+
+    def send(self, reply: Reply) -> None:
+        """Queue a reply; in the middle of a DATA frame it waits for the frame's end."""
+        data = encode(reply)
+        download = self.download
+        if download is not None and download.mid_frame():
+            download.deferred.append(data)  # (a ping flood: reading stops at the cap)
+        else:
+            self.transport.write(data)
+
+    # ------------------------------------------------------------ the state table
+
+    def advance(self, event: str) -> None:
+        """Apply the state table to an event that succeeded."""
+        target = next_state(self.state, event)
+        if target is None:
+            raise RuntimeError(f"illegal transition {self.state} --{event}-->")
+        if target is not self.state:
+            self.state = target
+            if target is _S.ANONYMOUS:
+                self.anonymous_since = self.ctx.timers.clock()
+            # Each state has its own timeout (login, idle, stall, closing).  A watchdog due
+            # before the new state's deadline can stay: when it fires it finds nothing
+            # expired and re-arms for the real deadline.
+            watchdog = self.watchdog
+            if watchdog is None or watchdog.cancelled or \
+                    watchdog.deadline > self._deadline(self.ctx.timers.clock())[0]:
+                self.ctx.timers.cancel(watchdog)
+                self._arm_watchdog()
+
+    # ------------------------------------------------------------ timeouts
+
+    def _deadline(self, now: float) -> tuple[float, str]:
+        """When this session times out in its current state, and why."""
+        cfg = self.ctx.config
+        state = self.state
+        if state is _S.CLOSING:
+            return self.last_progress + FORCE_CLOSE_AFTER, "closing"
+        inline = self.inline
+        if self.job is not None or (inline is not None and inline.storing_only()):
+            return now + 1.0, ""                # work in progress is not the client's fault
+        if state is _S.GREETED or state is _S.ANONYMOUS:
+            return self.anonymous_since + cfg.login_timeout, "login"
+        if self.upload is not None or self.download is not None or state is _S.RECEIVING:
+            return self.last_progress + cfg.stall_timeout, "transfer stalled"
+        return self.last_request + cfg.idle_timeout, "idle"
+
+    def _arm_watchdog(self) -> None:
+        if self.state is _S.CLOSED:
+            return
+        now = self.ctx.timers.clock()
+        deadline, what = self._deadline(now)
+        if now >= deadline and what:
+            self.watchdog = None
+            if self.state is _S.CLOSING:
+                self.close(f"{self.close_reason}; peer did not read")
+                return
+            log.info("timeout %s user=%s (%s)", self.peer, self.user or "-", what)
+            self.fatal(refusal(None, "TIMEOUT", f"{what} timeout"))
+            return
+        self.watchdog = self.ctx.timers.call_later(deadline - now, self._arm_watchdog)

@@ -1,0 +1,214 @@
+"""Transfers: a resumable upload being received, a download being produced.
+
+Each object owns its own fields and reports back by return value; neither
+touches the session.  The session decides what a transfer's end means for
+the connection (its state, its replies, its log line's user).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from protocol import ProtocolError, Request, data_header
+
+if TYPE_CHECKING:
+    from .context import SessionContext
+
+log = logging.getLogger("ftpd.conn")
+
+#: Replies held back while a DATA frame is half sent, before reading pauses.
+MAX_DEFERRED = 64
+
+
+class UploadTransfer:
+    """A resumable upload: the store's ``Upload`` plus the reactor-side catch-up.
+
+    While bytes arrive, a worker hashes them and another flushes them to disk
+    (at most one job of each in flight), so that the commit after the last
+    byte only has the tail left.  ``commit_job`` is the slow part, for a
+    worker.  ``end`` releases (or not) the store's upload, frees the slot and
+    logs the transfer.
+    """
+
+    __slots__ = ("ctx", "request", "upload", "start", "started", "hash_mark", "flush_mark",
+                 "hashing", "flushing", "ended")
+
+    def __init__(self, ctx: SessionContext, request: Request, upload: Any) -> None:
+        self.ctx = ctx
+        self.request = request
+        self.upload = upload
+        self.start = upload.offset
+        self.started = time.monotonic()
+        # A hash covers the whole file, so hashing starts at 0 even for a resumed upload.
+        self.hash_mark = 0
+        self.flush_mark = upload.offset
+        self.hashing = False            # a worker is hashing this upload's bytes
+        self.flushing = False           # a worker is flushing them to disk
+        self.ended = False
+        if request.defer_sha256:        # type: ignore[attr-defined]
+            upload.expect_hash_later()
+
+    @property
+    def deferred_hash(self) -> bool:
+        """The client names the SHA-256 in a ``commit`` after the last byte."""
+        return bool(self.request.defer_sha256)          # type: ignore[attr-defined]
+
+    def remaining(self) -> int:
+        return self.upload.size - self.upload.offset
+
+    def write(self, view: memoryview) -> None:
+        """Write DATA bytes (a view valid only now); raises ``StorageError`` on failure."""
+        self.upload.write(view)
+
+    def wants_commit(self) -> bool:
+        """Every byte is in and the hash was declared up front: commit now."""
+        return self.upload.complete() and not self.deferred_hash
+
+    def check_commit(self) -> None:
+        """Whether a ``commit`` request may commit now; raises the refusal if not."""
+        upload = self.upload
+        if not self.deferred_hash:
+            raise ProtocolError("commit needs an upload declared with defer_sha256",
+                                code="BAD_STATE")
+        if not upload.complete():
+            raise ProtocolError(f"commit after {upload.offset} of {upload.size} bytes",
+                                code="OFFSET_MISMATCH", expected=upload.size, got=upload.offset)
+
+    def catch_up(self) -> None:
+        """Hash and flush what has arrived, on workers, while more arrives.
+
+        Two independent jobs, at most one of each in flight: the hash must not
+        wait for the disk, or it falls behind the writer (a flush of 16 MiB
+        takes about as long as hashing it) and the commit is left with a long
+        tail to hash.  Each job covers what was written when it started.  Once
+        every byte is in (a deferred upload waiting for its ``commit``), the
+        rest is caught up at once, while the client finishes its own hash.
+        """
+        upload = self.upload
+        step = 1 if upload.complete() else self.ctx.config.writeback_bytes
+        pool = self.ctx.pool
+        if not self.hashing and upload.hasher is not None and \
+                upload.offset - self.hash_mark >= step:
+            self.hashing = True
+            self.hash_mark = upload.offset
+            pool.submit(upload.hash_behind, self._hashed)
+        if not self.flushing and upload.offset - self.flush_mark >= step:
+            self.flushing = True
+            self.flush_mark = upload.offset
+            pool.submit(upload.flush, self._flushed)
+
+    def _hashed(self, _: Any, error: BaseException | None) -> None:
+        self.hashing = False
+        if error is not None:
+            log.warning("background hash of %s failed: %s", self.upload.path, error)
+        elif not self.ended and self.upload.complete():
+            self.catch_up()                 # the bytes that came in meanwhile
+
+    def _flushed(self, _: Any, error: BaseException | None) -> None:
+        self.flushing = False
+        if error is not None:
+            log.warning("background flush of %s failed: %s", self.upload.path, error)
+
+    def commit_job(self, sha256: str | None) -> Any:
+        """The worker's part of the commit: verify, fsync, publish."""
+        upload = self.upload
+        self.ended = True                   # no more catch-up: the commit does the rest
+        return lambda: upload.commit(sha256)
+
+    def end(self, *, released: bool, result: str, user: str | None) -> None:
+        """Release the store's upload (or not: committed), free the slot, log the outcome."""
+        upload = self.upload
+        self.ended = True
+        if released:
+            try:
+                upload.release()
+            except Exception:
+                log.exception("releasing upload %s failed", upload.path)
+        self.ctx.uploads.free(upload.user)
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        moved = upload.offset - self.start
+        log.info("upload user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
+                 user, upload.path, moved, elapsed, moved / elapsed / 1e6, result)
+
+
+class DownloadProducer:
+    """A file streaming out as DATA frames: the open file, the position, the frame.
+
+    ``deferred`` holds replies (pongs) that arrived while a frame was half
+    sent: the stream cannot carry a control frame until the frame ends.
+    ``cancel_id`` is set by a ``cancel``, answered at the next frame boundary.
+    """
+
+    __slots__ = ("request", "path", "fd", "size", "pos", "start", "frame_left",
+                 "frame_size", "deferred", "cancel_id", "started")
+
+    def __init__(self, request: Request, path: str, fd: int, size: int, offset: int,
+                 frame_size: int) -> None:
+        self.request = request
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self.pos = offset
+        self.start = offset
+        self.frame_left = 0
+        self.frame_size = frame_size
+        self.deferred: list[bytes] = []
+        self.cancel_id: int | None = None
+        self.started = time.monotonic()
+
+    def mid_frame(self) -> bool:
+        return self.frame_left > 0
+
+    def deferred_full(self) -> bool:
+        return len(self.deferred) >= MAX_DEFERRED
+
+    def next_frame(self) -> int:
+        """Open the next frame; returns its length (0 at the end of the file)."""
+        self.frame_left = min(self.frame_size, self.size - self.pos)
+        return self.frame_left
+
+    def produce(self, transport: Any) -> str | None:
+        """Send frames while the transport takes them.
+
+        Returns None when the transport cannot take more now (it resumes the
+        session later), or how the download ended: ``"ok"`` (every byte is
+        out), ``"cancelled"`` (at a frame boundary, after a ``cancel``), or a
+        reason to close the connection (the file shrank or failed mid-frame).
+        Replies held back during a frame go out at its end.
+        """
+        while True:
+            if self.frame_left == 0:
+                if self.deferred:
+                    for data in self.deferred:
+                        transport.write(data)
+                    self.deferred.clear()
+                if self.cancel_id is not None:
+                    return "cancelled"
+                if self.next_frame() == 0:
+                    return "ok"
+                transport.write(data_header(self.frame_left))
+                continue
+            try:
+                sent = transport.send_file(self.fd, self.pos, self.frame_left)
+            except EOFError:
+                return "file shrank during download"
+            except OSError as exc:
+                return f"read failed: {exc.__class__.__name__}"
+            if sent == 0:
+                return None
+            self.pos += sent
+            self.frame_left -= sent
+
+    def end(self, result: str, user: str | None) -> None:
+        """Close the file and log the transfer."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        moved = self.pos - self.start
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        log.info("download user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
+                 user, self.path, moved, elapsed, moved / elapsed / 1e6, result)
