@@ -25,6 +25,7 @@ import getpass
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,14 @@ def _supervise(cfg: configuration.Config) -> int:
 
     logs.WORKER = "sup"
     logs.configure(cfg.log_level)
+    try:
+        # Once, before any worker: create or upgrade the catalogue (switching a new one
+        # to WAL needs it alone) and recover interrupted commits, with nobody else live.
+        Store(cfg.root, scrypt_n=cfg.scrypt_n, partial_ttl=cfg.partial_ttl,
+              default_quota=cfg.default_quota).close()
+    except (StorageError, OSError, sqlite3.Error) as exc:
+        print(f"ftpd: error: cannot open the data root {cfg.root}: {exc}", file=sys.stderr)
+        return 1
     supervisor = Supervisor(cfg, _run_worker)
     try:
         supervisor.reserve_address()

@@ -120,35 +120,41 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     return CommitResult(path=path, size=size, sha256=digest)   # step 4
 
 
-def recover(ctx: StoreContext) -> None:
+def recover(ctx: StoreContext, registry: WriterRegistry | None = None) -> None:
     """Finish or roll back commits interrupted by a crash (rows still carrying a mark).
 
     Itself crash-safe: each row is finished by steps that can be repeated, so a
-    crash during recovery leaves rows the next start-up recovers again.
+    crash during recovery leaves rows the next start-up recovers again.  With a
+    ``registry``, a row whose target another process holds is left alone: that is
+    a commit in progress (another worker of ``--workers N``), not an interrupted one.
     """
     for row in ctx.db.all("SELECT * FROM uploads WHERE commit_ino IS NOT NULL"
                           " ORDER BY user, path"):
         user, path = row["user"], row["path"]
         marked = CommitMark(row["commit_dev"], row["commit_ino"], row["commit_old"] or 0)
-        with ctx.user_lock(user):
-            st = None
-            try:
-                parts = split_user_path(path)
-                with user_parent(ctx, user, parts) as pfd:
-                    st = lstat_at(pfd, parts[-1], path)
-            except StorageError:
-                pass
-            if st is None or not stat.S_ISREG(st.st_mode) or not marked.matches(st):
-                with ctx.db.write() as conn:             # never placed: roll back
-                    mark(conn, user, path, None)
-                faults.crash_point("recover.after_unmark")
+        held = registry.holding(user, path) if registry else contextlib.nullcontext(True)
+        with held as mine:
+            if not mine:
                 continue
-            _unlink_linked_partial(ctx, user, path, st)
-            with ctx.db.write() as conn:                 # placed: account it
-                account(conn, user, path, row["size"] - marked.old)
-                if row["sha256"] is not None:
-                    cache_store(conn, st, row["sha256"])
-            faults.crash_point("recover.after_account")
+            with ctx.user_lock(user):
+                st = None
+                try:
+                    parts = split_user_path(path)
+                    with user_parent(ctx, user, parts) as pfd:
+                        st = lstat_at(pfd, parts[-1], path)
+                except StorageError:
+                    pass
+                if st is None or not stat.S_ISREG(st.st_mode) or not marked.matches(st):
+                    with ctx.db.write() as conn:             # never placed: roll back
+                        mark(conn, user, path, None)
+                    faults.crash_point("recover.after_unmark")
+                    continue
+                _unlink_linked_partial(ctx, user, path, st)
+                with ctx.db.write() as conn:                 # placed: account it
+                    account(conn, user, path, row["size"] - marked.old)
+                    if row["sha256"] is not None:
+                        cache_store(conn, st, row["sha256"])
+                faults.crash_point("recover.after_account")
 
 
 def _unlink_linked_partial(ctx: StoreContext, user: str, path: str,

@@ -137,7 +137,7 @@ class UploadManager:
 
     def recover(self) -> None:
         """Finish or roll back commits interrupted by a crash (:func:`storage.commit.recover`)."""
-        commit_step.recover(self.ctx)
+        commit_step.recover(self.ctx, self.registry)
 
     def _forget_quietly(self, user: str, path: str) -> None:
         try:

@@ -221,3 +221,25 @@ def test_password_checks_in_flight_are_budgeted_over_every_worker(tmp_path):
         one.shared.close()
         two.shared.close()
         store.close()
+
+
+def test_start_up_recovery_leaves_alone_a_commit_another_process_holds(tmp_path):
+    """A restarting worker recovers interrupted commits; a marked row whose target a
+    live worker holds is that worker's commit in progress and must not be touched."""
+    from storage import Store
+
+    live = Store(tmp_path, scrypt_n=16)
+    live.create_user("alice", "pw-alice")
+    upload = live.begin_upload("alice", "/f.bin", 3, None)
+    live._ctx.db.conn().execute(             # as if its commit were between mark and account
+        "UPDATE uploads SET commit_dev = 1, commit_ino = 2, commit_old = 0")
+
+    def marked() -> bool:
+        return live._ctx.db.one("SELECT commit_ino FROM uploads")[0] is not None
+
+    Store(tmp_path, scrypt_n=16).close()      # a worker starting meanwhile
+    assert marked()
+    upload.release()
+    Store(tmp_path, scrypt_n=16).close()      # nobody holds it: an interrupted commit
+    assert not marked()
+    live.close()

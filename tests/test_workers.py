@@ -310,8 +310,7 @@ def test_a_second_daemon_on_the_same_root_refuses_to_start(server_factory, worke
 
 def test_workers_that_keep_dying_at_start_stop_the_supervisor_with_status_1(tmp_path):
     root = tmp_path / "root"
-    root.mkdir()
-    (root / "users.db").mkdir()            # no worker can open the catalogue
+    (root / "run" / "live.db").mkdir(parents=True)   # no worker can open the shared state
     proc = subprocess.run([sys.executable, "-m", "ftpd.cli", "serve", "--root", str(root),
                            "--port", "0", "--workers", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
