@@ -1,7 +1,7 @@
 """``ftpd``: run the daemon and manage its users.
 
     ftpd serve --root DIR [--host H] [--port N] [--config FILE] [--allow-register]
-               [--log-level LEVEL] [--set NAME=VALUE ...]
+               [--workers N|auto] [--log-level LEVEL] [--set NAME=VALUE ...]
     ftpd user add NAME --root DIR [--quota SIZE] [--password-stdin]
     ftpd user del|passwd|disable|enable NAME --root DIR
     ftpd user quota NAME SIZE --root DIR
@@ -11,6 +11,12 @@
     ftpd tls fingerprint --root DIR     (the SHA256:... clients pin)
     ftpd tls rotate --root DIR          (a new self-signed pair; clients will refuse it
                                          until they trust the new fingerprint)
+
+``serve`` takes the data-root lock (``<root>/ftpd.lock``): a second daemon on
+the same root exits with status 1 and one line saying which pid holds it.
+``--workers N`` (the setting ``worker_processes``; ``auto``: one per CPU) runs
+N reactor processes under a supervisor (``ftpd/supervisor.py``); 1, the
+default, is one process as before.
 
 SIZE accepts bytes or binary units: 1G, 500M, 64K, or ``unlimited``.  Without
 ``--password-stdin`` a password is asked for twice on the terminal.  ``user del``
@@ -24,12 +30,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 from storage import StorageError, Store, parse_size
 from storage.store import DB_NAME
+from storage.shared import RootLocked, lock_root
 
 from . import config as configuration
 from . import logs
@@ -82,6 +92,15 @@ def _version() -> str:
         return "0.1.0"
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpd",
                                      description="Resumable, verified file-transfer daemon.")
@@ -96,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file with any setting")
     serve.add_argument("--allow-register", action="store_true", default=None,
                        help="let clients create accounts")
+    serve.add_argument("--workers", dest="worker_processes", type=_workers,
+                       help="reactor processes: a number or 'auto' (one per CPU; default 1)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     _add_tls_serve_flags(serve)
     serve.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
@@ -202,7 +223,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = dict(args.settings)
     flags = dict(root=args.root, host=args.host, port=args.port,
-                 allow_register=args.allow_register, log_level=args.log_level)
+                 allow_register=args.allow_register, log_level=args.log_level,
+                 worker_processes=args.worker_processes)
     flags.update(_tls_serve_settings(args))
     overrides.update({name: value for name, value in flags.items() if value is not None})
     try:
@@ -213,12 +235,64 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ftpd: error: configuration: {exc}", file=sys.stderr)
         return 2
+    try:
+        root_lock = lock_root(cfg.root)     # held until this process (and its workers) end
+    except RootLocked as exc:
+        print(f"ftpd: error: {exc}: refusing to start a second daemon on it", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ftpd: error: cannot lock the data root {cfg.root}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if cfg.worker_processes > 1:
+            return _supervise(cfg)
+        logs.configure(cfg.log_level)
+        server = Server(cfg)
+        try:
+            server.bind()
+        except OSError as exc:
+            print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+            return 3
+        server.install_signal_handlers()
+        server.serve_forever()
+        return 0
+    finally:
+        os.close(root_lock)
+
+
+def _supervise(cfg: configuration.Config) -> int:
+    from .supervisor import Supervisor
+
+    logs.WORKER = "sup"
+    logs.configure(cfg.log_level)
+    try:
+        # Once, before any worker: create or upgrade the catalogue (switching a new one
+        # to WAL needs it alone) and recover interrupted commits, with nobody else live.
+        Store(cfg.root, scrypt_n=cfg.scrypt_n, partial_ttl=cfg.partial_ttl,
+              default_quota=cfg.default_quota).close()
+    except (StorageError, OSError, sqlite3.Error) as exc:
+        print(f"ftpd: error: cannot open the data root {cfg.root}: {exc}", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(cfg, _run_worker)
+    try:
+        supervisor.reserve_address()
+    except OSError as exc:
+        print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        return 3
+    return supervisor.run()
+
+
+def _run_worker(cfg: configuration.Config, index: int) -> int:
+    """One worker process of ``--workers N`` (forked by the supervisor)."""
+    from .server import Server
+
+    logs.WORKER = f"w{index}"
     logs.configure(cfg.log_level)
     server = Server(cfg)
     try:
         server.bind()
     except OSError as exc:
-        print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        logging.getLogger("ftpd").error("cannot listen on %s:%d: %s", cfg.host, cfg.port, exc)
         return 3
     server.install_signal_handlers()
     server.serve_forever()

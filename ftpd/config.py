@@ -8,6 +8,7 @@ a ``[ftpd]`` table; sizes may be written as "1G", "64K" or plain integers.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class Config:
     #: every this many uploaded bytes a worker hashes them and fdatasyncs them, so the
     #: commit after the last byte only has the tail left to do
     writeback_bytes: int = 16 << 20
+    worker_processes: int = 1             # reactor processes (nginx's name; ``--workers``):
+                                          # more than 1 runs a supervisor and N workers
     workers: int = 4                      # file work: hashing, fsync, commit, listings
     auth_workers: int = 0                 # password hashing; 0 means one per CPU
 
@@ -98,6 +101,8 @@ class Config:
             raise ValueError(f"port {self.port} out of range")
         if not 0 < self.low_water <= self.high_water:
             raise ValueError("need 0 < low_water <= high_water")
+        if not 1 <= self.worker_processes <= 256:
+            raise ValueError("worker_processes must be between 1 and 256 (or \"auto\")")
         if self.workers < 1 or self.auth_workers < 0:
             raise ValueError("workers must be >= 1 and auth_workers >= 0")
         for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
@@ -137,6 +142,8 @@ class Config:
 
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
+    if name == "worker_processes" and value == "auto":
+        return os.cpu_count() or 1
     if name in _SIZE_FIELDS and isinstance(value, str):
         try:
             return parse_size(value)

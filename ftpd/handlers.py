@@ -30,6 +30,7 @@ from storage import (
     StorageIOError,
 )
 
+from . import supervisor
 from .jobs import Deferred, Finish, Outcome, Paged
 from .jobs import HandlerSession as Session
 from .transfers import DownloadProducer
@@ -182,7 +183,7 @@ def whoami(session: Session, req: m.Whoami) -> Outcome:
 
 @handles("ping")
 def ping(session: Session, req: m.Ping) -> Outcome:
-    return m.Pong(id=req.id, payload=req.payload)
+    return m.Pong(id=req.id, payload=req.payload, worker=supervisor.current_worker)
 
 
 @handles("quit")

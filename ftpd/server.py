@@ -28,6 +28,7 @@ from .config import Config
 from .context import SessionContext
 from .handlers import HANDLERS
 from .session import Session
+from .slots import SharedLimits, SharedUploadSlots
 from .throttle import LoginThrottle
 from .timers import TimerHeap
 from .transport import IOContext, PlainTransport
@@ -75,6 +76,11 @@ class Server:
         self.throttle = LoginThrottle.from_config(config, self.store)
         self.ctx = SessionContext(self.config, self.store, self.pool, self.auth_pool, self.timers,
                                   self.throttle, HANDLERS, self.forget)
+        # Several worker processes: the limits that span connections count them all.
+        self.shared = SharedLimits(config) if config.worker_processes > 1 else None
+        if self.shared is not None:
+            self.throttle.shared = self.shared.state
+            self.ctx.uploads = SharedUploadSlots(self.shared)
         self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
                             config.low_water, config.use_sendfile)
         self.connections: set[Session] = set()
@@ -109,6 +115,8 @@ class Server:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config.worker_processes > 1:       # every worker listens; the kernel spreads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.config.host, self.config.port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -211,6 +219,8 @@ class Server:
             refusal = ("TOO_MANY_CONNECTIONS", "the server has too many connections")
         elif self.per_ip[ip] >= cfg.max_connections_per_ip:
             refusal = ("TOO_MANY_CONNECTIONS", "too many connections from your address")
+        elif self.shared is not None and (why := self.shared.admit(ip)) is not None:
+            refusal = ("TOO_MANY_CONNECTIONS", why)
         if refusal is not None:
             try:
                 sock.send(encode(ErrorReply(id=None, code=refusal[0], message=refusal[1])))
@@ -245,6 +255,8 @@ class Server:
         """Called by a session as it closes."""
         if session in self.connections:
             self.connections.discard(session)
+            if self.shared is not None:
+                self.shared.forget(session.ip)
             self.per_ip[session.ip] -= 1
             if self.per_ip[session.ip] <= 0:
                 del self.per_ip[session.ip]
@@ -334,6 +346,8 @@ class Server:
         self._signal_r.close()
         self._signal_w.close()
         self.store.close()
+        if self.shared is not None:
+            self.shared.close()
         log.info("stopped")
         logs.flush()
 

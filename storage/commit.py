@@ -133,22 +133,29 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     return CommitResult(path=path, size=size, sha256=digest)   # step 4
 
 
-def recover(ctx: StoreContext) -> None:
+def recover(ctx: StoreContext, registry: WriterRegistry | None = None) -> None:
     """Finish or roll back commits interrupted by a crash (rows still carrying a mark).
 
     Itself crash-safe: each row is finished by steps that can be repeated, so a
-    crash during recovery leaves rows the next start-up recovers again.
+    crash during recovery leaves rows the next start-up recovers again.  With a
+    ``registry``, a row whose target another process holds is left alone: that is
+    a commit in progress (another worker of ``--workers N``), not an interrupted one.
     """
     for row in ctx.db.all("SELECT user, path FROM uploads WHERE commit_ino IS NOT NULL"
                           " ORDER BY user, path"):
-        settle(ctx, row["user"], row["path"])
+        held = (registry.holding(row["user"], row["path"]) if registry
+                else contextlib.nullcontext(True))
+        with held as mine:
+            if mine:
+                settle(ctx, row["user"], row["path"])
 
 
 def settle(ctx: StoreContext, user: str, path: str) -> None:
     """Finish (account) or roll back (unmark) the marked row of ``user``'s ``path``, if
     it still has one: a crash, or a commit whose accounting failed after the file was
     in place, left it.  Takes the user lock and re-reads the row under it, so it never
-    accounts a row twice."""
+    accounts a row twice.  The caller holds the target's writer claim (or, at start-up,
+    knows no other process does)."""
     with ctx.user_lock(user):
         row = ctx.db.one("SELECT * FROM uploads WHERE user = ? AND path = ?"
                          " AND commit_ino IS NOT NULL", (user, path))

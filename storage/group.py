@@ -135,32 +135,34 @@ class GroupCommit:
                 with self.ctx.db.write() as conn:
                     for p in group:
                         target = p.target
+                        claimed = False
                         try:
                             with user_parent(self.ctx, user, target.parts) as pfd:
                                 replaced_size(pfd, target)
-                            if self.registry.is_active(user, target.path):
+                            claimed = self.registry.try_claim(user, target.path, INLINE)
+                            if not claimed:       # across processes: storage.registry
                                 raise UploadBusy("an upload to this path is in progress",
                                                  path=target.path)
                             need = len(p.data)    # the whole file (storage.uploads)
                             check_quota(conn, user, target.path, need)
                             # Before the row changes: never splice (storage.commit).
                             unlink_quietly(sfd, part_name(target.path))
-                        except StorageError as exc:
-                            results[p.index] = exc
+                        except (StorageError, OSError) as exc:
+                            if claimed:
+                                self.registry.drop(user, target.path, INLINE)
+                            results[p.index] = (exc if isinstance(exc, StorageError)
+                                                else map_oserror(exc, target.path))
                             continue
-                        except OSError as exc:
-                            results[p.index] = map_oserror(exc, target.path)
-                            continue
+                        live.append(p)            # claimed: dropped if anything below fails
                         upsert(conn, user, target.path, len(p.data), p.sha256, need, now,
                                resume=False)
-                        live.append(p)
             except StorageError as exc:       # the transaction failed: none of them begun
+                for p in live:
+                    self.registry.drop(user, p.target.path, INLINE)
                 for p in group:
                     if results[p.index] is None:
                         results[p.index] = exc
                 return []
-            for p in live:
-                self.registry.claim(user, p.target.path, INLINE)
         faults.crash_point("group.after_begin")
         return live
 

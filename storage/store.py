@@ -106,6 +106,7 @@ class Store:
                 return
             self._closed = True
         self._uploads.revoke()
+        self._uploads.registry.close()
         self._ctx.db.close()
         self._ctx.close()
 

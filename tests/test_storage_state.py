@@ -39,7 +39,8 @@ TTL = 1000.0
 PATHS = ["/a", "/b", "/d/c"]
 # Distinct sizes, so a (size, sha) declaration always means one payload.
 PAYLOADS = [random.Random(n).randbytes(n) for n in (0, 1, 100, 700, 1500, 2500)]
-ROOT_NAMES = {"users.db", "users.db-wal", "users.db-shm", "homes", "staging"}
+#: ``run`` holds only the writers' lock files (storage.registry), never user data.
+ROOT_NAMES = {"users.db", "users.db-wal", "users.db-shm", "homes", "staging", "run"}
 TMP_BASE = "/dev/shm" if os.path.isdir("/dev/shm") else None  # cheap fsync
 
 
@@ -307,6 +308,8 @@ class StorageMachine(RuleBasedStateMachine):
         assert sorted(os.listdir(self.tmp)) == ["outside", "root"]
         assert os.listdir(self.outside) == ["sentinel"]
         assert set(os.listdir(self.root)) <= ROOT_NAMES
+        if os.path.isdir(os.path.join(self.root, "run")):
+            assert os.listdir(os.path.join(self.root, "run")) == ["writers.lock"]
         assert os.listdir(os.path.join(self.root, "homes")) == [USER]
         assert os.listdir(os.path.join(self.root, "staging")) == [USER]
         staged = set(os.listdir(os.path.join(self.root, "staging", USER)))
