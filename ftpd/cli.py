@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from storage import StorageError, Store, parse_size
-from storage.store import DB_NAME
 from storage.shared import RootLocked, lock_root
+from storage.store import DB_NAME
 
 from . import config as configuration
 from . import logs
