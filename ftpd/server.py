@@ -24,6 +24,7 @@ from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
 from . import __version__, logs
+from .backend import handlers_for, open_store
 from .config import Config
 from .context import SessionContext
 from .handlers import HANDLERS
@@ -62,9 +63,7 @@ class Server:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config.validate()
-        self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
-                                    partial_ttl=config.partial_ttl,
-                                    default_quota=config.default_quota)
+        self.store = store or open_store(config)     # local files, or PostgreSQL + S3
         self.selector = selectors.DefaultSelector()
         self.timers = TimerHeap()
         # Two pools, so a storm of password hashes never delays a commit or a listing.
@@ -72,7 +71,8 @@ class Server:
         self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
         self.throttle = LoginThrottle.from_config(config, self.store)
         self.ctx = SessionContext(self.config, self.store, self.pool, self.auth_pool, self.timers,
-                                  self.throttle, HANDLERS, self.forget)
+                                  self.throttle, handlers_for(self.store, HANDLERS),
+                                  self.forget)
         self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
                             config.low_water, config.use_sendfile)
         self.connections: set[Session] = set()
