@@ -170,7 +170,7 @@ class ObjectUpload:
                     self._parts.append(part)
                 spool.close()
 
-    def commit(self, sha256: str | None = None) -> CommitResult:
+    def commit(self, sha256: str | None = None, *, mtime: float | None = None) -> CommitResult:
         """Send the rest, complete, verify, publish.  SLOW: a worker's job.
 
         ``IntegrityError`` if incomplete (stays resumable) or the SHA-256 differs
@@ -196,7 +196,7 @@ class ObjectUpload:
                 raise IntegrityError("SHA-256 of the upload does not match its declaration",
                                      expected=self.sha256, got=digest)
             node = self._store.meta.publish(self.upload_id, self._token, digest,
-                                            overwrite=self.overwrite)
+                                            overwrite=self.overwrite, mtime=mtime)
         except BaseException:
             self.release()
             raise
