@@ -26,7 +26,7 @@ from .jobs import Deferred, Outcome
 __all__ = ["handlers_for", "open_store", "uses_object_store"]
 
 #: Handlers that only read the session and call the store: run whole on a worker.
-_PURE = ("stat", "mkdir", "rmdir", "rm", "mv", "quota", "uploads", "hash")
+_PURE = ("stat", "mkdir", "rmdir", "rm", "mv", "quota", "uploads", "hash", "abort")
 
 
 def uses_object_store(config: Any) -> bool:

@@ -170,3 +170,44 @@ def test_tree_operations_through_a_node(server_factory: Any, cluster: Cluster) -
     assert isinstance(w.call(m.Rm(id=w.next_id(), path="/z/f.txt")), m.RmOk)
     assert w.call(m.Quota(id=w.next_id())).used == 0
     w.close()
+
+
+def test_the_quota_race_across_two_nodes_never_oversubscribes(server_factory: Any,
+                                                              cluster: Cluster) -> None:
+    a = server_factory(**cluster.settings)
+    b = server_factory(**cluster.settings)
+    user = cluster.user()
+    cluster.store.set_quota(user, 3 * 1000)
+    wires = [_wire(node, user)[0] for node in (a, b, a, b, a, b, a, b)]
+    for i, w in enumerate(wires):          # all sent before any answer is read
+        w.send(m.Put(id=w.next_id(), path=f"/q{i}", size=1000, sha256=None))
+    replies = [w.recv_reply() for w in wires]
+    ready = [r for r in replies if isinstance(r, m.PutReady)]
+    refused = [r for r in replies if isinstance(r, m.ErrorReply)]
+    assert len(ready) == 3 and len(refused) == 5
+    assert {r.code for r in refused} == {"QUOTA_EXCEEDED"}
+    usage = cluster.store.usage(user)
+    assert usage.reserved == 3000 and usage.reserved + usage.used <= usage.limit
+    for w in wires:
+        w.close()
+
+
+def test_an_unfinished_upload_is_aborted_through_another_node(server_factory: Any,
+                                                              cluster: Cluster) -> None:
+    a = server_factory(**cluster.settings)
+    b = server_factory(**cluster.settings)
+    user = cluster.user()
+    wa, _ = _wire(a, user)
+    wa.put("/gone.bin", b"x" * 5000, stop_at=100)
+    wa.close()                                         # A releases the lock
+    wb, _ = _wire(b, user)
+    deadline = time.monotonic() + 10
+    while True:                                        # until A's release has landed
+        reply = wb.call(m.Abort(id=wb.next_id(), path="/gone.bin"))
+        if isinstance(reply, m.AbortOk) or time.monotonic() > deadline:
+            break
+        assert reply.code == "UPLOAD_BUSY", reply
+        time.sleep(0.05)
+    assert isinstance(reply, m.AbortOk), reply
+    assert cluster.store.list_uploads(user) == [] and cluster.store.usage(user).reserved == 0
+    wb.close()
