@@ -85,7 +85,7 @@ def _read(store: Any, user: str, path: str) -> bytes:
             return os.pread(source, size, 0)
         finally:
             os.close(source)
-    return b"".join(source.blobs.read(source.blob))
+    return b"".join(source.blobs.read(source.blob, end=source.size))
 
 
 # ------------------------------------------------------------------ users
@@ -154,7 +154,28 @@ def test_file_hash_is_the_committed_sha256(store: Any, user: str) -> None:
     assert store.file_hash(user, "/h") == (hashlib.sha256(data).hexdigest(), len(data))
 
 
+def test_a_working_folder_is_usable_as_cwd(store: Any, user: str) -> None:
+    store.mkdir(user, "/w/in", parents=True)
+    workdir = store.open_workdir(user, "/w")
+    try:
+        assert workdir == "/w"
+        assert store.stat(user, "in", cwd=workdir).path == "/w/in"
+    finally:
+        workdir.close()
+
+
 # ------------------------------------------------------------------ uploads
+def test_small_files_are_stored_together(store: Any, user: str) -> None:
+    from storage import SmallFile
+
+    results = store.store_small_files(user, [
+        SmallFile("/s1", b"one", hashlib.sha256(b"one").hexdigest()),
+        SmallFile("/s2", b"two", "0" * 64),
+        SmallFile("/s3", b"")])
+    assert [getattr(r, "path", None) for r in results] == ["/s1", None, "/s3"]
+    assert isinstance(results[1], IntegrityError)
+    assert _read(store, user, "/s1") == b"one" and _read(store, user, "/s3") == b""
+
 def test_upload_resumes_from_its_offset_and_commits(store: Any, user: str) -> None:
     data = _data(11 * MIB, seed=2)
     first = store.begin_upload(user, "/big", len(data), hashlib.sha256(data).hexdigest())

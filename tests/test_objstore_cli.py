@@ -44,7 +44,7 @@ def _put(store: Any, user: str, path: str, data: bytes) -> None:
 
 def _read(store: ObjectStore, user: str, path: str) -> bytes:
     source, _ = store.open_read(user, path)
-    return b"".join(source.blobs.read(source.blob))
+    return b"".join(source.blobs.read(source.blob, end=source.size))
 
 
 def test_migrate_copies_users_folders_and_files(tmp_path: Path, urls: tuple[str, str],

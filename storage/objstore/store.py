@@ -25,6 +25,7 @@ from ..logins import USER, LoginLedger
 from ..models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from ..names import MAX_PASSWORD_CHARS, check_password, is_valid_username
 from ..passwords import PasswordHasher, ScryptParams
+from ..workdir import WorkDir
 from .blobs import DEFAULT_PART_SIZE, BlobStore, parse_blob_url
 from .collector import collect
 from .meta import MetaStore
@@ -216,9 +217,10 @@ class ObjectStore:
     def is_dir(self, user: str, path: str, cwd: str = "/") -> str:
         return self.meta.is_dir(user, path, cwd)
 
-    def open_workdir(self, user: str, path: str, cwd: str = "/") -> str:
-        """No descriptor to hold here: the folder's normalised path."""
-        return self.is_dir(user, path, cwd)
+    def open_workdir(self, user: str, path: str, cwd: str = "/") -> WorkDir:
+        """``cd``: a ``WorkDir`` holding no descriptor (there is no local folder)."""
+        shown = self.is_dir(user, path, cwd)
+        return WorkDir(shown, user, tuple(self.meta.locate(user, shown)), -1)
 
     def mkdir(self, user: str, path: str, cwd: str = "/", parents: bool = False) -> str:
         return self.meta.mkdir(user, path, cwd, parents)
@@ -264,7 +266,7 @@ class ObjectStore:
         if cached:
             return cached
         h = hashlib.sha256()
-        for chunk in self.blobs.read(node.blob):
+        for chunk in self.blobs.read(node.blob, end=node.size):   # (an empty range: no GET)
             h.update(chunk)
         self.meta.remember_hash(node.blob, h.hexdigest(), node.size)
         return h.hexdigest(), node.size

@@ -225,7 +225,7 @@ class ObjectUpload:
         if self._hash is not None and self._hashed_parts == len(self._parts):
             return self._hash.hexdigest()
         h = hashlib.sha256()
-        for chunk in blobs.read(pending.blob):
+        for chunk in blobs.read(pending.blob, end=self.size):
             h.update(chunk)
         return h.hexdigest()
 
