@@ -170,6 +170,9 @@ def test_tree_operations_through_a_node(server_factory: Any, cluster: Cluster) -
     assert isinstance(w.call(m.Rm(id=w.next_id(), path="/z/f.txt")), m.RmOk)
     assert w.call(m.Quota(id=w.next_id())).used == 0
     w.close()
+    log = a.log()
+    assert "listening on" in log
+    assert cluster.settings["metadata_url"] not in log and S3_SECRET_KEY not in log
 
 
 def test_the_quota_race_across_two_nodes_never_oversubscribes(server_factory: Any,
