@@ -359,7 +359,3 @@ class ObjectStore:
         """The periodic clean-up: expire stale uploads, then one collector pass."""
         return collect(self.meta, self.blobs, self.partial_ttl, now=now).expired
 
-
-def open_object_store(metadata_url: str, blob_url: str, **kwargs: object) -> ObjectStore:
-    """Build an ``ObjectStore`` (imports boto3/psycopg only now)."""
-    return ObjectStore(metadata_url, blob_url, **kwargs)  # type: ignore[arg-type]

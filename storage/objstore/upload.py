@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import re
 import tempfile
 import threading
@@ -273,7 +272,3 @@ class ObjectUpload:
     def _revoke(self) -> None:
         self.release()
 
-
-def spool_dir_default() -> str:
-    """Where part spools go unless configured: the system temporary folder."""
-    return os.environ.get("TMPDIR") or tempfile.gettempdir()
