@@ -8,6 +8,9 @@
     ftpd user unlock NAME --root DIR
     ftpd user list --root DIR
     ftpd serve ... [--tls-cert FILE --tls-key FILE | --plaintext]
+    ftpd serve|user ... --metadata postgresql://... --blobs s3://BUCKET?endpoint=URL&region=R
+                                        (the object-store backend instead of --root)
+    ftpd migrate --from-root DIR --metadata URL --blobs URL
     ftpd tls fingerprint --root DIR     (the SHA256:... clients pin)
     ftpd tls rotate --root DIR          (a new self-signed pair; clients will refuse it
                                          until they trust the new fingerprint)
@@ -17,6 +20,9 @@ the same root exits with status 1 and one line saying which pid holds it.
 ``--workers N`` (the setting ``worker_processes``; ``auto``: one per CPU) runs
 N reactor processes under a supervisor (``ftpd/supervisor.py``); 1, the
 default, is one process as before.
+
+S3 credentials come from the AWS environment variables or credentials file and
+a PostgreSQL password from PGPASSWORD or ~/.pgpass, never from the command line.
 
 SIZE accepts bytes or binary units: 1G, 500M, 64K, or ``unlimited``.  Without
 ``--password-stdin`` a password is asked for twice on the terminal.  ``user del``
@@ -119,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reactor processes: a number or 'auto' (one per CPU; default 1)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     _add_tls_serve_flags(serve)
+    _add_backend_flags(serve)
     serve.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                        metavar="NAME=VALUE", help="override any setting (repeatable)")
 
@@ -126,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     usub = user.add_subparsers(dest="action", required=True)
 
     def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--root", required=True, help="the daemon's data folder")
+        p.add_argument("--root", help="the daemon's data folder (or --metadata/--blobs)")
+        _add_backend_flags(p)
         p.add_argument("--scrypt-n", type=int, default=None, help=argparse.SUPPRESS)
         return p
 
@@ -151,7 +159,55 @@ def build_parser() -> argparse.ArgumentParser:
     with_root(usub.add_parser("unlock", help="end a lockout of a user name after failed logins")
               ).add_argument("name")
     _add_tls_parser(sub)
+    mig = sub.add_parser("migrate", help="copy a local data folder into PostgreSQL + S3")
+    mig.add_argument("--from-root", required=True, metavar="DIR", help="the local data folder")
+    _add_backend_flags(mig)
     return parser
+
+
+# ------------------------------------------------------------ backends
+
+
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metadata", metavar="URL",
+                   help="postgresql://... (setting metadata_url): users and tree in PostgreSQL")
+    p.add_argument("--blobs", metavar="URL",
+                   help="s3://BUCKET?endpoint=http://HOST:PORT&region=R (setting blob_url)")
+
+
+def _object_store(args: argparse.Namespace, **kwargs: Any) -> Any:
+    """The object-store backend named by --metadata/--blobs (both needed)."""
+    if not (args.metadata and args.blobs):
+        raise SystemExit("ftpd: error: --metadata and --blobs go together")
+    from storage.objstore.store import ObjectStore
+
+    return ObjectStore(args.metadata, args.blobs, **kwargs)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from storage.objstore.migrate import migrate_root
+
+    if not (Path(args.from_root) / DB_NAME).is_file():
+        print(f"ftpd: error: no data folder at {args.from_root}", file=sys.stderr)
+        return 2
+    try:
+        dest = _object_store(args)
+    except (StorageError, ValueError) as exc:
+        print(f"ftpd: error: cannot open the destination: {exc}", file=sys.stderr)
+        return 1
+    try:
+        report = migrate_root(args.from_root, dest, say=print)
+    except (StorageError, OSError) as exc:
+        print(f"ftpd: error: migration stopped (run it again to go on): {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        dest.close()
+    for item in report.skipped:
+        print(f"skipped {item}")
+    print(f"migrated {report.users} users, {report.folders} folders, {report.files} files "
+          f"({human(report.bytes)}), every file verified by SHA-256")
+    return 0
 
 
 # ------------------------------------------------------------ tls
@@ -226,10 +282,12 @@ def _serve(args: argparse.Namespace) -> int:
                  allow_register=args.allow_register, log_level=args.log_level,
                  worker_processes=args.worker_processes)
     flags.update(_tls_serve_settings(args))
+    flags.update(metadata_url=args.metadata, blob_url=args.blobs)
     overrides.update({name: value for name, value in flags.items() if value is not None})
     try:
         cfg = configuration.load(args.config, **overrides)
-        if args.root is None and not configuration.sets_root(args.config):
+        if args.root is None and not configuration.sets_root(args.config) \
+                and not cfg.metadata_url:
             raise ValueError("no data folder: give --root DIR (or root = \"DIR\" in the "
                              "--config file)")
     except (OSError, ValueError) as exc:
@@ -247,7 +305,11 @@ def _serve(args: argparse.Namespace) -> int:
         if cfg.worker_processes > 1:
             return _supervise(cfg)
         logs.configure(cfg.log_level)
-        server = Server(cfg)
+        try:
+            server = Server(cfg)
+        except StorageError as exc:      # PostgreSQL or S3 unreachable at start
+            print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
+            return 3
         try:
             server.bind()
         except OSError as exc:
@@ -288,7 +350,11 @@ def _run_worker(cfg: configuration.Config, index: int) -> int:
 
     logs.WORKER = f"w{index}"
     logs.configure(cfg.log_level)
-    server = Server(cfg)
+    try:
+        server = Server(cfg)
+    except StorageError as exc:      # PostgreSQL or S3 unreachable at start
+        print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
+        return 3
     try:
         server.bind()
     except OSError as exc:
@@ -312,7 +378,11 @@ def _confirmed(args: argparse.Namespace) -> bool:
 
 def _user(args: argparse.Namespace) -> int:
     kwargs = {"scrypt_n": args.scrypt_n} if args.scrypt_n else {}
-    if args.action != "add" and not (Path(args.root) / DB_NAME).is_file():
+    remote = bool(args.metadata or args.blobs)
+    if not remote and not args.root:
+        print("ftpd: error: give --root DIR (or --metadata and --blobs)", file=sys.stderr)
+        return 2
+    if not remote and args.action != "add" and not (Path(args.root) / DB_NAME).is_file():
         print(f"ftpd: error: no data folder at {args.root} (nothing was created; "
               "'ftpd user add' makes one)", file=sys.stderr)
         return 2
@@ -321,7 +391,11 @@ def _user(args: argparse.Namespace) -> int:
     # Asked before the store is opened: a refusal leaves no data folder behind.
     password = (_read_password(args.password_stdin) if args.action in ("add", "passwd")
                 else "")
-    store = Store(Path(args.root), **kwargs)
+    try:
+        store = _object_store(args, **kwargs) if remote else Store(Path(args.root), **kwargs)
+    except (StorageError, ValueError) as exc:
+        print(f"ftpd: error: cannot open the store: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.action == "add":
             info = store.create_user(args.name, password, args.quota)
@@ -372,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "tls":
         return _tls(args)
+    if args.command == "migrate":
+        return _migrate(args)
     return _user(args)
 
 

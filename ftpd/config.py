@@ -90,6 +90,10 @@ class Config:
     scrypt_n: int = 2**14
     partial_ttl: float = 7 * 86_400.0
     cleanup_interval: float = 3_600.0
+    # the object-store backend (docs/ARCHITECTURE.md, "Deployment"): both or neither;
+    # credentials never go here (AWS environment / credentials file, PGPASSWORD / .pgpass)
+    metadata_url: str = ""                # postgresql://...
+    blob_url: str = ""                    # s3://BUCKET?endpoint=http://HOST:PORT&region=R
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -124,6 +128,13 @@ class Config:
             raise ValueError("max_data_frame must be between 4 KiB and 64 MiB")
         if not 1024 <= self.max_control_frame <= 1 << 20:
             raise ValueError("max_control_frame must be between 1 KiB and 1 MiB")
+        if bool(self.metadata_url) != bool(self.blob_url):
+            raise ValueError("metadata_url and blob_url go together (PostgreSQL plus S3)")
+        if self.metadata_url and not self.metadata_url.startswith(("postgresql://",
+                                                                   "postgres://")):
+            raise ValueError("metadata_url must be a postgresql:// URL")
+        if self.blob_url and not self.blob_url.startswith("s3://"):
+            raise ValueError("blob_url must be an s3:// URL")
         if self.tls_min_version not in ("1.3", "1.2"):
             raise ValueError('tls_min_version must be "1.3" or "1.2"')
         return self

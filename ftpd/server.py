@@ -24,6 +24,7 @@ from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
 from . import __version__, logs
+from .backend import handlers_for, open_store
 from .config import Config
 from .context import SessionContext
 from .handlers import HANDLERS
@@ -63,11 +64,7 @@ class Server:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config.validate()
-        self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
-                                    partial_ttl=config.partial_ttl,
-                                    default_quota=config.default_quota,
-                                    max_partials=config.max_partials_per_user,
-                                    folder_cost=config.folder_cost)
+        self.store = store or open_store(config)     # local files, or PostgreSQL + S3
         self.selector = selectors.DefaultSelector()
         self.timers = TimerHeap()
         # Two pools, so a storm of password hashes never delays a commit or a listing.
@@ -75,7 +72,8 @@ class Server:
         self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
         self.throttle = LoginThrottle.from_config(config, self.store)
         self.ctx = SessionContext(self.config, self.store, self.pool, self.auth_pool, self.timers,
-                                  self.throttle, HANDLERS, self.forget)
+                                  self.throttle, handlers_for(self.store, HANDLERS),
+                                  self.forget)
         # Several worker processes: the limits that span connections count them all.
         self.shared = SharedLimits(config) if config.worker_processes > 1 else None
         if self.shared is not None:

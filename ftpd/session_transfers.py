@@ -101,6 +101,9 @@ class SessionTransfers:
 
     def start_download(self, producer: DownloadProducer) -> None:
         self.download = producer
+        attach = getattr(producer, "attach", None)
+        if attach is not None:          # an object-store download pulls chunks on workers
+            attach(self.ctx.pool, self._pump, lambda: self.output_paused)
         self.last_progress = self.ctx.timers.clock()
         self.advance("get")
 
