@@ -315,3 +315,18 @@ def test_a_malformed_request_is_bad_request_even_where_its_command_is_not_allowe
     with Wire(daemon.host, daemon.port) as w:
         assert raw(w, {"cmd": "ls", "id": 3, "path": 7}).code == "BAD_REQUEST"
         assert raw(w, {"cmd": "ls", "id": 4}).code == "AUTH_REQUIRED"
+
+
+def test_a_malformed_inline_put_during_an_upload_is_refused_and_closes_adding_nothing(daemon):
+    """A put the message layer refuses (size -1) that says inline: its BAD_REQUEST, then the
+    connection closes; the DATA behind it never reaches the running upload."""
+    data = b"0123456789"
+    with session(daemon) as w:
+        assert w.put("big.bin", data, stop_at=3).offset == 0
+        w.send_raw(encode_control(json.dumps({"cmd": "put", "id": 60, "path": "s", "size": -1,
+                                              "inline": True}).encode()) + encode_data(b"XX"))
+        frames = rest(w)
+    assert [(f.type, f.id, f.code) for f in frames] == [("error", 60, "BAD_REQUEST")]
+    with session(daemon) as w:
+        [info] = w.call(m.Uploads(id=w.next_id())).uploads
+        assert info.offset == 3
