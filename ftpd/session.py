@@ -198,8 +198,13 @@ class Session(SessionTransfers):
     def eof_received(self) -> None:
         try:
             self.stream.feed_eof()
-        except ProtocolError:
-            self.close("peer closed inside a frame")
+        except ProtocolError as exc:
+            # Cut inside a frame: a final BAD_FRAME (PROTOCOL.md 2.5), unless already ending.
+            if self.state is _S.CLOSING or self.state is _S.CLOSED:
+                self.close("peer closed inside a frame")
+            else:
+                self.peer_eof = True
+                self.fatal(error_reply(exc, None))
             return
         self.peer_eof = True
         if self.state is _S.UPLOADING or self.state is _S.RECEIVING:
@@ -258,9 +263,20 @@ class Session(SessionTransfers):
         self.discard = 0
         if type(request) is Rejected:
             err = request.error
-            self._answer(refusal(err.request_id, err.code, err.message))
+            reply = refusal(err.request_id, err.code, err.message)
+            if request.inline_put and self.state is not _S.READY:
+                self.fatal(reply)       # its DATA could not be told from a transfer's
+            else:
+                self._answer(reply)
             return
         cmd = request.cmd
+        if type(request) is Put and request.inline and self.state is not _S.READY:
+            # Its DATA follows at once and cannot be told from a running transfer's (or
+            # skipped before login): one fatal BAD_STATE, the DATA is never read (7.7).
+            self.fatal(refusal(request.id, "BAD_STATE",
+                               f"an inline put is not allowed now ({self.state.value}); "
+                               "closing: its DATA cannot be skipped"))
+            return
         if next_state(self.state, cmd) is None:
             self._answer(refusal(request.id, refusal_code(self.state, cmd),
                                  f"{cmd} is not allowed now ({self.state.value})"))
@@ -302,9 +318,14 @@ class Session(SessionTransfers):
         def complete(result: Any, error: BaseException | None) -> None:
             if deferred.always is not None:
                 deferred.always(result, error)
-            if self.state is _S.CLOSED:
+            if self.state is _S.CLOSED or self.state is _S.CLOSING:
+                # Ending (a fatal error): it was the last frame, nothing more is answered
+                # -- not even the put.done of a commit that was running (PROTOCOL.md 2.6).
                 if deferred.if_closed is not None:
                     deferred.if_closed(result, error)
+                if self.state is _S.CLOSING:
+                    self.job = None
+                    self._settle()
                 return
             self.job = None
             self.last_request = self.ctx.timers.clock()  # server-side work does not count as idling

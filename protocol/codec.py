@@ -75,6 +75,8 @@ def decode_request(payload: bytes) -> Request:
         return request_class(obj.get("cmd")).from_wire(obj)
     except ProtocolError as exc:
         exc.request_id = rid
+        # A refused inline put is still followed by its DATA (Rejected.inline_put).
+        exc.inline_put = obj.get("cmd") == "put" and obj.get("inline") is True  # type: ignore
         raise
     except RecursionError:
         raise BadRequest("request nested too deeply", request_id=rid)
@@ -96,9 +98,14 @@ def decode_reply(payload: bytes) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A request frame that parsed as JSON but is not a valid request."""
+    """A request frame that parsed as JSON but is not a valid request.
+
+    ``inline_put``: the frame said ``"cmd": "put"`` and ``"inline": true``, so
+    DATA the receiver cannot attribute to anything may follow it.
+    """
 
     error: ProtocolError
+    inline_put: bool = False
 
 
 Event = Request | Reply | DataChunk | Rejected
@@ -146,7 +153,7 @@ class MessageStream:
         try:
             return decode_request(payload)
         except BadRequest as exc:
-            return Rejected(exc)
+            return Rejected(exc, getattr(exc, "inline_put", False))
 
 
 __all__ = ["DataChunk", "Event", "MessageStream", "Rejected", "decode_reply",

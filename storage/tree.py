@@ -2,9 +2,10 @@
 
 All methods take client paths, normalise them with :mod:`storage.paths` and reach
 the disk only through :mod:`storage.confine`, so a symlink inside a home is never
-followed: operations that meet one raise ``BadPath``; ``list_dir`` shows it as
-type "other".  Operations that change the tree and the quota together run under
-the user's lock so the accounting stays exact under concurrency.
+followed: operations that meet one raise ``BadPath``, except three that never
+look through a final link: ``list_dir`` and ``stat`` show it as type "other"
+and ``remove`` unlinks the link itself.  Operations that change the tree and
+the quota together run under the user's lock so the accounting stays exact under concurrency.
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ def _make_entry(name: str, path: str, st: os.stat_result) -> Entry:
                  mtime=st.st_mtime)
 
 
-def _lstat_existing(dir_fd: int, name: str, path: str) -> os.stat_result:
+def _lstat_existing(dir_fd: int, name: str, path: str, *, link_ok: bool = False
+                    ) -> os.stat_result:
+    """``lstat`` of an existing entry; a symbolic link is ``BadPath`` unless ``link_ok``.
+
+    ``link_ok`` is for the two operations that act on a link itself and never
+    on its target (``stat`` shows it as "other", ``remove`` unlinks it), as
+    ``lstat`` and ``unlink`` do in OpenSSH's sftp server.
+    """
     st = lstat_at(dir_fd, name, path)
     if st is None:
         raise NotFound("no such file or folder", path=path)
-    if stat.S_ISLNK(st.st_mode):
+    if stat.S_ISLNK(st.st_mode) and not link_ok:
         raise symlink_error(path)
     return st
 
@@ -128,7 +136,9 @@ class FileTree:
             with user_dir(self.ctx, user, parts, cwd) as fd:
                 return _make_entry("/", "/", os.fstat(fd))
         with user_parent(self.ctx, user, parts, cwd) as pfd:
-            return _make_entry(parts[-1], shown, _lstat_existing(pfd, parts[-1], shown))
+            # A final link is shown, not followed: its own entry, type "other".
+            return _make_entry(parts[-1], shown,
+                               _lstat_existing(pfd, parts[-1], shown, link_ok=True))
 
     def is_dir(self, user: str, path: str, cwd: str = "/") -> str:
         parts = self.locate(user, path, cwd)
@@ -198,7 +208,8 @@ class FileTree:
         if not parts:
             raise IsADirectory("is a folder", path=shown)
         with self.ctx.user_lock(user), user_parent(self.ctx, user, parts, cwd) as pfd:
-            st = _lstat_existing(pfd, parts[-1], shown)
+            # A final link is removed itself (unlinkat in the parent: never followed).
+            st = _lstat_existing(pfd, parts[-1], shown, link_ok=True)
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectory("is a folder; use rmdir", path=shown)
             try:

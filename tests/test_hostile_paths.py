@@ -79,6 +79,9 @@ SYMLINKS = ["ln_file_abs", "ln_file_rel", "ln_dir_abs", "ln_dir_rel", "ln_dir_ab
             "ln_bob/bobfile.txt", "ln_bob", "ln_bob/new", "ln_dangling", "ln_loop",
             "ln_loop/x", "sub/ln_up", "sub/ln_up/secret.txt", "/sub/ln_up/sub/deep.txt",
             "/ln_file_abs", "sub/../ln_dir_abs/secret.txt"]
+#: The paths above whose last component is a link (stat and rm act on the link itself).
+FINAL_LINKS = {"ln_file_abs", "ln_file_rel", "ln_dir_abs", "ln_dir_rel", "ln_bob", "ln_dangling",
+               "ln_loop", "sub/ln_up"}
 ABSOLUTE = ["/etc/passwd", "//etc//passwd", "/", "/victim.txt", "/tmp/../etc"]
 LOOKALIKES = ["\u2025", "\uff0f", "\u2024\u2024", "\u2024\u2024/\u2024\u2024/etc",
               "\uff0e\uff0e", "\uff0e\uff0e\uff0fetc", "..\u2215..\u2215etc",
@@ -111,9 +114,10 @@ class Session:
     """One logged-in connection that runs a request and undoes what a success changed,
     so every request meets the same home."""
 
-    def __init__(self, wire: Wire, home: Path) -> None:
+    def __init__(self, wire: Wire, home: Path, links: dict[str, str] | None = None) -> None:
         self.wire = wire
         self.home = home
+        self.links = links or {}
         self.leaks: list[str] = []
 
     def run(self, request: dict[str, Any], cwd: str) -> Any:
@@ -143,6 +147,12 @@ class Session:
             self.leaks.append(f"hash {shown} read the secret")
         elif isinstance(reply, m.StatOk) and reply.entry.size == len(SECRET):
             self.leaks.append(f"stat {shown} saw the secret")
+        elif isinstance(reply, m.StatOk) and reply.path.lstrip("/") in self.links:
+            assert reply.entry.type == "other", reply      # the link's own entry
+        elif isinstance(reply, m.RmOk) and reply.path.lstrip("/") in self.links:
+            name = reply.path.lstrip("/")                  # the link itself went: put it back
+            assert not os.path.lexists(self.home / name), reply
+            os.symlink(self.links[name], self.home / name)
         elif isinstance(reply, m.LsOk) and any(e.name == "secret.txt" for e in reply.entries):
             self.leaks.append(f"ls {shown} listed the outside folder")
         return reply
@@ -162,21 +172,25 @@ class Session:
 
 
 def run_matrix(daemon: Any, tmp_path: Path, cases: list[tuple[str, str]],
-               allowed: set[str] | None, abort_code: str | None = None) -> list[str]:
+               allowed: set[str] | None, abort_code: str | None = None,
+               succeeds: dict[str, set[str]] | None = None) -> list[str]:
     """Run every (cwd, path) against every command.  With ``allowed`` every reply must be an
-    error with one of those codes; without, success is fine as long as it stays inside.
+    error with one of those codes (except the commands ``succeeds`` names for a path, which
+    must succeed); without, success is fine as long as it stays inside.
     Returns the failures; checks the snapshots around the run."""
     world = build_world(daemon, tmp_path)
     before = {name: tree_snapshot(p) for name, p in world["watched"].items()}
     failures: list[str] = []
     with Wire(daemon.host, daemon.port) as wire:
         wire.logged_in(USER, PASSWORD)
-        session = Session(wire, world["home"])
+        session = Session(wire, world["home"], world["links"])
         for cwd, path in cases:
             for cmd, request in requests_for(path):
                 reply = session.run(request, cwd)
                 code = getattr(reply, "code", None)
                 expected = {abort_code} if (cmd == "abort" and abort_code) else allowed
+                if cmd in (succeeds or {}).get(path, ()):
+                    expected = {None}
                 if expected is not None and code not in expected:
                     failures.append(f"{cmd} {path!r} (cwd {cwd}): {reply}")
         failures += session.leaks
@@ -212,9 +226,13 @@ def test_symlinks_planted_in_the_home_are_never_followed(server, tmp_path):
     """Links to a file and a folder outside the home (absolute and relative), to another
     user's home, dangling and looping: every command that meets one gets BAD_PATH (abort,
     which never touches the tree, says NOT_FOUND), nothing outside is read or changed,
-    and the links themselves survive."""
+    and the links themselves survive.  The two exceptions act on a final link itself and
+    never on its target (PROTOCOL.md 12): ``stat`` shows its own entry, type "other", and
+    ``rm`` removes the link (the matrix puts it back)."""
     cases = [("/", p) for p in SYMLINKS]
-    assert run_matrix(server, tmp_path, cases, {"BAD_PATH"}, abort_code="NOT_FOUND") == []
+    itself = {p: {"stat", "rm"} for p in SYMLINKS if p.lstrip("/") in FINAL_LINKS}
+    assert run_matrix(server, tmp_path, cases, {"BAD_PATH"}, abort_code="NOT_FOUND",
+                      succeeds=itself) == []
 
 
 def test_absolute_paths_and_look_alikes_stay_inside_the_home(server, tmp_path):

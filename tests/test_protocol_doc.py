@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 import protocol as p
-from protocol.state import State, next_state, refusal_code
+from protocol.state import AUTHENTICATED_COMMANDS, State, next_state, refusal_code
+from storage.names import MAX_PASSWORD_CHARS
+from tests.error_sites import sites
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -97,3 +99,84 @@ def test_worked_example_bytes_are_what_the_encoder_produces():
     assert " ".join(shown) == hex_bytes
     assert p.encode_data(b"hello\n").hex(" ").replace(" ", "") in \
         TEXT.replace(" ", "").replace("\n", "")
+
+
+# ---------------------------------------------------------------- section 6 error lists
+#
+# Each command's "Errors" in section 6 against the codes its handler can produce,
+# derived from the source (tests/error_sites.py: the raise sites of the handler,
+# the session's transfer code and the storage layer, transitively).
+
+#: Codes the text above the commands promises for any request (section 6, Notation).
+GENERIC = {"UNKNOWN_COMMAND", "BAD_REQUEST", "BAD_STATE", "AUTH_REQUIRED", "IO_ERROR",
+           *p.FATAL_CODES}
+#: Codes a logged-in command can derive that cannot reach the wire, with the reason.
+LOGGED_IN_UNREACHABLE = {
+    "BAD_USERNAME": "the store checks the session's own user name, which is always valid",
+    "NO_SUCH_USER": "only for an account deleted while its session is open (section 14)",
+}
+#: Per command: derivable codes that cannot happen, and why (each must stay derivable).
+UNREACHABLE = {
+    "register": {
+        "BAD_PASSWORD": "the message layer's password rule (1-1024 characters) is the "
+                        "store's, so BAD_REQUEST comes first (section 13)",
+        "BAD_PATH": "creating the account's own folders under the server root",
+        "EXISTS": "creating the account's own folders under the server root",
+        "NOT_A_DIRECTORY": "creating the account's own folders under the server root",
+        "NOT_FOUND": "creating the account's own folders under the server root",
+    },
+    "login": {"NO_SUCH_USER": "the handler answers it AUTH_FAILED, like a wrong password"},
+    "put": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY (only a folder "
+                         "onto a folder does)"},
+    "commit": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY"},
+    "uploads": {"BAD_PATH": "the server's own staging folder",
+                "NOT_A_DIRECTORY": "the server's own staging folder",
+                "NOT_FOUND": "the server's own staging folder"},
+    "abort": {"IS_A_DIRECTORY": "unlinking a partial in the server's own staging folder",
+              "NOT_A_DIRECTORY": "unlinking a partial in the server's own staging folder"},
+}
+#: Codes a command's section names that another command produces for it.
+ANSWERED_BY = {"put": {"CANCELLED": "cancel"}, "get": {"CANCELLED": "cancel"}}
+
+
+def documented_errors(cmd: str) -> set[str]:
+    """The codes named in ``### cmd`` from its first "Errors" on."""
+    text = section(cmd)
+    start = text.find("Errors")
+    if start < 0:
+        return set()
+    return {c for c in re.findall(r"`([A-Z_]+)`", text[start:]) if c in p.ERROR_CODES}
+
+
+def unreachable(cmd: str) -> dict[str, str]:
+    logged_in = cmd in AUTHENTICATED_COMMANDS or cmd in ("put", "get", "commit", "cancel")
+    return {**(LOGGED_IN_UNREACHABLE if logged_in else {}), **UNREACHABLE.get(cmd, {})}
+
+
+@pytest.mark.parametrize("cmd", list(p.REQUESTS))
+def test_every_code_a_command_can_produce_is_in_its_error_list(cmd):
+    derived = sites().command_codes(cmd)
+    missing = sorted(derived - GENERIC - set(unreachable(cmd)) - documented_errors(cmd))
+    assert not missing, f"### {cmd}: the daemon can answer {missing}, the document does not say"
+
+
+@pytest.mark.parametrize("cmd", list(p.REQUESTS))
+def test_every_code_in_a_commands_error_list_can_be_produced(cmd):
+    derived = sites().command_codes(cmd)
+    elsewhere = {code for code, by in ANSWERED_BY.get(cmd, {}).items()
+                 if code in sites().command_codes(by)}
+    extra = sorted(documented_errors(cmd) - derived - GENERIC - elsewhere)
+    assert not extra, f"### {cmd} lists {extra}, which no code path of it produces"
+
+
+@pytest.mark.parametrize("cmd", sorted(UNREACHABLE))
+def test_every_unreachable_code_named_above_is_still_derivable(cmd):
+    stale = sorted(set(UNREACHABLE[cmd]) - sites().command_codes(cmd))
+    assert not stale, f"{cmd}: {stale} no longer derivable; drop them from UNREACHABLE"
+
+
+def test_the_message_layers_password_rule_is_the_stores():
+    """Why BAD_PASSWORD never reaches the wire (section 13)."""
+    for cls in (p.REQUESTS["register"], p.REQUESTS["login"]):
+        meta = next(f for f in dataclasses.fields(cls) if f.name == "password").metadata
+        assert (meta.get("min_len"), meta.get("max_len")) == (1, MAX_PASSWORD_CHARS)

@@ -1,8 +1,9 @@
 """Symlinks planted inside a home never lead outside it.
 
 Policy under test: any operation whose path meets a symbolic link (as the final
-component or anywhere on the way) raises ``BadPath`` and touches nothing;
-``list_dir`` shows links as type "other" without following them.
+component or anywhere on the way) raises ``BadPath`` and touches nothing; the
+exceptions act on a final link itself, never on its target: ``list_dir`` and
+``stat`` show links as type "other", ``remove`` unlinks the link.
 """
 
 from __future__ import annotations
@@ -118,8 +119,12 @@ DIR_OPS = {
 }
 
 
+#: Operations that act on a final link itself (tested below, not refused).
+ON_THE_LINK = {"stat", "remove"}
+
+
 @pytest.mark.parametrize("link", FILE_LINKS)
-@pytest.mark.parametrize("op", sorted(FILE_OPS))
+@pytest.mark.parametrize("op", sorted(set(FILE_OPS) - ON_THE_LINK))
 def test_file_symlink_is_refused(env, op, link):
     store, _ = env
     with pytest.raises(BadPath):
@@ -127,7 +132,7 @@ def test_file_symlink_is_refused(env, op, link):
 
 
 @pytest.mark.parametrize("link", [*DIR_LINKS, "realdir/ld_deep"])
-@pytest.mark.parametrize("op", sorted(DIR_OPS))
+@pytest.mark.parametrize("op", sorted(set(DIR_OPS) - ON_THE_LINK))
 def test_folder_symlink_is_refused(env, op, link):
     store, _ = env
     with pytest.raises(BadPath):
@@ -140,6 +145,31 @@ def test_list_dir_shows_symlinks_as_other_without_following(env):
     for name in LINKS:
         assert types[name] == ("other", 0)
     assert types["real.txt"] == ("file", 9)
+
+
+@pytest.mark.parametrize("link", [*LINKS, "realdir/ld_deep"])
+def test_stat_of_a_final_symlink_is_its_own_entry_of_type_other(env, link):
+    store, _ = env
+    entry = store.stat("alice", "/" + link)
+    assert (entry.type, entry.size, entry.path) == ("other", 0, "/" + link)
+
+
+@pytest.mark.parametrize("target", ["abs-file", "rel-dir", "dangling"])
+def test_remove_of_a_final_symlink_unlinks_the_link_not_its_target(tmp_path, target):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "secret.txt").write_bytes(b"SECRET")
+    link_to = {"abs-file": str(outside / "secret.txt"), "rel-dir": "../../../outside",
+               "dangling": str(outside / "nothing")}[target]
+    with Store(tmp_path / "root", scrypt_n=2**4) as store:
+        store.create_user("alice", "pw")
+        home = tmp_path / "root" / "homes" / "alice"
+        os.symlink(link_to, home / "ln")
+        before, used = snapshot(outside), store.usage("alice").used
+        assert store.remove("alice", "/ln") == "/ln"
+        assert not os.path.lexists(home / "ln")
+        assert snapshot(outside) == before                # the target is untouched
+        assert store.usage("alice").used == used          # a link held no quota
 
 
 def test_commit_refuses_a_parent_swapped_for_a_symlink(tmp_path):
