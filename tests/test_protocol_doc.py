@@ -129,6 +129,8 @@ UNREACHABLE = {
     "put": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY (only a folder "
                          "onto a folder does)"},
     "commit": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY"},
+    "rmdir": {"QUOTA_EXCEEDED": "a removed folder only gives its folder_cost back"},
+    "mv": {"QUOTA_EXCEEDED": "an empty folder replaced by mv only gives its folder_cost back"},
     "uploads": {"BAD_PATH": "the server's own staging folder",
                 "NOT_A_DIRECTORY": "the server's own staging folder",
                 "NOT_FOUND": "the server's own staging folder"},
