@@ -198,6 +198,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import certs
     from .server import Server
 
     overrides = dict(args.settings)
@@ -214,7 +215,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ftpd: error: configuration: {exc}", file=sys.stderr)
         return 2
     logs.configure(cfg.log_level)
-    server = Server(cfg)
+    try:
+        server = Server(cfg)
+    except certs.CertError as exc:
+        print(f"ftpd: error: tls: {exc}", file=sys.stderr)
+        return 2
     try:
         server.bind()
     except OSError as exc:
