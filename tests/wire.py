@@ -29,6 +29,14 @@ def _tls_context() -> ssl.SSLContext:
     return ctx
 
 
+def maybe_tls(sock: socket.socket, host: str, port: int,
+              tls: bool | None = None) -> socket.socket:
+    """``sock`` (connected to ``port``) wrapped in TLS when that daemon speaks it."""
+    if tls if tls is not None else port in TLS_PORTS:
+        return _tls_context().wrap_socket(sock, server_hostname=host)
+    return sock
+
+
 class Closed(Exception):
     """The daemon closed the connection."""
 
@@ -42,8 +50,7 @@ class Wire:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
-        if tls if tls is not None else port in TLS_PORTS:
-            self.sock = _tls_context().wrap_socket(self.sock, server_hostname=host)
+        self.sock = maybe_tls(self.sock, host, port, tls)
         self.stream = MessageStream("client", max_data=64 << 20)
         self.events: list[Any] = []
         self.ids = itertools.count(1)
