@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
-import functools
-import inspect
 import os
 import re
 import socket
@@ -25,7 +23,7 @@ from client import Client
 from protocol import MessageStream, encode
 from protocol.messages import ErrorReply, Hello, Login, LoginOk
 
-from .common import Deadline, Skipped
+from .common import Deadline
 from .raw_server import SIZE, recv_exactly, request
 from .servers import HOST, PASSWORD, USER
 from .tls import client_context
@@ -38,32 +36,13 @@ BATCH = 100                     # idle connections opened per batch
 # ---------------------------------------------------------------- ours
 
 
-@functools.cache
-def _client_params() -> frozenset[str]:
-    return frozenset(inspect.signature(Client).parameters)
-
-
 def tls_options(cafile: Path | None) -> dict[str, Any]:
     """Keyword arguments that make ``client.Client`` use TLS trusting ``cafile``
-    (or, with None, plain text), for whichever of the likely spellings the client
-    has (issue 12 adds them); ``Skipped`` while it has none.
-
-    Written ahead of the TLS client: the lead adjusts the names here once
-    ``client.Client`` takes TLS options, and nothing else in the harness.
-    """
-    params = _client_params()
+    (a CA bundle: the chain is checked, with the host name), or with None plain
+    text -- ``Client(..., tls=, cacert=, trust=, known_hosts=, prompt=, notice=)``."""
     if cafile is None:
-        if "plaintext" in params:
-            return {"plaintext": True}
-        if "tls" in params:
-            return {"tls": False}
-        return {}
-    if "ssl_context" in params:
-        return {"ssl_context": client_context(cafile)}
-    for name in ("cacert", "cafile"):
-        if name in params:
-            return {name: str(cafile)}
-    raise Skipped("client.Client takes no TLS option yet")
+        return {"tls": False}
+    return {"tls": True, "cacert": str(cafile)}
 
 
 def ours(port: int, user: str | None = USER, password: str | None = PASSWORD, *,

@@ -42,9 +42,8 @@ from pathlib import Path
 
 from .errors import ConnectionLost, ServerAuthError
 
-#: Whether Client() and ftpc use TLS when neither tls= nor --plaintext says.  False
-#: only until the daemon serves TLS (the wiring step of issue 12 flips it to True).
-TLS_BY_DEFAULT = False
+#: Whether Client() and ftpc use TLS when neither tls= nor --plaintext says.
+TLS_BY_DEFAULT = True
 FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 #: TLS record types a server's first byte may be: handshake, or an alert refusing us.
 _TLS_FIRST_BYTES = (0x16, 0x15)

@@ -275,6 +275,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import certs
     from .server import Server
 
     overrides = dict(args.settings)
@@ -310,6 +311,9 @@ def _serve(args: argparse.Namespace) -> int:
         except StorageError as exc:      # PostgreSQL or S3 unreachable at start
             print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
             return 3
+        except certs.CertError as exc:
+            print(f"ftpd: error: tls: {exc}", file=sys.stderr)
+            return 2
         try:
             server.bind()
         except OSError as exc:
@@ -323,6 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _supervise(cfg: configuration.Config) -> int:
+    from . import certs
     from .supervisor import Supervisor
 
     logs.WORKER = "sup"
@@ -335,6 +340,14 @@ def _supervise(cfg: configuration.Config) -> int:
     except (StorageError, OSError, sqlite3.Error) as exc:
         print(f"ftpd: error: cannot open the data root {cfg.root}: {exc}", file=sys.stderr)
         return 1
+    try:
+        # Once, before any worker: make (or check) the TLS pair, so that workers never
+        # race to create it and a bad certificate stops the start with one line.
+        certs.credentials_for(cfg.root, cfg.tls, cfg.tls_cert, cfg.tls_key,
+                              cfg.tls_min_version)
+    except certs.CertError as exc:
+        print(f"ftpd: error: tls: {exc}", file=sys.stderr)
+        return 2
     supervisor = Supervisor(cfg, _run_worker)
     try:
         supervisor.reserve_address()
@@ -346,6 +359,7 @@ def _supervise(cfg: configuration.Config) -> int:
 
 def _run_worker(cfg: configuration.Config, index: int) -> int:
     """One worker process of ``--workers N`` (forked by the supervisor)."""
+    from . import certs
     from .server import Server
 
     logs.WORKER = f"w{index}"
@@ -355,6 +369,9 @@ def _run_worker(cfg: configuration.Config, index: int) -> int:
     except StorageError as exc:      # PostgreSQL or S3 unreachable at start
         print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
         return 3
+    except certs.CertError as exc:
+        print(f"ftpd: error: tls: {exc}", file=sys.stderr)
+        return 2
     try:
         server.bind()
     except OSError as exc:

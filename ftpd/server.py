@@ -23,7 +23,7 @@ from typing import Any
 from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
-from . import __version__, logs
+from . import __version__, certs, logs
 from .backend import handlers_for, open_store
 from .config import Config
 from .context import SessionContext
@@ -32,12 +32,17 @@ from .session import Session
 from .slots import SharedLimits, SharedUploadSlots
 from .throttle import LoginThrottle
 from .timers import TimerHeap
+from .tls_transport import Refusal, TLSTransport
 from .transport import IOContext, PlainTransport
 from .workers import WorkerPool
 
 log = logging.getLogger("ftpd")
 
 ACCEPTS_PER_WAKEUP = 64
+#: Connections turned away over TLS that may be finishing their handshake at once,
+#: and how long each may take (beyond them a refusal is a bare close).
+MAX_TLS_REFUSALS = 64
+REFUSAL_TIMEOUT = 5.0
 CHECKPOINT_INTERVAL = 30.0     # seconds between write-ahead-log checkpoints on a worker
 
 
@@ -64,6 +69,16 @@ class Server:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config.validate()
+        # TLS first: a bad certificate stops the start before anything is opened
+        # (certs.CertError; the CLI prints it on one line and exits 2).
+        self.tls = certs.credentials_for(config.root, config.tls, config.tls_cert,
+                                         config.tls_key, config.tls_min_version)
+        if self.tls is None:
+            warning = certs.plaintext_warning(config.host)
+            if warning:
+                log.warning("%s", warning)
+        self._tls_reload = False
+        self._refusing: set[TLSTransport] = set()
         self.store = store or open_store(config)     # local files, or PostgreSQL + S3
         self.selector = selectors.DefaultSelector()
         self.timers = TimerHeap()
@@ -136,10 +151,21 @@ class Server:
         return self.listener.getsockname()[:2]
 
     def install_signal_handlers(self) -> None:
-        """SIGINT/SIGTERM start a graceful shutdown (main thread only)."""
+        """SIGINT/SIGTERM start a graceful shutdown; SIGHUP reloads the TLS
+        certificate files (main thread only)."""
         signal.set_wakeup_fd(self._signal_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.request_shutdown())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_tls_reload())
+
+    def request_tls_reload(self) -> None:
+        """Safe from a signal handler or another thread: the reactor thread reloads
+        the certificate on its next turn; live connections keep their context."""
+        self._tls_reload = True
+        try:
+            self._signal_w.send(b"\0")
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ the loop
 
@@ -168,6 +194,12 @@ class Server:
             except Exception:            # transports catch their own; this is the loop's
                 log.exception("event handler failed")
         self.timers.run_due()
+        if self._tls_reload:
+            self._tls_reload = False
+            if self.tls is not None:
+                self.tls.reload()        # reads two small files: fine on this thread
+            else:
+                log.info("SIGHUP: TLS is off (--plaintext), nothing to reload")
         if self.stopping:
             self._shutdown_step()
 
@@ -220,12 +252,17 @@ class Server:
         elif self.shared is not None and (why := self.shared.admit(ip)) is not None:
             refusal = ("TOO_MANY_CONNECTIONS", why)
         if refusal is not None:
-            try:
-                sock.send(encode(ErrorReply(id=None, code=refusal[0], message=refusal[1])))
-            except OSError:
-                pass
-            sock.close()
+            frame = encode(ErrorReply(id=None, code=refusal[0], message=refusal[1]))
             log.info("refused %s:%s: %s", peer[0], peer[1], refusal[1])
+            if self.tls is not None and len(self._refusing) < MAX_TLS_REFUSALS:
+                self._refuse_tls(sock, peer, frame)
+                return
+            if self.tls is None:
+                try:
+                    sock.send(frame)
+                except OSError:
+                    pass
+            sock.close()                 # (too many TLS refusals at once: no reason given)
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -238,8 +275,22 @@ class Server:
         log.info("open %s", session.peer)
         session.start(self.greeting)
 
+    def _refuse_tls(self, sock: socket.socket, peer: tuple[Any, ...], frame: bytes) -> None:
+        """The error frame goes out inside TLS (a TLS client could not read it
+        otherwise); a peer that stalls the handshake is cut after a few seconds."""
+        transport = TLSTransport(self.io, sock, peer, self.tls.context)  # type: ignore[union-attr]
+        transport.set_protocol(Refusal(lambda: self._refusing.discard(transport)))
+        self._refusing.add(transport)
+        transport.start()
+        transport.refuse(frame)
+        self.timers.call_later(REFUSAL_TIMEOUT, transport.abort)
+
     def make_transport(self, sock: socket.socket, peer: tuple[Any, ...]) -> PlainTransport:
-        """The one place a connection's transport is made (TLS plugs in here)."""
+        """The one place a connection's transport is made: TLS with the context
+        current at accept time (a SIGHUP reload affects only later connections),
+        or plain text when ``tls = false``."""
+        if self.tls is not None:
+            return TLSTransport(self.io, sock, peer, self.tls.context)
         return PlainTransport(self.io, sock, peer)
 
     def take_upload_slot(self, user: str) -> bool:

@@ -1,156 +1,68 @@
-"""``TLSTransport``: the transport seam of docs/TRANSPORT.md, encrypted.
+"""``TLSTransport``: the transport seam of docs/ARCHITECTURE.md, encrypted.
 
-The session cannot tell it from the plain transport: the same methods, the
-same callbacks, the same water marks.  Underneath, every byte goes through a
-``TLSLayer`` (ftpd/tls.py): received ciphertext is fed in and plaintext comes
-out into one buffer shared by all transports of the reactor (the reactor is
-single-threaded and ``data_received`` views are valid only during the call);
-written plaintext is encrypted at once and queued as ciphertext.
+The session cannot tell it from the plain transport: the same constructor
+(plus the ``SSLContext``), the same methods, the same callbacks, the same
+water marks.  It *is* a ``PlainTransport`` whose bytes pass through a
+``TLSLayer`` (ftpd/tls.py): the socket, the selector mask, the ciphertext
+queue, the send budget (fairness), the water marks and the "fail from the
+loop, not from inside write" rule are the plain transport's own code.  Only
+three things differ:
 
-Downloads cannot use ``sendfile`` (the kernel would send the file's bytes in
-clear text): ``send_file`` reads with ``preadv`` into one shared buffer and
-encrypts it in record-sized pieces, so no per-chunk buffer is allocated.
+- reading: ciphertext is received into the reactor's shared buffer, fed to
+  the layer (which copies it), and the plaintext is decrypted back into that
+  same buffer for ``data_received`` -- no per-connection receive buffer;
+- writing: plaintext is encrypted at once and the ciphertext handed to the
+  plain ``write``; plaintext written before the handshake completes (the
+  greeting) is held and encrypted once it does;
+- ``send_file``: never ``sendfile`` (the kernel would send the file in clear
+  text): ``pread`` into one reused per-reactor buffer, encrypted in
+  record-sized pieces, within the same budget as the plain ``pread`` path.
 
-The socket and selector calls are kept in ``SelectorSocket``, a small adapter
-standing in for what ``PlainTransport`` does, so the two can be aligned at
-merge time without touching the TLS logic.
+A peer whose first byte cannot start a TLS record (a plain-text client) gets
+one plain error frame naming ``--plaintext`` and is closed, with one log line.
+Any other TLS failure is one log line and a closed connection; never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import selectors
 import socket
 import ssl
-from collections import deque
-from typing import Any
+from collections.abc import Callable
 
 from .tls import NOT_TLS_REPLY, NotTLS, TLSError, TLSLayer
+from .transport import BULK_RECVS_PER_WAKEUP, PREAD_CHUNK, IOContext, PlainTransport
 
 log = logging.getLogger("ftpd.tls")
 
-#: One receive of ciphertext per wake-up, at most this much (fairness).
-RECV_SIZE = 256 * 1024
-#: Plaintext handed to ``data_received`` per call, and file bytes per ``send_file``.
-PLAIN_SIZE = 256 * 1024
-FILE_CHUNK = 256 * 1024
+
+def _file_buffer(io: IOContext) -> memoryview:
+    """The reactor's one reused buffer for file bytes going out over TLS."""
+    view = io.file_view
+    if view is None:
+        view = io.file_view = memoryview(bytearray(PREAD_CHUNK))
+    return view
 
 
-class SharedBuffers:
-    """The reactor-wide scratch buffers (one set per process: one thread uses them)."""
+class TLSTransport(PlainTransport):
+    """A server-side TLS connection on the reactor.
 
-    def __init__(self, recv: int = RECV_SIZE, plain: int = PLAIN_SIZE,
-                 file: int = FILE_CHUNK) -> None:
-        self.recv = memoryview(bytearray(recv))
-        self.plain = memoryview(bytearray(plain))
-        self.file = memoryview(bytearray(file))
-
-
-_default_buffers: SharedBuffers | None = None
-
-
-def shared_buffers() -> SharedBuffers:
-    global _default_buffers
-    if _default_buffers is None:
-        _default_buffers = SharedBuffers()
-    return _default_buffers
-
-
-class SelectorSocket:
-    """Socket + selector glue: the only place this module touches either.
-
-    Stands in for PlainTransport's own socket handling; at merge time
-    TLSTransport should use whatever that class uses (same four calls).
+    ``handshake_done`` tells a stalled handshake apart for the logs; the
+    session's login timeout (armed at accept) covers the handshake either way.
     """
 
-    def __init__(self, sock: socket.socket, selector: selectors.BaseSelector,
-                 owner: Any) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self.selector = selector
-        self.owner = owner
-        self.mask = 0
+    __slots__ = ("_layer", "_early", "_redeliver", "_close_when_ready")
 
-    def set_interest(self, read: bool, write: bool) -> None:
-        mask = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
-        if mask == self.mask or self.sock.fileno() < 0:
-            return
-        if self.mask == 0:
-            self.selector.register(self.sock, mask, self.owner)
-        elif mask == 0:
-            self.selector.unregister(self.sock)
-        else:
-            self.selector.modify(self.sock, mask, self.owner)
-        self.mask = mask
-
-    def recv_into(self, buffer: memoryview) -> int | None:
-        """Bytes received (0: EOF), or None when nothing is there now."""
-        try:
-            return self.sock.recv_into(buffer)
-        except (BlockingIOError, InterruptedError):
-            return None
-
-    def send(self, data: bytes | memoryview) -> int:
-        try:
-            return self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-
-    def close(self) -> None:
-        self.set_interest(False, False)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class TLSTransport:
-    """A server-side TLS connection on the reactor (see docs/TRANSPORT.md).
-
-    The handshake starts with the first bytes from the client; plaintext the
-    session writes before it completes (the greeting) is held and encrypted
-    once it does.  ``handshake_done`` lets the session's login timer tell a
-    stalled handshake apart; the login timeout covers it either way.
-    """
-
-    def __init__(self, sock: socket.socket, selector: selectors.BaseSelector,
-                 context: ssl.SSLContext, peer: str | None = None, *,
-                 high_water: int = 256 * 1024, low_water: int = 64 * 1024,
-                 buffers: SharedBuffers | None = None) -> None:
-        self._io = SelectorSocket(sock, selector, self)
-        if peer is None:
-            try:
-                host, port = sock.getpeername()[:2]
-                peer = f"{host}:{port}"
-            except OSError:
-                peer = "?"
-        self.peer = peer
-        self.ip = peer.rsplit(":", 1)[0]
-        self.high_water = high_water
-        self.low_water = low_water
-        self._buffers = buffers or shared_buffers()
+    def __init__(self, io: IOContext, sock: socket.socket, peer: tuple[object, ...],
+                 context: ssl.SSLContext) -> None:
+        super().__init__(io, sock, peer)
         self._layer = TLSLayer(context, server_side=True)
-        self._protocol: Any = None
-        self._early: list[bytes] = []          # plaintext written before the handshake
-        self._early_size = 0
-        self._out: deque[memoryview] = deque()  # ciphertext waiting for the socket
-        self._out_size = 0
-        self._reading = True
-        self._eof = False
-        self._writing_paused = False
-        self._closing = False
-        self._closed = False
-        self._delivering = False
-        self._redeliver = False          # plaintext left in OpenSSL after a pause
+        self._early: list[bytes] | None = None     # plaintext written before the handshake
+        self._redeliver = False                    # a delivery from the loop is scheduled
+        self._close_when_ready = False             # refuse(): close right after the handshake
 
-    # ------------------------------------------------------------ seam
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._protocol = protocol
-
-    def start(self) -> None:
-        self._update_interest()
+    # ------------------------------------------------------------ facts
 
     @property
     def handshake_done(self) -> bool:
@@ -160,232 +72,234 @@ class TLSTransport:
     def layer(self) -> TLSLayer:
         return self._layer
 
-    def on_event(self, mask: int) -> None:
-        if self._closed:
-            return
-        try:
-            if mask & selectors.EVENT_WRITE:
-                self._flush()
-                if self._redeliver and not self._closed:
-                    self._redeliver = False
-                    self._update_interest()
-                    self._deliver()
-            if mask & selectors.EVENT_READ and not self._closed:
-                self._read_once()
-        except NotTLS as exc:
-            self._refuse_plaintext(exc)
-        except TLSError as exc:
-            log.info("tls %s: %s", self.peer, exc)
-            self._send_alert()
-            self._force_close(exc)
-        except OSError as exc:
-            self._force_close(exc)
+    # ------------------------------------------------------------ the interface
 
     def write(self, data: bytes | memoryview) -> None:
-        if self._closing or self._closed or not data:
+        """Encrypt and send (or hold until the handshake is done)."""
+        if self.sock is None or self._closing or not data:
             return
         if not self._layer.handshake_done:
-            chunk = bytes(data)
-            self._early.append(chunk)
-            self._early_size += len(chunk)
-            self._check_water()
+            if self._early is None:
+                self._early = []
+            self._early.append(bytes(data))
+            self._out_size += len(data)
+            self._check_water(resume=False)
             return
         try:
             self._layer.write(data)
         except TLSError as exc:
             log.info("tls %s: %s", self.peer, exc)
-            self._force_close(exc)
+            self._fail_soon(exc)
             return
-        self._pull_ciphertext()
-        self._flush()
+        self._push_ciphertext()
 
     def send_file(self, fd: int, offset: int, count: int) -> int:
-        """Encrypt up to one buffer of the file range; bytes consumed (0: not now).
+        """Encrypt up to one buffer of the file range; the bytes consumed (0: not now).
 
-        At the end of the file (``preadv`` returns 0) it returns 0 as well;
-        the producer knows the file's size and treats that as a shrunk file.
-        Before the handshake it returns 0 too (no download starts before login).
+        Same contract as the plain transport: 0 pauses the producer until
+        ``resume_writing()``; ``EOFError`` when the file has no byte at
+        ``offset``.  Before the handshake nothing goes out (no download
+        starts before a login, which needs the handshake).
         """
-        if (self._closing or self._closed or not self._layer.handshake_done
-                or self._writing_paused or count <= 0):
-            return 0                 # paused: resume_writing() says when to come back
-        view = self._buffers.file[:min(count, len(self._buffers.file))]
-        n = os.preadv(fd, [view], offset)
-        if n <= 0:
+        if self.sock is None or self._closing or count <= 0 or \
+                not self._layer.handshake_done:
             return 0
-        self.write(view[:n])
+        if self._paused or self._budget <= 0:
+            return self._blocked()
+        buf = _file_buffer(self._io)
+        n = os.preadv(fd, [buf[:min(count, len(buf))]], offset)
+        if n <= 0:
+            raise EOFError("file shrank")
+        self.write(buf[:n])
         return n
 
-    def get_write_buffer_size(self) -> int:
-        return self._out_size + self._early_size
-
-    def pause_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._redeliver = False
-            self._update_interest()
-
     def resume_reading(self) -> None:
-        if self._reading or self._closed:
-            return
-        self._reading = True
-        # OpenSSL may hold bytes the socket will not announce again.  They are
-        # delivered on the next reactor turn (never from inside this call): write
-        # interest makes the selector wake us at once, as a call_soon would.
-        self._redeliver = self._layer.has_unread_ciphertext()
-        self._update_interest()
-
-    def is_reading(self) -> bool:
-        return self._reading and not self._closing
+        """Reading resumes; plaintext OpenSSL still holds is delivered from the loop."""
+        was_reading = self._reading
+        super().resume_reading()
+        if not was_reading and self._reading and self.sock is not None:
+            self._schedule_delivery()
 
     def close(self) -> None:
-        """Stop reading, send what is queued, then close_notify, then close."""
-        if self._closing or self._closed:
+        """Stop reading, send what is queued and our close_notify, then close."""
+        if self._closing or self.sock is None:
             return
-        self._closing = True
-        self._reading = False
         if self._layer.handshake_done:
             try:
                 self._layer.shutdown()
             except TLSError:
                 pass
-            self._pull_ciphertext()
-        self._early.clear()
-        self._early_size = 0
-        self._flush()
+            self._push_ciphertext()
+        self._drop_early()
+        super().close()
 
-    def abort(self) -> None:
-        self._force_close(None)
-
-    def is_closing(self) -> bool:
-        return self._closing or self._closed
+    def refuse(self, frame: bytes) -> None:
+        """Send one (error) frame as soon as the handshake completes, then close:
+        how a TLS daemon turns a connection away with a reason the client can read."""
+        self._close_when_ready = True
+        self.write(frame)
 
     # ------------------------------------------------------------ reading
 
-    def _read_once(self) -> None:
-        if not self._reading or self._eof:
-            return
-        buf = self._buffers.recv
-        n = self._io.recv_into(buf)
-        if n is None:
-            return
-        if n == 0:
-            self._eof = True
-            self._layer.feed_eof()
-        else:
-            self._layer.feed(buf[:n])
-        self._deliver()
+    def _on_readable(self) -> None:
+        io = self._io
+        for _ in range(BULK_RECVS_PER_WAKEUP if self._wants_bulk() else 1):
+            sock = self.sock
+            if sock is None or not self.is_reading():
+                return
+            try:
+                n = sock.recv_into(io.recv_view, io.recv_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._shut(exc)
+                return
+            try:
+                if n == 0:
+                    self._layer.feed_eof()
+                else:
+                    self._layer.feed(io.recv_view[:n])
+                self._deliver()
+            except NotTLS as exc:
+                self._refuse_plaintext(exc)
+                return
+            except TLSError as exc:
+                self._tls_failed(exc)
+                return
+            if n < io.recv_size:
+                return
+
+    def _wants_bulk(self) -> bool:
+        protocol = self._protocol
+        return protocol is not None and self._layer.handshake_done and \
+            protocol.wants_bulk_reads()
 
     def _deliver(self) -> None:
         """Advance the handshake, then hand out plaintext while reading is on."""
-        if self._delivering:
-            return                   # resume_reading() from inside data_received
-        self._delivering = True
+        layer, protocol, io = self._layer, self._protocol, self._io
+        assert protocol is not None
+        if not layer.handshake_done:
+            done = layer.do_handshake()
+            self._push_ciphertext()
+            if not done or self.sock is None:
+                return
+            self._release_early()
+            if self._close_when_ready:
+                self.close()
+                return
+        view = io.recv_view     # the ciphertext in it is the layer's now: reuse it
+        self._holding = True
         try:
-            layer = self._layer
-            if not layer.handshake_done:
-                done = layer.do_handshake()
-                self._pull_ciphertext()
-                if not done:
-                    self._flush()
-                    return
-                self._release_early()
-            plain = self._buffers.plain
-            while self._reading and not self._closed:
-                n = layer.read_into(plain)
+            while self._reading and self.sock is not None and not self._closing:
+                n = layer.read_into(view)
                 if n == 0:
                     break
-                self._protocol.data_received(plain[:n])
-            self._pull_ciphertext()          # tickets, alerts, key updates
-            self._flush()
-            if layer.peer_closed and self._reading and not self._closed:
-                self._reading = False
-                self._update_interest()
-                self._protocol.eof_received()
+                protocol.data_received(view[:n])
         finally:
-            self._delivering = False
+            self._holding = False
+        self._push_ciphertext()                    # replies, tickets, key updates
+        if self.sock is not None and self._out is not None:
+            self._on_writable()                    # the replies to this batch, in one send
+        if layer.peer_closed and not self._eof and self.sock is not None:
+            self._eof = True
+            self._update_mask()
+            protocol.eof_received()
 
-    def _release_early(self) -> None:
-        early, self._early = self._early, []
-        self._early_size = 0
-        for chunk in early:
-            self._layer.write(chunk)
-        self._pull_ciphertext()
+    def _schedule_delivery(self) -> None:
+        if self._redeliver or not self._layer.has_unread_ciphertext():
+            return
+        self._redeliver = True
+        self._io.timers.call_later(0, self._redeliver_now)
+
+    def _redeliver_now(self) -> None:
+        self._redeliver = False
+        if self.sock is None or not self.is_reading():
+            return
+        try:
+            self._deliver()
+        except TLSError as exc:
+            self._tls_failed(exc)
 
     # ------------------------------------------------------------ writing
 
-    def _pull_ciphertext(self) -> None:
+    def _push_ciphertext(self) -> None:
         data = self._layer.data_to_send()
         if data:
-            self._out.append(memoryview(data))
-            self._out_size += len(data)
+            PlainTransport.write(self, data)
 
-    def _flush(self) -> None:
-        out = self._out
-        while out:
-            head = out[0]
-            try:
-                sent = self._io.send(head)
-            except OSError as exc:       # reset, broken pipe: the peer is gone
-                self._force_close(exc)
-                return
-            self._out_size -= sent
-            if sent < len(head):
-                out[0] = head[sent:]
-                break
-            out.popleft()
-        if not out and self._closing and not self._closed:
-            self._force_close(None)
+    def _release_early(self) -> None:
+        early = self._early
+        if not early:
             return
-        self._update_interest()
-        self._check_water()
+        self._drop_early()
+        for chunk in early:
+            self._layer.write(chunk)
+        self._push_ciphertext()
 
-    def _check_water(self) -> None:
-        if self._closed:
-            return
-        size = self.get_write_buffer_size()
-        if not self._writing_paused and size > self.high_water:
-            self._writing_paused = True
-            self._protocol.pause_writing()
-        elif self._writing_paused and size <= self.low_water:
-            self._writing_paused = False
-            self._protocol.resume_writing()
-
-    def _update_interest(self) -> None:
-        if not self._closed:
-            self._io.set_interest(self._reading and not self._eof and not self._closing,
-                                  bool(self._out) or self._redeliver)
+    def _drop_early(self) -> None:
+        if self._early:
+            self._out_size -= sum(len(chunk) for chunk in self._early)
+        self._early = None
 
     # ------------------------------------------------------------ ending
 
     def _refuse_plaintext(self, exc: NotTLS) -> None:
         """A plain-text client: one plain error frame (best effort), one log line, close."""
         log.info("tls %s: not TLS (first byte 0x%02x), closed", self.peer, exc.first_byte)
-        self._out.clear()
-        self._out_size = 0
-        try:
-            self._io.send(NOT_TLS_REPLY)
-        except OSError:
-            pass
-        self._force_close(exc)
+        self._drop_early()
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.send(NOT_TLS_REPLY)
+            except OSError:
+                pass
+        self._shut(exc)
 
-    def _send_alert(self) -> None:
-        """Best effort: the alert OpenSSL made (protocol_version...) tells the peer why."""
-        try:
-            alert = self._layer.data_to_send()
-            if alert:
-                self._io.send(alert)
-        except OSError:
-            pass
+    def _tls_failed(self, exc: TLSError) -> None:
+        """One log line; the alert OpenSSL made (protocol_version...) goes out best effort."""
+        log.info("tls %s: %s", self.peer, exc)
+        self._drop_early()
+        alert = self._layer.data_to_send()
+        sock = self.sock
+        if alert and sock is not None:
+            try:
+                sock.send(alert)
+            except OSError:
+                pass
+        self._shut(exc)
 
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._closed:
-            return
-        self._closed = self._closing = True
-        self._reading = False
-        self._out.clear()
-        self._out_size = 0
-        self._early.clear()
-        self._io.close()
-        if self._protocol is not None:
-            self._protocol.connection_lost(exc)
+    def _shut(self, exc: BaseException | None, deliver: bool = True) -> None:
+        self._early = None
+        super()._shut(exc, deliver)
+
+
+class Refusal:
+    """The protocol of a connection the daemon turns away over TLS (too many
+    connections, shutting down): it reads nothing, and the transport closes
+    right after the handshake and the one error frame (``TLSTransport.refuse``)."""
+
+    __slots__ = ("lost", "on_lost")
+
+    def __init__(self, on_lost: Callable[[], None] | None = None) -> None:
+        self.lost = False
+        self.on_lost = on_lost
+
+    def data_received(self, data: memoryview) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def wants_bulk_reads(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        if self.on_lost is not None:
+            self.on_lost()

@@ -57,7 +57,7 @@ class IOContext:
     """
 
     __slots__ = ("selector", "timers", "recv_view", "recv_size", "control_recv_size",
-                 "high_water", "low_water", "use_sendfile")
+                 "high_water", "low_water", "use_sendfile", "file_view")
 
     def __init__(self, selector: selectors.BaseSelector, timers: TimerHeap, recv_buffer: int,
                  high_water: int, low_water: int, use_sendfile: bool) -> None:
@@ -69,6 +69,9 @@ class IOContext:
         self.high_water = high_water
         self.low_water = low_water
         self.use_sendfile = use_sendfile
+        #: TLS only: the one reused buffer file bytes are read into before encryption
+        #: (made on first use by ftpd/tls_transport.py; plain text uses sendfile)
+        self.file_view: memoryview | None = None
 
 
 class PlainTransport:

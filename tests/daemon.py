@@ -1,6 +1,12 @@
 """Real daemons for tests: a subprocess (``server``, ``server_factory``) or a
 reactor in a thread of the test process (``inproc_server``) for white-box checks.
 
+Every daemon speaks TLS (its self-signed pair under ``<root>/tls/``) unless the
+test is marked ``@pytest.mark.plaintext`` or passes ``tls=False``; the client
+side trusts it through a known-hosts file in the test's tmp dir
+(``FTPC_KNOWN_HOSTS``, never the real ~), and ``tests.wire.Wire`` wraps its
+socket in TLS for such a port.
+
 Every daemon listens on an ephemeral 127.0.0.1 port with its own data folder,
 a cheap scrypt setting, and is stopped (or killed) at teardown by its PID.  At
 teardown the daemon's log must not contain a traceback: an exception inside
@@ -24,8 +30,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from client.trust import KnownHosts, host_key
+from ftpd import certs
 from ftpd.logs import FLUSH_AFTER
 from storage import Store
+
+from . import wire
 
 TEST_SCRYPT_N = 16
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +64,15 @@ class DaemonProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def tls(self) -> bool:
+        return bool(self.settings.get("tls", True))
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The SHA256:... a client pins (None for a plain-text daemon)."""
+        return certs.default_pair(self.root).fingerprint() if self.tls else None
+
     def start(self, port: int | None = None) -> DaemonProcess:
         cmd = [sys.executable, "-m", "ftpd.cli", "serve", "--root", str(self.root),
                "--host", self.host, "--port", str(port if port is not None else self.port),
@@ -69,6 +88,7 @@ class DaemonProcess:
             found = _LISTENING.search(self.new_log())
             if found:
                 self.port = int(found.group(2))
+                _announce(self)
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ftpd exited with {self.proc.returncode}:\n{self.new_log()}")
@@ -200,6 +220,15 @@ class InprocDaemon:
         self.thread = threading.Thread(target=self.server.serve_forever, name="ftpd-reactor",
                                        daemon=True)
         self.thread.start()
+        _announce(self)
+
+    @property
+    def tls(self) -> bool:
+        return self.config.tls
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.server.tls.fingerprint if self.server.tls is not None else None
 
     @property
     def store(self) -> Store:
@@ -247,6 +276,56 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
         time.sleep(0.005)
 
 
+# ------------------------------------------------------------ TLS for the fixtures
+
+
+#: host:port -> fingerprint of every TLS daemon started in this process and not yet
+#: stopped by its fixture: each test's fresh known-hosts file starts with them (a
+#: module-scoped daemon outlives the known-hosts file of the test that started it).
+_PINS: dict[str, str] = {}
+
+
+def _announce(daemon: Any) -> None:
+    """Tell the test's clients how to reach a daemon that just started: a Wire to its
+    port speaks TLS, and its fingerprint is pinned in the test's known-hosts file."""
+    key = host_key(daemon.host, daemon.port)
+    if not daemon.tls:
+        wire.TLS_PORTS.discard(daemon.port)
+        _PINS.pop(key, None)
+        return
+    wire.TLS_PORTS.add(daemon.port)
+    _PINS[key] = daemon.fingerprint
+    path = os.environ.get("FTPC_KNOWN_HOSTS")
+    if path:
+        KnownHosts(path).add(key, daemon.fingerprint)
+
+
+def _forget(daemon: Any) -> None:
+    wire.TLS_PORTS.discard(daemon.port)
+    _PINS.pop(host_key(daemon.host, daemon.port), None)
+
+
+def _tls_setting(request: pytest.FixtureRequest, settings: dict[str, Any]) -> dict[str, Any]:
+    """``@pytest.mark.plaintext``: the same scenario over a ``--plaintext`` daemon."""
+    if "tls" not in settings and request.node.get_closest_marker("plaintext") is not None:
+        return {**settings, "tls": False}
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def _client_trust_files(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins and trust from the environment stay inside a tmp dir, never the real ~."""
+    folder = tmp_path_factory.mktemp("ftpc-trust")
+    path = folder / "known_hosts"
+    monkeypatch.setenv("FTPC_KNOWN_HOSTS", str(path))
+    monkeypatch.delenv("FTPC_TRUST", raising=False)
+    monkeypatch.delenv("FTPC_CACERT", raising=False)
+    if _PINS:
+        path.write_text("".join(f"{key} {fp}\n" for key, fp in _PINS.items()))
+        path.chmod(0o600)
+
+
 def _check_log(daemon: DaemonProcess) -> None:
     text = daemon.log()
     if not daemon.allow_tracebacks and "Traceback" in text:
@@ -254,16 +333,18 @@ def _check_log(daemon: DaemonProcess) -> None:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Any]:
+def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 
     def make(**settings: Any) -> DaemonProcess:
-        daemon = DaemonProcess(tmp_path / f"root{len(started)}", **settings)
+        daemon = DaemonProcess(tmp_path / f"root{len(started)}",
+                               **_tls_setting(request, settings))
         started.append(daemon)
         return daemon.start()
 
     yield make
     for daemon in started:
+        _forget(daemon)
         try:
             daemon.stop()
         finally:
@@ -277,16 +358,18 @@ def server(server_factory: Any) -> DaemonProcess:
 
 
 @pytest.fixture
-def inproc_server(tmp_path: Path) -> Iterator[Any]:
+def inproc_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     started: list[InprocDaemon] = []
 
     def make(**settings: Any) -> InprocDaemon:
-        daemon = InprocDaemon(tmp_path / f"inproc{len(started)}", **settings)
+        daemon = InprocDaemon(tmp_path / f"inproc{len(started)}",
+                              **_tls_setting(request, settings))
         started.append(daemon)
         return daemon
 
     yield make
     for daemon in started:
+        _forget(daemon)
         daemon.stop()
     for daemon in started:
         daemon.check_log()

@@ -463,9 +463,17 @@ class _Conn:
 
 def serve_fake(**config: Any) -> Iterator[FakeServer]:
     """Body of a ``fake`` fixture: each test module declares its own two-liner
-    (an imported fixture would shadow the test arguments that use it)."""
+    (an imported fixture would shadow the test arguments that use it).
+
+    The fake speaks plain text, so while it runs ``Client()`` and ``ftpc``
+    default to plain text, as they did before TLS was the default; the TLS
+    client is tested against the real daemon and in test_tls_interop.py."""
+    from client import trust
+
     server = FakeServer(**config)
+    saved, trust.TLS_BY_DEFAULT = trust.TLS_BY_DEFAULT, False
     try:
         yield server
     finally:
+        trust.TLS_BY_DEFAULT = saved
         server.close()

@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 import protocol.messages as m
 from protocol import DataChunk, MessageStream, ProtocolError, encode
 from tests.test_hostile_support import SourceWire, alive, drain, served, wait_until
-from tests.wire import Wire
+from tests.wire import Wire, maybe_tls
 
 USER, PASSWORD = "carol", "pw-carol"
 
@@ -82,6 +84,7 @@ def _read(d: Dripper) -> None:
         d.end("garbled")
 
 
+@pytest.mark.plaintext     # raw hellos dripped in clear text (TLS: test_hostile_tls.py)
 def test_500_slow_and_idle_connections_are_reaped_by_the_timeouts(server_factory):
     """400 connections drip a hello and 100 logged-in ones drip an ls, one byte per
     connection every 0.25 s: a request would take ~10 s, the login and idle timeouts are
@@ -177,6 +180,7 @@ def first_frame(source: str, host: str, port: int) -> tuple[Any, socket.socket]:
     s.settimeout(5)
     s.bind((source, 0))
     s.connect((host, port))
+    s = maybe_tls(s, host, port)
     stream = MessageStream("client")
     while True:
         chunk = s.recv(65536)
@@ -192,6 +196,7 @@ def assert_refused(source: str, host: str, port: int) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind((source, 0))
     s.connect((host, port))
+    s = maybe_tls(s, host, port)
     try:
         replies, how = drain(s, timeout=5)
     finally:

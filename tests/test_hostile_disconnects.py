@@ -23,7 +23,7 @@ import protocol.messages as m
 from protocol import HEADER_SIZE, data_header, encode, encode_control
 from storage import Store
 from tests.test_hostile_support import alive, wait_until
-from tests.wire import Wire
+from tests.wire import Wire, maybe_tls
 
 USER, PASSWORD = "grace", "pw-grace"
 
@@ -69,7 +69,8 @@ def settled(daemon: Any, baseline: int) -> None:
 
 
 def raw(daemon: Any, *, greeting: bool = True, hello: bool = False) -> socket.socket:
-    s = socket.create_connection((daemon.host, daemon.port), timeout=10)
+    s = maybe_tls(socket.create_connection((daemon.host, daemon.port), timeout=10),
+                  daemon.host, daemon.port)
     if greeting:
         assert s.recv(65536)
     if hello:

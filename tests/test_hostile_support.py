@@ -26,7 +26,7 @@ from typing import Any
 import protocol.messages as m
 from protocol import DataChunk, MessageStream
 from tests.daemon import DaemonProcess, _check_log
-from tests.wire import Wire
+from tests.wire import Wire, maybe_tls
 
 __all__ = ["SourceWire", "alive", "close_daemon", "drain", "open_daemon", "served", "tree_snapshot",
            "wait_until"]
@@ -41,6 +41,7 @@ class SourceWire(Wire):
         self.sock.settimeout(timeout)
         self.sock.bind((source, 0))
         self.sock.connect((host, port))
+        self.sock = maybe_tls(self.sock, host, port)
         self.stream = MessageStream("client", max_data=64 << 20)
         self.events: list[Any] = []
         self.ids = itertools.count(1)

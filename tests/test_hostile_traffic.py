@@ -57,7 +57,10 @@ HEADER = struct.Struct(">IB")
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # Wrong passwords are part of the hostile mix: keep the address from being locked out.
-    d = open_daemon(tmp_path_factory.mktemp("traffic") / "root",
+    # Clear text (tls=False): these attack the framing with half-closes, which a Python
+    # SSLSocket cannot do without leaving TLS; attacks on the TLS layer itself are in
+    # test_hostile_tls.py.
+    d = open_daemon(tmp_path_factory.mktemp("traffic") / "root", tls=False,
                     lockout_threshold=1_000_000, auth_delay_base=0.001, auth_delay_max=0.002)
     d.add_user(USER, PASSWORD)
     try:

@@ -22,7 +22,9 @@ import pytest
 from client import Client, trust
 from client.errors import ConnectionLost
 from ftpd import certs
+from ftpd.timers import TimerHeap
 from ftpd.tls_transport import TLSTransport
+from ftpd.transport import IOContext
 from protocol import messages as m
 from tests.test_client_fakeserver import FakeServer, Hangup, _Conn
 
@@ -52,6 +54,9 @@ class _Session:
     def eof_received(self) -> None:
         self.transport.close()
 
+    def wants_bulk_reads(self) -> bool:
+        return False
+
     def pause_writing(self) -> None:
         pass
 
@@ -70,6 +75,9 @@ class Reactor:
         self.fake = FakeServer()               # its own listener is not used
         self.fake.users["alice"] = PASSWORD
         self.selector = selectors.DefaultSelector()
+        self.timers = TimerHeap()
+        self.io = IOContext(self.selector, self.timers, 256 * 1024, 256 * 1024, 64 * 1024,
+                            use_sendfile=False)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
@@ -84,16 +92,18 @@ class Reactor:
             for key, mask in self.selector.select(0.05):
                 if key.data is None:
                     try:
-                        sock, _ = self.listener.accept()
+                        sock, peer = self.listener.accept()
                     except BlockingIOError:
                         continue
-                    transport = TLSTransport(sock, self.selector, self.creds.context)
+                    sock.setblocking(False)
+                    transport = TLSTransport(self.io, sock, peer, self.creds.context)
                     session = _Session(self.fake, transport)
                     transport.set_protocol(session)
                     transport.start()
                     self.sessions.append(session)
                 else:
                     key.data.on_event(mask)
+            self.timers.run_due()
 
     def close(self) -> None:
         self.stop.set()

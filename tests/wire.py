@@ -9,11 +9,32 @@ from __future__ import annotations
 import hashlib
 import itertools
 import socket
+import ssl
 from typing import Any
 
 import protocol.messages as m
 from protocol import MessageStream, encode, encode_data
 from protocol.framing import DataChunk
+
+#: Ports of live test daemons that speak TLS (tests/daemon.py keeps it): a Wire to
+#: one of them wraps its socket in TLS unless told ``tls=``.  The daemon is
+#: authenticated by the client tests, not here: this peer tests the frames.
+TLS_PORTS: set[int] = set()
+
+
+def _tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def maybe_tls(sock: socket.socket, host: str, port: int,
+              tls: bool | None = None) -> socket.socket:
+    """``sock`` (connected to ``port``) wrapped in TLS when that daemon speaks it."""
+    if tls if tls is not None else port in TLS_PORTS:
+        return _tls_context().wrap_socket(sock, server_hostname=host)
+    return sock
 
 
 class Closed(Exception):
@@ -22,12 +43,14 @@ class Closed(Exception):
 
 class Wire:
     def __init__(self, host: str, port: int, timeout: float = 10.0, *, hello: bool = True,
-                 max_data: int | None = None, rcvbuf: int | None = None) -> None:
+                 max_data: int | None = None, rcvbuf: int | None = None,
+                 tls: bool | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:        # before connect, so the TCP window is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
+        self.sock = maybe_tls(self.sock, host, port, tls)
         self.stream = MessageStream("client", max_data=64 << 20)
         self.events: list[Any] = []
         self.ids = itertools.count(1)
