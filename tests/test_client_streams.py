@@ -143,3 +143,12 @@ def test_put_r_with_checksum_compares_sha256(user, tmp_path):
     run = ftpc(user, "--json", "put", "-r", "--checksum", "--overwrite", str(src), "tree")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["bytes_sent"] == 9
+
+
+def test_mput_keeps_the_modification_time_of_small_files(user, tmp_path):
+    src = tmp_path / "small.txt"
+    src.write_bytes(b"inline")
+    os.utime(src, (OLD, OLD))
+    assert ftpc(user, "mput", str(src)).returncode == 0
+    with user.client() as c:
+        assert c.stat("small.txt").entry.mtime == pytest.approx(OLD, abs=1e-3)
