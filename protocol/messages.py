@@ -22,7 +22,8 @@ from .errors import BadRequest, UnknownCommand
 from .schema import Message, fld
 
 __all__ = [
-    "MAX_INT", "MAX_PATH_CHARS", "PROTOCOL_VERSION", "REPLIES", "REQUESTS", "SHA256_RE", "Abort",
+    "MAX_INT", "MAX_MODE", "MAX_PATH_CHARS", "PROTOCOL_VERSION", "REPLIES", "REQUESTS",
+    "SHA256_RE", "Abort",
     "AbortOk", "Cancel", "CancelOk", "Cd", "CdOk", "Commit", "Entry", "ErrorReply", "Get",
     "GetDone", "GetReady", "Greeting", "Hash", "HashOk", "Hello", "HelloOk", "Login", "LoginOk",
     "Logout", "LogoutOk", "Ls", "LsOk", "Message", "Mkdir", "MkdirOk", "Mv", "MvOk", "Ping",
