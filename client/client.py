@@ -330,7 +330,7 @@ class Client:
     def put(self, local: str | os.PathLike[str], remote: str | None = None, *,
             overwrite: bool = False, verify: bool = True, defer_hash: bool = True,
             progress: Progress | None = None, retries: int = 0,
-            notice: Notice | None = None) -> PutResult:
+            notice: Notice | None = None, times: bool = True, perms: bool = False) -> PutResult:
         """Upload a local file, resuming the server's partial if there is one.
 
         With ``verify`` the server checks the whole file's SHA-256 before it
@@ -345,12 +345,14 @@ class Client:
         A local file that changes while it is hashed or sent raises
         ``IntegrityError`` (the upload is cancelled and its partial discarded).
         ``notice`` receives one-line messages (a restart, a reconnect).
+        ``times``/``perms`` send the modification time / permission bits for the
+        server to keep (as ``rsync -t``/``-p``).
         The policy (restart, park, retry) is ``put_policy.PutPolicy``.
         """
         local = os.fspath(local)
         remote_path = remote or os.path.basename(local.rstrip(os.sep))
         options = PutOptions(overwrite, verify, defer_hash, progress, retries,
-                             notice or ignore)
+                             notice or ignore, times, perms)
         return PutPolicy(self, local, remote_path, options).run()
 
     def put_many(self, files: Iterable[str | os.PathLike[str]
@@ -383,8 +385,10 @@ class Client:
 
     def get(self, remote: str, local: str | os.PathLike[str] | None = None, *,
             verify: bool = True, fsync: bool = False, progress: Progress | None = None,
-            retries: int = 0, notice: Notice | None = None) -> GetResult:
-        """Download into ``local + ".part"``, then rename it into place.
+            retries: int = 0, notice: Notice | None = None, times: bool = True,
+            perms: bool = False) -> GetResult:
+        """Download into ``local + ".part"``, then rename it into place (with the
+        remote modification time unless not ``times``; its mode with ``perms``).
 
         An existing ``.part`` is resumed from its length.  With ``verify`` the
         whole file's SHA-256 (the ``.part`` prefix included) must equal the
@@ -404,7 +408,7 @@ class Client:
             remote.rstrip("/"))
         if not local:
             raise ValueError(f"no local name for {remote!r}")
-        options = GetOptions(verify, fsync, progress, retries, notice or ignore)
+        options = GetOptions(verify, fsync, progress, retries, notice or ignore, times, perms)
         if writes_in_place(local):
             return self._get_in_place(remote, local, options)
         return GetPolicy(self, remote, rename_target(local), options).run()

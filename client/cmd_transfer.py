@@ -13,11 +13,7 @@ import argparse
 import errno
 import os
 import posixpath
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .errors import NotFoundError, PathError, ServerError
 from .failures import SomeFailed, describe
@@ -35,6 +31,7 @@ from .registry import (
     remote_target,
 )
 from .results import GetResult, PutResult
+from .stream_put import put_stream
 from .tree import TreeReport, sync_get, sync_put
 
 
@@ -95,19 +92,6 @@ SYNC_OPTIONS = (
 )
 
 
-@contextmanager
-def spooled_stdin() -> Iterator[str]:
-    """Standard input copied to a private temporary file (the protocol needs the
-    size before the first byte; see the README on streams)."""
-    fd, path = tempfile.mkstemp(prefix="ftpc-stdin-")
-    try:
-        with os.fdopen(fd, "wb") as spool:
-            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-        yield path
-    finally:
-        os.unlink(path)
-
-
 @command("put", "upload LOCAL to REMOTE (default: its name, in the remote folder); "
          "LOCAL - reads stdin",
          arg("local"), arg("remote", nargs="?"),
@@ -122,10 +106,12 @@ def do_put(app: App, a: argparse.Namespace) -> Outcome:
     if a.local == STDIO:
         if not a.remote:
             raise PathError("BAD_PATH", "put - needs a remote name: ftpc put - NAME")
-        with spooled_stdin() as path:
-            result = app.put_file(path, remote_target(app.client, a.remote, "stdin"), a)
-        result = PutResult(result.path, result.size, result.sha256, result.resumed_from,
-                           result.restarted, STDIO, result.attempts)
+        remote = remote_target(app.client, a.remote, "stdin")
+        with about(remote), app.progress("stdin", a.limit_rate) as bar:
+            result = put_stream(app.client, sys.stdin.buffer, remote, overwrite=a.overwrite,
+                                progress=bar, verify=not a.no_verify,
+                                defer_hash=not a.hash_first, retries=app.retries,
+                                notice=app.out.warn)
         return Outcome(result, put_line(result), report=True)
     sources = expand_local([a.local]) if has_magic(a.local) else [a.local]
     if len(sources) > 1:
@@ -140,7 +126,8 @@ def do_put(app: App, a: argparse.Namespace) -> Outcome:
         with about(a.remote or name):
             report = sync_put(app.client, local, a.remote or name,
                               put_file=lambda lo, re: app.put_file(lo, re, a),
-                              notice=app.out.warn, dry_run=a.dry_run, overwrite=a.overwrite)
+                              notice=app.out.warn, dry_run=a.dry_run, overwrite=a.overwrite,
+                              checksum=a.checksum)
         return _finish_tree(app, report)
     result = app.put_file(local, remote_target(app.client, a.remote, name), a)
     return Outcome(result, put_line(result), report=True)

@@ -82,6 +82,7 @@ class Connection:
         self._ids = itertools.count(1)
         self._outbox = b""                        # requests to send with the next one
         self._hello_id: int | None = None         # hello sent, its reply not read yet
+        self.hello: HelloOk | None = None         # the server's hello reply, once read
         self.closed = False
         #: TLS: the server was authenticated before anything was sent to it
         self.encrypted = isinstance(sock, ssl.SSLSocket)
@@ -152,13 +153,22 @@ class Connection:
     def _finish_hello(self) -> None:
         hello_id, self._hello_id = self._hello_id, None
         assert hello_id is not None
-        hello = self.reply(hello_id, HelloOk)
+        hello = self.hello = self.reply(hello_id, HelloOk)
         if hello.max_data > CLIENT_MAX_DATA:
             raise self.violation(f"server wants to send {hello.max_data}-byte DATA frames, "
                                  f"more than the {CLIENT_MAX_DATA} asked for")
         # From now on a DATA frame bigger than agreed is a protocol violation.
         self.recv_max_data = hello.max_data
         self._stream.frames.max_data = hello.max_data
+
+    def supports(self, feature: str) -> bool:
+        """Whether the server's hello reply announced ``feature`` (``"streams"``,
+        ``"metadata"``); reads that reply first if it is still on its way."""
+        if self._outbox:
+            self.send(b"")
+        if self._hello_id is not None:
+            self._finish_hello()
+        return bool(getattr(self.hello, feature, False))
 
     # ------------------------------------------------------------ sending
 

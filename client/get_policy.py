@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from protocol.messages import GetReady
+
 from .errors import FtpError, IntegrityError
 from .files import commit, hash_file, part_path, remove_quietly, write_all
 from .results import GetResult
@@ -36,6 +38,16 @@ class GetOptions:
     progress: Progress | None = None
     retries: int = 0
     notice: Notice = ignore
+    times: bool = True          # give the file the remote modification time (rsync -t)
+    perms: bool = False         # and the remote permission bits (rsync -p)
+
+
+def apply_metadata(path: str, ready: GetReady, options: GetOptions) -> None:
+    """Before the rename into place: the remote mtime (and mode, with ``perms``)."""
+    if options.perms and ready.mode is not None:
+        os.chmod(path, ready.mode & 0o777)
+    if options.times and ready.mtime is not None:
+        os.utime(path, (os.stat(path).st_atime, ready.mtime))
 
 
 class GetPolicy:
@@ -111,6 +123,7 @@ class GetPolicy:
             os.close(fd)
         if digest is not None and digest.hexdigest() != ready.sha256:
             return GetResult(ready.path, ready.size, None, offset, self.local)
+        apply_metadata(part, ready, opts)
         commit(part, self.local, fsync=opts.fsync)
         return GetResult(ready.path, ready.size, ready.sha256, offset, self.local)
 

@@ -7,6 +7,7 @@ out without waiting, and the replies are matched in request order.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
@@ -55,8 +56,12 @@ class InlinePipe:
             self._settle_one()
         conn = self.conn
         rid = conn.next_id()
+        try:
+            mtime: float | None = max(0.0, os.stat(f.local).st_mtime)   # kept, as by put
+        except OSError:
+            mtime = None
         parts = [encode(Put(id=rid, path=f.remote, size=len(f.data), sha256=f.sha256,
-                            overwrite=self.overwrite, inline=True))]
+                            overwrite=self.overwrite, inline=True, mtime=mtime))]
         step = conn.send_max_data
         view = memoryview(f.data)
         for start in range(0, len(view), step):

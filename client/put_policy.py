@@ -45,6 +45,8 @@ class PutOptions:
     progress: Progress | None = None
     retries: int = 0
     notice: Notice = ignore
+    times: bool = True          # send the modification time (rsync -t)
+    perms: bool = False         # send the permission bits (rsync -p)
 
 
 class PutPolicy:
@@ -74,7 +76,8 @@ class PutPolicy:
         with open(self.local, "rb") as fileobj:
             before = identity(fileobj)
             self._fd, self._size = fileobj.fileno(), before.size
-            if not stat_module.S_ISREG(os.fstat(fileobj.fileno()).st_mode):
+            st = os.fstat(fileobj.fileno())
+            if not stat_module.S_ISREG(st.st_mode):
                 raise IsADirectoryError(f"{self.local} is not a regular file")
             sha256 = None
             if opts.verify and not self.deferred:
@@ -85,7 +88,9 @@ class PutPolicy:
                                          "stable")
             job = UploadJob(fileobj, self.remote, before.size, before, self.local, sha256,
                             opts.overwrite, opts.progress, self._on_ready,
-                            self._whole_file_sha256 if self.deferred else None)
+                            self._whole_file_sha256 if self.deferred else None,
+                            max(0.0, st.st_mtime) if opts.times else None,
+                            stat_module.S_IMODE(st.st_mode) & 0o777 if opts.perms else None)
             retry = Retry(self.client.reconnect, opts.retries, self.client.retry_backoff,
                           opts.notice)
             try:

@@ -40,12 +40,16 @@ class App:
         with about(remote), self.progress(os.path.basename(local), a.limit_rate) as bar:
             return self.client.put(local, remote, overwrite=a.overwrite, verify=not a.no_verify,
                                    defer_hash=not a.hash_first, progress=bar,
-                                   retries=self.retries, notice=self.out.warn)
+                                   retries=self.retries, notice=self.out.warn,
+                                   times=getattr(a, "times", True),
+                                   perms=getattr(a, "perms", False))
 
     def get_file(self, remote: str, local: str, a: argparse.Namespace) -> GetResult:
         with about(remote), self.progress(posixpath.basename(remote), a.limit_rate) as bar:
             return self.client.get(remote, local, verify=not a.no_verify, fsync=a.fsync,
-                                   progress=bar, retries=self.retries, notice=self.out.warn)
+                                   progress=bar, retries=self.retries, notice=self.out.warn,
+                                   times=getattr(a, "times", True),
+                                   perms=getattr(a, "perms", False))
 
 
 Run = Callable[[App, argparse.Namespace], Outcome]
@@ -110,6 +114,10 @@ TRANSFER_OPTIONS = (
     arg("-r", "--recursive", action="store_true", help="transfer a folder and its contents"),
     arg("--no-verify", action="store_true", help="skip the end-to-end SHA-256 check"),
     arg("--limit-rate", type=_rate, metavar="RATE", help="at most RATE bytes/s, e.g. 500k, 2M"),
+    arg("-p", "--perms", action="store_true",
+        help="keep permission bits (the server keeps only 0o755 bits; rsync -p)"),
+    arg("--no-times", dest="times", action="store_false", default=True,
+        help="do not keep modification times (kept by default, as rsync -t)"),
 )
 
 
@@ -132,17 +140,3 @@ def local_target(local: str | None, name: str) -> str:
     if local.endswith(os.sep) or os.path.isdir(local):
         return os.path.join(local, name)
     return local
-
-
-def _rate(text: str) -> int:
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
-
-
-TRANSFER_OPTIONS = (
-    arg("-r", "--recursive", action="store_true", help="transfer a folder and its contents"),
-    arg("--no-verify", action="store_true", help="skip the end-to-end SHA-256 check"),
-    arg("--limit-rate", type=_rate, metavar="RATE", help="at most RATE bytes/s, e.g. 500k, 2M"),
-)

@@ -85,6 +85,9 @@ class UploadJob:
     progress: Progress | None = None
     on_ready: Callable[[PutReady], None] = field(default=lambda _ready: None)
     deferred_sha256: DeferredDigest | None = None
+    #: metadata the server applies before publishing (None: not sent)
+    mtime: float | None = None
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ def upload(conn: Connection, job: UploadJob) -> PutDone | Parked:
     size, fileobj, name = job.size, job.fileobj, job.name
     rid = conn.next_id()
     ready = conn.call(Put(id=rid, path=job.remote, size=size, sha256=job.sha256,
-                          overwrite=job.overwrite, defer_sha256=deferred), PutReady)
+                          overwrite=job.overwrite, defer_sha256=deferred, mtime=job.mtime,
+                          mode=job.mode), PutReady)
     if ready.offset > size:
         raise conn.violation(f"put.ready offset {ready.offset} is past the size {size}")
     job.on_ready(ready)

@@ -127,8 +127,15 @@ def _run(report: TreeReport, item: TreeItem, transfer: Callable[[], PutResult | 
 
 def sync_put(client: Client, local_dir: str, remote_dir: str, *,
              put_file: PutFile | None = None, notice: Notice | None = None,
-             dry_run: bool = False, overwrite: bool = False) -> TreeReport:
-    """Upload what is missing or different under ``local_dir`` into ``remote_dir``."""
+             dry_run: bool = False, overwrite: bool = False,
+             checksum: bool = False) -> TreeReport:
+    """Upload what is missing or different under ``local_dir`` into ``remote_dir``.
+
+    A remote file of the same size and modification time is skipped without
+    hashing anything (uploads keep the mtime, so a rerun sends nothing and asks
+    the server for no hash); with ``checksum``, or when only the times differ
+    (a file put by a tool that did not keep them), the SHA-256s decide.
+    """
     notice = notice or _ignore
     put_file = put_file or (lambda local, remote: client.put(local, remote,
                                                              overwrite=overwrite))
@@ -157,8 +164,9 @@ def sync_put(client: Client, local_dir: str, remote_dir: str, *,
             if entry is None:
                 resume = posixpath.normpath(posixpath.join(absolute, name)) in pending
                 action = "resume" if resume else "send"
-            elif (entry.type == "file" and entry.size == st.st_size
-                    and client.hash(remote).sha256 == _local_sha256(path)):
+            elif entry.type == "file" and entry.size == st.st_size and (
+                    (not checksum and abs(st.st_mtime - entry.mtime) < MTIME_WINDOW)
+                    or client.hash(remote).sha256 == _local_sha256(path)):
                 action = "skip"
             else:
                 action = "replace"

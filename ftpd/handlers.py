@@ -65,7 +65,8 @@ def hello(session: Session, req: m.Hello) -> Outcome:
     cfg = session.ctx.config
     session.data_frame = min(cfg.max_data_frame, req.max_data or cfg.max_data_frame)
     session.advance("hello")
-    return m.HelloOk(id=req.id, protocol=PROTOCOL_VERSION, max_data=session.data_frame)
+    return m.HelloOk(id=req.id, protocol=PROTOCOL_VERSION, max_data=session.data_frame,
+                     streams=True, metadata=True)
 
 
 @handles("register")
@@ -316,8 +317,8 @@ def put(session: Session, req: m.Put) -> Outcome:
                             code="TOO_MANY_UPLOADS")
 
     def begun(upload: Any) -> Outcome:
-        log.info("upload start %s user=%s path=%s size=%d offset=%d%s", session.peer, user,
-                 upload.path, req.size, upload.offset,
+        log.info("upload start %s user=%s path=%s size=%s offset=%d%s", session.peer, user,
+                 upload.path, "stream" if req.stream else req.size, upload.offset,
                  " (restarted)" if upload.restarted else "")
         ready = m.PutReady(id=req.id, path=upload.path, offset=upload.offset,
                            restarted=upload.restarted)
@@ -332,10 +333,15 @@ def put(session: Session, req: m.Put) -> Outcome:
         if upload is not None:
             upload.release()          # nobody will write it now; it stays resumable
 
+    def begin() -> Any:
+        if req.stream:
+            return store.begin_stream(user, req.path, cwd=cwd, overwrite=req.overwrite,
+                                      size_hint=req.size_hint)
+        return store.begin_upload(user, req.path, req.size, req.sha256, cwd=cwd,
+                                  overwrite=req.overwrite)
+
     # begin_upload writes the database and creates the partial: worker work.
-    return Deferred(lambda: store.begin_upload(user, req.path, req.size, req.sha256,
-                                               cwd=cwd, overwrite=req.overwrite),
-                    begun, failed=failed, if_closed=closed_meanwhile)
+    return Deferred(begin, begun, failed=failed, if_closed=closed_meanwhile)
 
 
 @handles("get")
@@ -357,9 +363,11 @@ def get(session: Session, req: m.Get) -> Outcome:
         raise
 
     def begin(sha256: str | None) -> Outcome:
+        mtime, mode = _metadata(fd)
         session.start_download(DownloadProducer(req, path, fd, size, req.offset,
                                                 session.data_frame))
-        return m.GetReady(id=req.id, path=path, size=size, offset=req.offset, sha256=sha256)
+        return m.GetReady(id=req.id, path=path, size=size, offset=req.offset, sha256=sha256,
+                          mtime=mtime, mode=mode)
 
     if not req.verify or cached is not None:
         return begin(cached[0] if cached else None)
@@ -379,6 +387,15 @@ def get(session: Session, req: m.Get) -> Outcome:
 
     return Deferred(lambda: store.hash_fd(fd), hashed, failed=failed,
                     if_closed=closed_meanwhile)
+
+
+def _metadata(fd: int) -> tuple[float | None, int | None]:
+    """The open file's modification time and permission bits, for ``get.ready``."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None, None
+    return max(0.0, st.st_mtime), st.st_mode & 0o777
 
 
 @handles("commit")

@@ -150,6 +150,8 @@ class InlinePipeline:
             files = [SmallFile(path=it.request.path, data=it.buf,   # type: ignore[arg-type]
                                sha256=it.request.sha256,             # type: ignore[attr-defined]
                                overwrite=it.request.overwrite,       # type: ignore[attr-defined]
+                               mtime=it.request.mtime,               # type: ignore[attr-defined]
+                               mode=it.request.mode,                 # type: ignore[attr-defined]
                                cwd=it.cwd) for it in items]
             self.batches_running += 1
             self.ctx.pool.submit(lambda files=files: store.store_small_files(user, files),

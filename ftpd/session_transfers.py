@@ -85,14 +85,16 @@ class SessionTransfers:
         if transfer is None:
             raise ProtocolError("commit needs an upload declared with defer_sha256",
                                 code="BAD_STATE")
-        transfer.check_commit()
-        return self._commit(request.id, request.sha256)     # type: ignore[attr-defined]
+        transfer.check_commit(request)
+        return self._commit(request.id, request.sha256,     # type: ignore[attr-defined]
+                            request.size)                   # type: ignore[attr-defined]
 
     def cancel_transfer(self, request: Request) -> Outcome:
         transfer = self.upload
         if transfer is not None:
             self._end_upload(released=True, result="cancelled")
             return (refusal(transfer.request.id, "CANCELLED",
+                            "stream cancelled; nothing was kept" if transfer.stream else
                             "upload cancelled; the partial stays resumable"),
                     CancelOk(id=request.id))
         if self.download is not None:
@@ -162,7 +164,7 @@ class SessionTransfers:
         else:
             transfer.catch_up()
 
-    def _commit(self, reply_id: int, sha256: str | None) -> Deferred:
+    def _commit(self, reply_id: int, sha256: str | None, size: int | None = None) -> Deferred:
         """Verify, fsync and publish the upload on a worker; answer ``reply_id``."""
         transfer = self.upload
         assert transfer is not None
@@ -179,7 +181,7 @@ class SessionTransfers:
             return PutDone(id=reply_id, path=result.path, size=result.size,
                            sha256=result.sha256 if transfer.upload.sha256 else None)
 
-        return Deferred(transfer.commit_job(sha256), done, always=ended,
+        return Deferred(transfer.commit_job(sha256, size), done, always=ended,
                         operation=f"commit of {transfer.upload.path}")
 
     def _end_upload(self, *, released: bool, result: str) -> None:

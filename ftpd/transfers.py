@@ -12,7 +12,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol import ProtocolError, Request, data_header
+from protocol import MAX_INT, ProtocolError, Request, data_header
+from storage import IntegrityError
 
 if TYPE_CHECKING:
     from .context import SessionContext
@@ -50,6 +51,13 @@ class UploadTransfer:
         self.ended = False
         if request.defer_sha256:        # type: ignore[attr-defined]
             upload.expect_hash_later()
+        upload.mtime = request.mtime    # type: ignore[attr-defined]
+        upload.mode = request.mode      # type: ignore[attr-defined]
+
+    @property
+    def stream(self) -> bool:
+        """An upload of unknown length: quota is reserved as bytes arrive, never resumed."""
+        return bool(self.request.stream)                # type: ignore[attr-defined]
 
     @property
     def deferred_hash(self) -> bool:
@@ -57,22 +65,32 @@ class UploadTransfer:
         return bool(self.request.defer_sha256)          # type: ignore[attr-defined]
 
     def remaining(self) -> int:
+        """Bytes the client may still send (a stream: no limit but the quota)."""
+        if self.stream:
+            return MAX_INT - self.upload.offset
         return self.upload.size - self.upload.offset
 
     def write(self, view: memoryview) -> None:
-        """Write DATA bytes (a view valid only now); raises ``StorageError`` on failure."""
+        """Write DATA bytes (a view valid only now); raises ``StorageError`` on failure
+        (``QuotaExceeded`` when a stream's next bytes do not fit)."""
+        if self.stream:
+            self.ctx.store.reserve_stream(self.upload, self.upload.offset + len(view))
         self.upload.write(view)
 
     def wants_commit(self) -> bool:
         """Every byte is in and the hash was declared up front: commit now."""
         return self.upload.complete() and not self.deferred_hash
 
-    def check_commit(self) -> None:
+    def check_commit(self, request: Request) -> None:
         """Whether a ``commit`` request may commit now; raises the refusal if not."""
         upload = self.upload
         if not self.deferred_hash:
             raise ProtocolError("commit needs an upload declared with defer_sha256",
                                 code="BAD_STATE")
+        if self.stream:
+            if getattr(request, "size", None) is None:
+                raise ProtocolError("commit of a stream needs its size", code="BAD_REQUEST")
+            return
         if not upload.complete():
             raise ProtocolError(f"commit after {upload.offset} of {upload.size} bytes",
                                 code="OFFSET_MISMATCH", expected=upload.size, got=upload.offset)
@@ -112,11 +130,25 @@ class UploadTransfer:
         if error is not None:
             log.warning("background flush of %s failed: %s", self.upload.path, error)
 
-    def commit_job(self, sha256: str | None) -> Any:
-        """The worker's part of the commit: verify, fsync, publish."""
+    def commit_job(self, sha256: str | None, size: int | None = None) -> Any:
+        """The worker's part of the commit: check ``size`` (the client's count, from
+        ``commit``), seal a stream, verify, fsync, publish."""
         upload = self.upload
+        store = self.ctx.store
+        stream = self.stream
         self.ended = True                   # no more catch-up: the commit does the rest
-        return lambda: upload.commit(sha256)
+
+        def job() -> Any:
+            held = upload.offset
+            if size is not None and size != held:
+                upload.abort()
+                raise IntegrityError(f"commit names {size} bytes, the server received {held};"
+                                     " the partial upload was discarded",
+                                     path=upload.path, expected=size, got=held)
+            if stream:
+                store.seal_stream(upload)
+            return upload.commit(sha256)
+        return job
 
     def end(self, *, released: bool, result: str, user: str | None) -> None:
         """Release the store's upload (or not: committed), free the slot, log the outcome."""
@@ -124,7 +156,11 @@ class UploadTransfer:
         self.ended = True
         if released:
             try:
-                upload.release()
+                if self.stream:
+                    if upload.active:
+                        upload.abort()      # a stream is never resumed: nothing to keep
+                else:
+                    upload.release()
             except Exception:
                 log.exception("releasing upload %s failed", upload.path)
         self.ctx.uploads.free(upload.user)

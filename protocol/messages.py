@@ -22,7 +22,8 @@ from .errors import BadRequest, UnknownCommand
 from .schema import Message, fld
 
 __all__ = [
-    "MAX_INT", "MAX_PATH_CHARS", "PROTOCOL_VERSION", "REPLIES", "REQUESTS", "SHA256_RE", "Abort",
+    "MAX_INT", "MAX_MODE", "MAX_PATH_CHARS", "PROTOCOL_VERSION", "REPLIES", "REQUESTS",
+    "SHA256_RE", "Abort",
     "AbortOk", "Cancel", "CancelOk", "Cd", "CdOk", "Commit", "Entry", "ErrorReply", "Get",
     "GetDone", "GetReady", "Greeting", "Hash", "HashOk", "Hello", "HelloOk", "Login", "LoginOk",
     "Logout", "LogoutOk", "Ls", "LsOk", "Message", "Mkdir", "MkdirOk", "Mv", "MvOk", "Ping",
@@ -36,6 +37,9 @@ PROTOCOL_VERSION = 1
 MAX_INT = 2**53 - 1
 MAX_PATH_CHARS = 4096
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: Permission bits a put may carry: the file mode's 12 low bits (the server keeps
+#: only the 0o777 ones, masked by its umask; never setuid, setgid or sticky).
+MAX_MODE = 0o7777
 
 
 def _id() -> Any:
@@ -211,23 +215,41 @@ class Put(Request):
     SHA-256 after the last byte, in ``commit``, instead of up front.  With
     ``inline`` the client sends all ``size`` bytes right behind the request,
     without waiting for ``put.ready`` (there is none); the server never resumes
-    such an upload and answers ``put.done`` or an error only.
+    such an upload and answers ``put.done`` or an error only.  With ``stream``
+    the size is unknown (``size`` absent, ``defer_sha256`` required): the
+    client names it in ``commit``; quota is charged as bytes arrive, from
+    ``size_hint`` if given.  ``mtime`` and ``mode`` are applied to the file
+    before it becomes visible.
     """
 
     cmd = "put"
     id: int = _id()
     path: str = _path()
-    size: int = fld(min=0, max=MAX_INT)
+    size: int | None = fld(None, min=0, max=MAX_INT)
     sha256: str | None = fld(None, pattern=SHA256_RE)
     overwrite: bool = False
     defer_sha256: bool = False
     inline: bool = False
+    stream: bool | None = None        # omitted unless true: older servers see no change
+    size_hint: int | None = fld(None, min=0, max=MAX_INT)
+    mtime: float | None = fld(None, min=0, max=MAX_INT)
+    mode: int | None = fld(None, min=0, max=MAX_MODE)
 
     def _check(self) -> None:
         if self.defer_sha256 and self.sha256 is not None:
             raise BadRequest("put: give sha256 up front or defer it, not both")
         if self.defer_sha256 and self.inline:
             raise BadRequest("put: an inline upload cannot defer its sha256")
+        if self.stream:
+            if self.size is not None:
+                raise BadRequest("put: a stream has no size up front (name it in commit)")
+            if not self.defer_sha256:
+                raise BadRequest("put: a stream needs defer_sha256 (its digest comes last)")
+        else:
+            if self.size is None:
+                raise BadRequest("put: missing field 'size'")
+            if self.size_hint is not None:
+                raise BadRequest("put: size_hint is only for a stream")
 
 
 @dataclass(frozen=True)
@@ -237,6 +259,8 @@ class Commit(Request):
     cmd = "commit"
     id: int = _id()
     sha256: str = fld(pattern=SHA256_RE)
+    #: the bytes sent in all; required for a ``stream`` upload, checked if given
+    size: int | None = fld(None, min=0, max=MAX_INT)
 
 
 @dataclass(frozen=True)
@@ -349,6 +373,10 @@ class HelloOk(Reply):
     id: int = _id()
     protocol: int = fld(min=0, max=MAX_INT)
     max_data: int = fld(min=1, max=MAX_INT)
+    #: the server takes ``put`` with ``stream: true`` (absent: an older server)
+    streams: bool = False
+    #: the server keeps ``mtime``/``mode`` of a put and sends them in ``get.ready``
+    metadata: bool = False
 
 
 @dataclass(frozen=True)
@@ -472,6 +500,9 @@ class GetReady(Reply):
     size: int = fld(min=0, max=MAX_INT)
     offset: int = fld(min=0, max=MAX_INT)
     sha256: str | None = fld(None, pattern=SHA256_RE)
+    #: the file's modification time and permission bits (0o777 at most)
+    mtime: float | None = fld(None, min=0)
+    mode: int | None = fld(None, min=0, max=0o777)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
 from .errors import IntegrityError, StorageError
 from .hashing import cache_forget, cache_store
+from .metadata import apply_metadata
 from .models import CommitResult
 from .partials import fsync_dir, part_name, unlink_quietly
 from .paths import split_user_path
@@ -92,6 +93,7 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
                              " the partial upload was discarded", path=path,
                              expected=upload.sha256, got=digest)
     try:
+        apply_metadata(fd, upload.mtime, upload.mode)          # before fsync and link
         os.fsync(fd)                                           # step 1
         st = os.fstat(fd)
     except OSError as exc:

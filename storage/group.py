@@ -21,6 +21,7 @@ from .confine import map_oserror
 from .context import StoreContext, user_parent
 from .errors import BadPath, IntegrityError, StorageError, UploadBusy
 from .hashing import cache_forget, cache_store
+from .metadata import apply_metadata
 from .models import CommitResult, SmallFile
 from .names import check_username
 from .partials import (
@@ -53,6 +54,8 @@ class Pending:
     pfd: int = -1              # its folder, while placing (owned by an ExitStack)
     old: int = 0               # size of the file it replaces
     old_st: os.stat_result | None = None   # and its lstat, to drop its hash-cache row
+    mtime: float | None = None # storage.metadata, applied before the fsync
+    mode: int | None = None
 
 
 class GroupCommit:
@@ -94,7 +97,7 @@ class GroupCommit:
                 self._store_group(user, group, results)
                 group, seen = [], set()
             seen.add(target.path)
-            group.append(Pending(i, f.data, sha256, target))
+            group.append(Pending(i, f.data, sha256, target, mtime=f.mtime, mode=f.mode))
         if group:
             self._store_group(user, group, results)
         return results  # type: ignore[return-value]
@@ -178,6 +181,7 @@ class GroupCommit:
                     p.fd, _ = open_partial(sfd, part_name(p.target.path), len(p.data),
                                            truncate=True)
                     write_all(p.fd, p.data)
+                    apply_metadata(p.fd, p.mtime, p.mode)
                 except StorageError as exc:
                     results[p.index] = exc
                 except OSError as exc:

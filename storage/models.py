@@ -78,3 +78,5 @@ class SmallFile:
     sha256: str | None = None
     overwrite: bool = False
     cwd: str = "/"
+    mtime: float | None = None     # applied before the file becomes visible
+    mode: int | None = None        # (storage.metadata)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from . import streams
 from .accounts import Accounts
 from .context import StoreContext
 from .db import Database
@@ -247,6 +248,22 @@ class Store:
         ``ValueError`` for a negative size or a malformed sha256 (64 hex digits).
         """
         return self._uploads.begin(user, path, size, sha256, cwd=cwd, overwrite=overwrite)
+
+    def begin_stream(self, user: str, path: str, *, cwd: str = "/", overwrite: bool = False,
+                     size_hint: int | None = None) -> Upload:
+        """Begin an upload of unknown length at offset 0 (:mod:`storage.streams`): call
+        ``reserve_stream`` before writing past ``upload.size``, ``seal_stream`` before
+        ``commit``."""
+        return streams.begin_stream(self._uploads, user, path, cwd=cwd, overwrite=overwrite,
+                                    size_hint=size_hint)
+
+    def reserve_stream(self, upload: Upload, end: int) -> None:
+        """Charge the quota for a stream's bytes up to ``end``; ``QuotaExceeded`` if full."""
+        streams.reserve(upload, end)
+
+    def seal_stream(self, upload: Upload) -> None:
+        """A stream's declared size becomes the bytes held (before its commit)."""
+        streams.seal(upload)
 
     def store_small_files(self, user: str,
                           files: Sequence[SmallFile]) -> list[CommitResult | StorageError]:

@@ -69,6 +69,9 @@ class Upload:
         self._state = "active"  # -> released | committed | discarded | closed
         self._lock = threading.Lock()
         self.hasher = PrefixHasher() if sha256 is not None else None
+        #: applied at commit, before the file becomes visible (storage.metadata)
+        self.mtime: float | None = None
+        self.mode: int | None = None
 
     def __repr__(self) -> str:
         return (f"<Upload {self.user}:{self.path} {self.offset}/{self.size} {self._state}>")
