@@ -128,7 +128,13 @@ UNREACHABLE = {
     "login": {"NO_SUCH_USER": "the handler answers it AUTH_FAILED, like a wrong password"},
     "put": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY (only a folder "
                          "onto a folder does)"},
-    "commit": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY"},
+    "commit": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY",
+               "UPLOAD_BUSY": "a failed stream is discarded by its own writer, which holds "
+                              "the claim (the analysis follows UploadManager.abort by name)"},
+    "cancel": {**{code: "discarding a stream's partial in the server's own staging folder"
+                  for code in ("BAD_PATH", "IS_A_DIRECTORY", "NOT_A_DIRECTORY", "NOT_FOUND")},
+               "UPLOAD_BUSY": "a cancelled stream is discarded by its own writer, which holds "
+                              "the claim"},
     "rmdir": {"QUOTA_EXCEEDED": "a removed folder only gives its folder_cost back"},
     "mv": {"QUOTA_EXCEEDED": "an empty folder replaced by mv only gives its folder_cost back"},
     "uploads": {"BAD_PATH": "the server's own staging folder",
