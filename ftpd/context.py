@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from .timers import TimerHeap
     from .workers import WorkerPool
 
+from .fairshare import FairShare
+from .revocation import LoginWatch
+from .slots import UserSlots
+
 
 class UploadSlots:
     """How many uploads each user has running; at most ``limit`` per user.
@@ -50,12 +54,15 @@ class UploadSlots:
 class SessionContext:
     """Config, store, worker pools, timers, login throttle, upload slots, handler table.
 
-    ``stopping`` is set by the server when a shutdown begins; ``forget`` is
-    how a closing session leaves the server's books.
+    Also the per-user session slots (``user_slots``, issue 13 item 16), the logins
+    watched for revocation (``logins``, item 6) and the per-user share of the file
+    pool (``jobs``, item 8): every file job of a logged-in session goes through
+    ``jobs.submit(user, ...)``.  ``stopping`` is set by the server when a shutdown
+    begins; ``forget`` is how a closing session leaves the server's books.
     """
 
     __slots__ = ("config", "store", "pool", "auth_pool", "timers", "throttle", "uploads",
-                 "handlers", "stopping", "forget")
+                 "handlers", "stopping", "forget", "user_slots", "logins", "jobs")
 
     def __init__(self, config: Config, store: Store, pool: WorkerPool, auth_pool: WorkerPool,
                  timers: TimerHeap, throttle: LoginThrottle, handlers: dict[str, Any],
@@ -70,3 +77,6 @@ class SessionContext:
         self.handlers = handlers
         self.stopping = False
         self.forget = forget
+        self.user_slots = UserSlots(config.max_connections_per_user)
+        self.logins = LoginWatch(store, timers, pool)
+        self.jobs = FairShare.of(pool, config.workers)
