@@ -9,11 +9,13 @@ process (or another daemon process) is seen at once.
 
 Two checks, because each covers what the other cannot:
 
-* **before every request** (on the reactor: one indexed read, a few
-  microseconds, small beside decoding the request and the file-system call it
-  makes).  This one is what makes "a revoked session never touches the files
-  again" hold without a window: a re-created name's new owner can have files
-  within a second of the ``add``.
+* **before requests run**: once per read from the socket and once per batch of
+  requests that waited (on the reactor: one indexed read, tens of microseconds
+  at most, so a pipelined batch pays it once and a request-reply client once
+  per request, beside its own round trip).  This one is what makes "a revoked
+  session never touches the files again" hold for every request that arrives
+  after the revocation: a re-created name's new owner can have files within a
+  second of the ``add``.
 * **a sweep every ``SWEEP_INTERVAL`` (1 s)** for sessions that send no
   requests: an idle one, or one streaming DATA into an upload.  The sweep asks
   once per distinct login (not per session), on a worker, and ends every

@@ -179,6 +179,8 @@ class Session(SessionTransfers, SessionGuard):
             except ProtocolError as exc:
                 self.fatal(error_reply(exc, None))
                 return
+            if self._revoked():                 # once per read, before any request runs
+                return
             for frame in frames:
                 state = self.state
                 if state is _S.CLOSING or state is _S.CLOSED:
@@ -267,9 +269,6 @@ class Session(SessionTransfers, SessionGuard):
     def _dispatch(self, request: Request | Rejected) -> None:
         self.last_request = self.ctx.timers.clock()
         self.discard = 0
-        if not self.login_stands():
-            self.revoke()                   # before the request touches any file
-            return
         if type(request) is Rejected:
             err = request.error
             self._answer(refusal(err.request_id, err.code, err.message))
@@ -375,7 +374,7 @@ class Session(SessionTransfers, SessionGuard):
         self._settle()
 
     def _take_waiting(self) -> None:
-        waiting = self.waiting
+        waiting, checked = self.waiting, False
         while waiting and self.state in SERVING and self.download is None \
                 and self.job is None:
             item = waiting[0]
@@ -392,9 +391,10 @@ class Session(SessionTransfers, SessionGuard):
             if self.state is _S.RECEIVING:
                 self._request_inside_inline_data()
                 return
-            elif self._must_wait(item):                 # type: ignore[arg-type]
+            elif self._must_wait(item) or not checked and self._revoked():                 # type: ignore[arg-type]
                 return
             else:
+                checked = True
                 waiting.popleft()
                 self._dispatch(item)                    # type: ignore[arg-type]
         if not waiting and self.waiting is waiting:

@@ -93,9 +93,14 @@ class SessionGuard:
         if self.logbudget is not None:
             self.logbudget.close()
 
-    def login_stands(self) -> bool:
-        """The per-request check (one indexed read); True when not logged in."""
-        return self.login is None or self.ctx.logins.valid(self.login)
+    def _revoked(self) -> bool:
+        """The check before requests run (one indexed read, once per read from the
+        socket or per batch of waiting requests, so a pipelined batch pays it once):
+        True, and the session is ending, if the login no longer stands."""
+        if self.login is None or self.ctx.logins.valid(self.login):
+            return False
+        self.revoke()
+        return True
 
     def revoke(self) -> None:
         """The login no longer stands (new password, disabled, deleted): end the session.
