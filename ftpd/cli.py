@@ -1,16 +1,28 @@
 """``ftpd``: run the daemon and manage its users.
 
     ftpd serve --root DIR [--host H] [--port N] [--config FILE] [--allow-register]
-               [--log-level LEVEL] [--set NAME=VALUE ...]
+               [--workers N|auto] [--log-level LEVEL] [--set NAME=VALUE ...]
     ftpd user add NAME --root DIR [--quota SIZE] [--password-stdin]
     ftpd user del|passwd|disable|enable NAME --root DIR
     ftpd user quota NAME SIZE --root DIR
     ftpd user unlock NAME --root DIR
     ftpd user list --root DIR
     ftpd serve ... [--tls-cert FILE --tls-key FILE | --plaintext]
+    ftpd serve|user ... --metadata postgresql://... --blobs s3://BUCKET?endpoint=URL&region=R
+                                        (the object-store backend instead of --root)
+    ftpd migrate --from-root DIR --metadata URL --blobs URL
     ftpd tls fingerprint --root DIR     (the SHA256:... clients pin)
     ftpd tls rotate --root DIR          (a new self-signed pair; clients will refuse it
                                          until they trust the new fingerprint)
+
+``serve`` takes the data-root lock (``<root>/ftpd.lock``): a second daemon on
+the same root exits with status 1 and one line saying which pid holds it.
+``--workers N`` (the setting ``worker_processes``; ``auto``: one per CPU) runs
+N reactor processes under a supervisor (``ftpd/supervisor.py``); 1, the
+default, is one process as before.
+
+S3 credentials come from the AWS environment variables or credentials file and
+a PostgreSQL password from PGPASSWORD or ~/.pgpass, never from the command line.
 
 SIZE accepts bytes or binary units: 1G, 500M, 64K, or ``unlimited``.  Without
 ``--password-stdin`` a password is asked for twice on the terminal.  ``user del``
@@ -24,11 +36,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 from storage import StorageError, Store, parse_size
+from storage.shared import RootLocked, lock_root
 from storage.store import DB_NAME
 
 from . import config as configuration
@@ -82,6 +98,15 @@ def _version() -> str:
         return "0.1.0"
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpd",
                                      description="Resumable, verified file-transfer daemon.")
@@ -96,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file with any setting")
     serve.add_argument("--allow-register", action="store_true", default=None,
                        help="let clients create accounts")
+    serve.add_argument("--workers", dest="worker_processes", type=_workers,
+                       help="reactor processes: a number or 'auto' (one per CPU; default 1)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     _add_tls_serve_flags(serve)
+    _add_backend_flags(serve)
     serve.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                        metavar="NAME=VALUE", help="override any setting (repeatable)")
 
@@ -105,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     usub = user.add_subparsers(dest="action", required=True)
 
     def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--root", required=True, help="the daemon's data folder")
+        p.add_argument("--root", help="the daemon's data folder (or --metadata/--blobs)")
+        _add_backend_flags(p)
         p.add_argument("--scrypt-n", type=int, default=None, help=argparse.SUPPRESS)
         return p
 
@@ -130,7 +159,55 @@ def build_parser() -> argparse.ArgumentParser:
     with_root(usub.add_parser("unlock", help="end a lockout of a user name after failed logins")
               ).add_argument("name")
     _add_tls_parser(sub)
+    mig = sub.add_parser("migrate", help="copy a local data folder into PostgreSQL + S3")
+    mig.add_argument("--from-root", required=True, metavar="DIR", help="the local data folder")
+    _add_backend_flags(mig)
     return parser
+
+
+# ------------------------------------------------------------ backends
+
+
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metadata", metavar="URL",
+                   help="postgresql://... (setting metadata_url): users and tree in PostgreSQL")
+    p.add_argument("--blobs", metavar="URL",
+                   help="s3://BUCKET?endpoint=http://HOST:PORT&region=R (setting blob_url)")
+
+
+def _object_store(args: argparse.Namespace, **kwargs: Any) -> Any:
+    """The object-store backend named by --metadata/--blobs (both needed)."""
+    if not (args.metadata and args.blobs):
+        raise SystemExit("ftpd: error: --metadata and --blobs go together")
+    from storage.objstore.store import ObjectStore
+
+    return ObjectStore(args.metadata, args.blobs, **kwargs)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from storage.objstore.migrate import migrate_root
+
+    if not (Path(args.from_root) / DB_NAME).is_file():
+        print(f"ftpd: error: no data folder at {args.from_root}", file=sys.stderr)
+        return 2
+    try:
+        dest = _object_store(args)
+    except (StorageError, ValueError) as exc:
+        print(f"ftpd: error: cannot open the destination: {exc}", file=sys.stderr)
+        return 1
+    try:
+        report = migrate_root(args.from_root, dest, say=print)
+    except (StorageError, OSError) as exc:
+        print(f"ftpd: error: migration stopped (run it again to go on): {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        dest.close()
+    for item in report.skipped:
+        print(f"skipped {item}")
+    print(f"migrated {report.users} users, {report.folders} folders, {report.files} files "
+          f"({human(report.bytes)}), every file verified by SHA-256")
+    return 0
 
 
 # ------------------------------------------------------------ tls
@@ -202,23 +279,86 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = dict(args.settings)
     flags = dict(root=args.root, host=args.host, port=args.port,
-                 allow_register=args.allow_register, log_level=args.log_level)
+                 allow_register=args.allow_register, log_level=args.log_level,
+                 worker_processes=args.worker_processes)
     flags.update(_tls_serve_settings(args))
+    flags.update(metadata_url=args.metadata, blob_url=args.blobs)
     overrides.update({name: value for name, value in flags.items() if value is not None})
     try:
         cfg = configuration.load(args.config, **overrides)
-        if args.root is None and not configuration.sets_root(args.config):
+        if args.root is None and not configuration.sets_root(args.config) \
+                and not cfg.metadata_url:
             raise ValueError("no data folder: give --root DIR (or root = \"DIR\" in the "
                              "--config file)")
     except (OSError, ValueError) as exc:
         print(f"ftpd: error: configuration: {exc}", file=sys.stderr)
         return 2
+    try:
+        root_lock = lock_root(cfg.root)     # held until this process (and its workers) end
+    except RootLocked as exc:
+        print(f"ftpd: error: {exc}: refusing to start a second daemon on it", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ftpd: error: cannot lock the data root {cfg.root}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if cfg.worker_processes > 1:
+            return _supervise(cfg)
+        logs.configure(cfg.log_level)
+        try:
+            server = Server(cfg)
+        except StorageError as exc:      # PostgreSQL or S3 unreachable at start
+            print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
+            return 3
+        try:
+            server.bind()
+        except OSError as exc:
+            print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+            return 3
+        server.install_signal_handlers()
+        server.serve_forever()
+        return 0
+    finally:
+        os.close(root_lock)
+
+
+def _supervise(cfg: configuration.Config) -> int:
+    from .supervisor import Supervisor
+
+    logs.WORKER = "sup"
     logs.configure(cfg.log_level)
-    server = Server(cfg)
+    try:
+        # Once, before any worker: create or upgrade the catalogue (switching a new one
+        # to WAL needs it alone) and recover interrupted commits, with nobody else live.
+        Store(cfg.root, scrypt_n=cfg.scrypt_n, partial_ttl=cfg.partial_ttl,
+              default_quota=cfg.default_quota).close()
+    except (StorageError, OSError, sqlite3.Error) as exc:
+        print(f"ftpd: error: cannot open the data root {cfg.root}: {exc}", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(cfg, _run_worker)
+    try:
+        supervisor.reserve_address()
+    except OSError as exc:
+        print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        return 3
+    return supervisor.run()
+
+
+def _run_worker(cfg: configuration.Config, index: int) -> int:
+    """One worker process of ``--workers N`` (forked by the supervisor)."""
+    from .server import Server
+
+    logs.WORKER = f"w{index}"
+    logs.configure(cfg.log_level)
+    try:
+        server = Server(cfg)
+    except StorageError as exc:      # PostgreSQL or S3 unreachable at start
+        print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
+        return 3
     try:
         server.bind()
     except OSError as exc:
-        print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        logging.getLogger("ftpd").error("cannot listen on %s:%d: %s", cfg.host, cfg.port, exc)
         return 3
     server.install_signal_handlers()
     server.serve_forever()
@@ -238,7 +378,11 @@ def _confirmed(args: argparse.Namespace) -> bool:
 
 def _user(args: argparse.Namespace) -> int:
     kwargs = {"scrypt_n": args.scrypt_n} if args.scrypt_n else {}
-    if args.action != "add" and not (Path(args.root) / DB_NAME).is_file():
+    remote = bool(args.metadata or args.blobs)
+    if not remote and not args.root:
+        print("ftpd: error: give --root DIR (or --metadata and --blobs)", file=sys.stderr)
+        return 2
+    if not remote and args.action != "add" and not (Path(args.root) / DB_NAME).is_file():
         print(f"ftpd: error: no data folder at {args.root} (nothing was created; "
               "'ftpd user add' makes one)", file=sys.stderr)
         return 2
@@ -247,7 +391,11 @@ def _user(args: argparse.Namespace) -> int:
     # Asked before the store is opened: a refusal leaves no data folder behind.
     password = (_read_password(args.password_stdin) if args.action in ("add", "passwd")
                 else "")
-    store = Store(Path(args.root), **kwargs)
+    try:
+        store = _object_store(args, **kwargs) if remote else Store(Path(args.root), **kwargs)
+    except (StorageError, ValueError) as exc:
+        print(f"ftpd: error: cannot open the store: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.action == "add":
             info = store.create_user(args.name, password, args.quota)
@@ -298,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "tls":
         return _tls(args)
+    if args.command == "migrate":
+        return _migrate(args)
     return _user(args)
 
 

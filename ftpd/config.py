@@ -8,6 +8,7 @@ a ``[ftpd]`` table; sizes may be written as "1G", "64K" or plain integers.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from storage import parse_size
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
                 "low_water", "recv_buffer", "writeback_bytes", "inline_max",
-                "inline_window_bytes"}
+                "inline_window_bytes", "folder_cost"}
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Config:
     default_quota: int = 1 << 30
 
     # limits
+    max_partials_per_user: int = 1000    # unfinished uploads per user (TOO_MANY_PARTIALS)
+    folder_cost: int = 4096              # quota bytes each folder costs (0: folders are free)
     max_connections: int = 10_000
     max_connections_per_ip: int = 1_000
     max_uploads_per_user: int = 8
@@ -62,6 +65,8 @@ class Config:
     #: every this many uploaded bytes a worker hashes them and fdatasyncs them, so the
     #: commit after the last byte only has the tail left to do
     writeback_bytes: int = 16 << 20
+    worker_processes: int = 1             # reactor processes (nginx's name; ``--workers``):
+                                          # more than 1 runs a supervisor and N workers
     workers: int = 4                      # file work: hashing, fsync, commit, listings
     auth_workers: int = 0                 # password hashing; 0 means one per CPU
 
@@ -85,6 +90,10 @@ class Config:
     scrypt_n: int = 2**14
     partial_ttl: float = 7 * 86_400.0
     cleanup_interval: float = 3_600.0
+    # the object-store backend (docs/ARCHITECTURE.md, "Deployment"): both or neither;
+    # credentials never go here (AWS environment / credentials file, PGPASSWORD / .pgpass)
+    metadata_url: str = ""                # postgresql://...
+    blob_url: str = ""                    # s3://BUCKET?endpoint=http://HOST:PORT&region=R
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -96,16 +105,21 @@ class Config:
             raise ValueError(f"port {self.port} out of range")
         if not 0 < self.low_water <= self.high_water:
             raise ValueError("need 0 < low_water <= high_water")
+        if not 1 <= self.worker_processes <= 256:
+            raise ValueError("worker_processes must be between 1 and 256 (or \"auto\")")
         if self.workers < 1 or self.auth_workers < 0:
             raise ValueError("workers must be >= 1 and auth_workers >= 0")
         for name in ("max_connections", "max_connections_per_ip", "max_uploads_per_user",
                      "max_connections_per_user", "lockout_threshold", "inline_window_files",
-                     "inline_window_bytes", "inline_batches", "inline_batch_files"):
+                     "inline_window_bytes", "inline_batches", "inline_batch_files",
+                     "max_partials_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("login_timeout", "idle_timeout", "stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.folder_cost < 0:
+            raise ValueError("folder_cost must be >= 0")
         if self.auth_failure_decay < 0 or self.login_trust_days < 0:
             raise ValueError("auth_failure_decay and login_trust_days must be >= 0")
         if not 0 <= self.inline_max <= 64 << 20:
@@ -114,6 +128,13 @@ class Config:
             raise ValueError("max_data_frame must be between 4 KiB and 64 MiB")
         if not 1024 <= self.max_control_frame <= 1 << 20:
             raise ValueError("max_control_frame must be between 1 KiB and 1 MiB")
+        if bool(self.metadata_url) != bool(self.blob_url):
+            raise ValueError("metadata_url and blob_url go together (PostgreSQL plus S3)")
+        if self.metadata_url and not self.metadata_url.startswith(("postgresql://",
+                                                                   "postgres://")):
+            raise ValueError("metadata_url must be a postgresql:// URL")
+        if self.blob_url and not self.blob_url.startswith("s3://"):
+            raise ValueError("blob_url must be an s3:// URL")
         if self.tls_min_version not in ("1.3", "1.2"):
             raise ValueError('tls_min_version must be "1.3" or "1.2"')
         return self
@@ -132,6 +153,8 @@ class Config:
 
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
+    if name == "worker_processes" and value == "auto":
+        return os.cpu_count() or 1
     if name in _SIZE_FIELDS and isinstance(value, str):
         try:
             return parse_size(value)

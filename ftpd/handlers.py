@@ -30,6 +30,7 @@ from storage import (
     StorageIOError,
 )
 
+from . import supervisor
 from .jobs import Deferred, Finish, Outcome, Paged
 from .jobs import HandlerSession as Session
 from .transfers import DownloadProducer
@@ -191,7 +192,7 @@ def whoami(session: Session, req: m.Whoami) -> Outcome:
 
 @handles("ping")
 def ping(session: Session, req: m.Ping) -> Outcome:
-    return m.Pong(id=req.id, payload=req.payload)
+    return m.Pong(id=req.id, payload=req.payload, worker=supervisor.current_worker)
 
 
 @handles("quit")
@@ -396,7 +397,9 @@ def get(session: Session, req: m.Get) -> Outcome:
             if req.offset > size:
                 raise ProtocolError(f"offset {req.offset} is past the end ({size} bytes)",
                                     code="OFFSET_MISMATCH", expected=size, got=req.offset)
-            cached = store.cached_hash(user, path, cwd) if req.verify else None
+            # By the opened descriptor, never by the path: another session may replace the
+            # file meanwhile, and get.ready must announce the SHA-256 of these very bytes.
+            cached = store.cached_hash_fd(fd) if req.verify else None
             if cached is not None and cached[1] != size:
                 cached = None
         except BaseException:
@@ -415,7 +418,7 @@ def get(session: Session, req: m.Get) -> Outcome:
 
 def _send_file(session: Session, req: m.Get, path: str, fd: int, size: int,
                cached: tuple[str, int] | None) -> Outcome:
-    store, user = session.ctx.store, session.user
+    store = session.ctx.store
 
     def begin(sha256: str | None) -> Outcome:
         session.start_download(DownloadProducer(req, path, fd, size, req.offset,
@@ -438,7 +441,7 @@ def _send_file(session: Session, req: m.Get, path: str, fd: int, size: int,
     def closed_meanwhile(*_: Any) -> None:
         os.close(fd)
 
-    return Deferred(lambda: store.file_hash(user, path), hashed, failed=failed,
+    return Deferred(lambda: store.hash_fd(fd), hashed, failed=failed,
                     if_closed=closed_meanwhile)
 
 

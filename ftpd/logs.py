@@ -43,6 +43,8 @@ BUFFER_BYTES = 64 * 1024
 FLUSH_AFTER = 0.05
 
 _ACTIVE: list[LoopHandler] = []        # what ``flush`` flushes: set by ``configure``
+#: Which process of ``ftpd serve --workers N`` writes: "sup", "w1", "w2" ... ("" alone).
+WORKER = ""
 
 #: Escapes used inside a quoted value; other unprintable characters become \xNN / \uNNNN.
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -153,7 +155,8 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = _message(record)
-        text = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.message}"
+        name = f"{WORKER} {record.name}" if WORKER else record.name
+        text = f"{self.formatTime(record)} {record.levelname} {name}: {record.message}"
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

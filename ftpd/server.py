@@ -24,10 +24,12 @@ from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
 from . import __version__, logs
+from .backend import handlers_for, open_store
 from .config import Config
 from .context import SessionContext
 from .handlers import HANDLERS
 from .session import Session
+from .slots import SharedLimits, SharedUploadSlots
 from .throttle import LoginThrottle
 from .timers import TimerHeap
 from .transport import IOContext, PlainTransport
@@ -62,9 +64,7 @@ class Server:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config.validate()
-        self.store = store or Store(config.root, scrypt_n=config.scrypt_n,
-                                    partial_ttl=config.partial_ttl,
-                                    default_quota=config.default_quota)
+        self.store = store or open_store(config)     # local files, or PostgreSQL + S3
         self.selector = selectors.DefaultSelector()
         self.timers = TimerHeap()
         # Two pools, so a storm of password hashes never delays a commit or a listing.
@@ -72,7 +72,14 @@ class Server:
         self.auth_pool = WorkerPool(config.auth_workers or os.cpu_count() or 2, name="auth")
         self.throttle = LoginThrottle.from_config(config, self.store)
         self.ctx = SessionContext(self.config, self.store, self.pool, self.auth_pool, self.timers,
-                                  self.throttle, HANDLERS, self.forget)
+                                  self.throttle, handlers_for(self.store, HANDLERS),
+                                  self.forget)
+        # Several worker processes: the limits that span connections count them all.
+        self.shared = SharedLimits(config) if config.worker_processes > 1 else None
+        if self.shared is not None:
+            self.throttle.shared = self.shared.state
+            self.ctx.uploads = SharedUploadSlots(self.shared)
+            self.ctx.user_slots = self.shared.user_slots()
         self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
                             config.low_water, config.use_sendfile)
         self.connections: set[Session] = set()
@@ -107,6 +114,8 @@ class Server:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config.worker_processes > 1:       # every worker listens; the kernel spreads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.config.host, self.config.port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -209,6 +218,8 @@ class Server:
             refusal = ("TOO_MANY_CONNECTIONS", "the server has too many connections")
         elif self.per_ip[ip] >= cfg.max_connections_per_ip:
             refusal = ("TOO_MANY_CONNECTIONS", "too many connections from your address")
+        elif self.shared is not None and (why := self.shared.admit(ip)) is not None:
+            refusal = ("TOO_MANY_CONNECTIONS", why)
         if refusal is not None:
             try:
                 sock.send(encode(ErrorReply(id=None, code=refusal[0], message=refusal[1])))
@@ -243,6 +254,8 @@ class Server:
         """Called by a session as it closes."""
         if session in self.connections:
             self.connections.discard(session)
+            if self.shared is not None:
+                self.shared.forget(session.ip)
             self.per_ip[session.ip] -= 1
             if self.per_ip[session.ip] <= 0:
                 del self.per_ip[session.ip]
@@ -332,6 +345,8 @@ class Server:
         self._signal_r.close()
         self._signal_w.close()
         self.store.close()
+        if self.shared is not None:
+            self.shared.close()
         log.info("stopped")
         logs.flush()
 

@@ -102,6 +102,9 @@ class SessionTransfers:
 
     def start_download(self, producer: DownloadProducer) -> None:
         self.download = producer
+        attach = getattr(producer, "attach", None)
+        if attach is not None:          # an object-store download pulls chunks on workers
+            attach(self.ctx.pool, self._pump, lambda: self.output_paused)
         self.last_progress = self.ctx.timers.clock()
         self.advance("get")
 
@@ -169,14 +172,17 @@ class SessionTransfers:
 
         def ended(_: Any, error: BaseException | None) -> None:
             # Runs even if the session closed meanwhile: the bookkeeping must happen.
+            # A failed commit releases the upload: its partial stays resumable (PROTOCOL.md
+            # 7.5), and a writer left registered would answer UPLOAD_BUSY until a restart.
             outcome = "ok" if error is None else f"failed ({getattr(error, 'code', 'ERROR')})"
-            self._end_upload(released=False, result=outcome)
+            self._end_upload(released=error is not None, result=outcome)
 
         def done(result: Any) -> Reply:
             return PutDone(id=reply_id, path=result.path, size=result.size,
                            sha256=result.sha256 if transfer.upload.sha256 else None)
 
-        return Deferred(transfer.commit_job(sha256), done, always=ended, operation="commit")
+        return Deferred(transfer.commit_job(sha256), done, always=ended,
+                        operation=f"commit of {transfer.upload.path}")
 
     def _end_upload(self, *, released: bool, result: str) -> None:
         transfer = self.upload

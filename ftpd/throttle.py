@@ -24,9 +24,10 @@ Password checks in flight count as failures-to-be: an address (and a user name,
 for untrusted sources) may have at most ``threshold - failures`` checks running
 at once, so parallel connections cannot fire a burst of guesses past the lockout
 before the first answers arrive.  A login over that budget waits (``admit`` says
-no) until a running check finishes.  That budget is per process; the records
-themselves live in the catalogue (:mod:`storage.logins`), shared by every daemon
-process and bounded in size.
+no) until a running check finishes.  That budget is counted in this process, or,
+for a worker of ``--workers N`` (``shared`` set), over every worker
+(:mod:`storage.shared`); the records themselves live in the catalogue
+(:mod:`storage.logins`), shared by every daemon process and bounded in size.
 
 The login handler's whole interface: ``locked(user, addr, token=...)`` before a
 login, ``admit``/``release`` around a password check, ``failure`` (returns the
@@ -51,6 +52,7 @@ from storage.logins import ADDR, USER, FailureState, LoginLedger
 
 if TYPE_CHECKING:
     from storage import Store
+    from storage.shared import SharedState
 
     from .config import Config
 
@@ -92,6 +94,8 @@ class LoginThrottle:
         self._reserved: dict[tuple[str | None, str], list[list[tuple[int, str]]]] = {}
         self._trust_cache: dict[tuple[str, str], tuple[float, bool]] = {}
         self._since_prune = 0
+        #: Set by a worker of ``--workers N``: checks in flight are counted over all workers.
+        self.shared: SharedState | None = None
 
     @classmethod
     def from_config(cls, config: Config, store: Store) -> LoginThrottle:
@@ -143,12 +147,27 @@ class LoginThrottle:
         """
         now = self.clock()
         keys = self._keys(user, addr)
+        if self.shared is not None:
+            return self._admit_shared(self.shared, user, addr, keys, now)
         for key in keys:
             running = self._inflight.get(key, 0)
             if self._state(*key, now).failures + running >= self.threshold:
                 return False
         for key in keys:
             self._inflight[key] = self._inflight.get(key, 0) + 1
+        self._reserved.setdefault((user, addr), []).append(keys)
+        return True
+
+    def _admit_shared(self, shared: SharedState, user: str | None, addr: str,
+                      keys: list[tuple[int, str]], now: float) -> bool:
+        taken: list[str] = []
+        for kind, key in keys:
+            name = f"auth:{kind}:{key}"
+            if not shared.take(name, self.threshold - self._state(kind, key, now).failures):
+                for done in taken:
+                    shared.give(done)
+                return False
+            taken.append(name)
         self._reserved.setdefault((user, addr), []).append(keys)
         return True
 
@@ -164,6 +183,9 @@ class LoginThrottle:
         if not held:
             del self._reserved[(user, addr)]
         for key in keys:
+            if self.shared is not None:
+                self.shared.give(f"auth:{key[0]}:{key[1]}")
+                continue
             left = self._inflight.get(key, 0) - 1
             if left > 0:
                 self._inflight[key] = left

@@ -40,6 +40,8 @@ ERROR_CODES: dict[str, str] = {
     "QUOTA_EXCEEDED": "the upload does not fit in the user's free space",
     "TOO_MANY_UPLOADS": "the user already has the maximum number of uploads running",
     "UPLOAD_BUSY": "another connection is writing this upload right now",
+    "TOO_MANY_PARTIALS":
+        "the user has the maximum number of unfinished uploads; finish or abort one",
     "OFFSET_MISMATCH": "data arrived for an offset other than the upload's current one",
     "INTEGRITY": "size or SHA-256 of the received file differs from what was declared",
     "CANCELLED": "the transfer was cancelled; an upload's partial stays resumable",

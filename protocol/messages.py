@@ -527,6 +527,7 @@ class Pong(Reply):
     type = "ping"
     id: int = _id()
     payload: str | None = fld(None, max_len=1024)
+    worker: int | None = fld(None, min=1, max=256)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .errors import (
     QuotaExceeded,
     StorageError,
     StorageIOError,
+    TooManyPartials,
     UploadBusy,
     UserExists,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "StorageError",
     "StorageIOError",
     "Store",
+    "TooManyPartials",
     "Upload",
     "UploadBusy",
     "Usage",

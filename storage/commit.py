@@ -48,16 +48,16 @@ from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
 from .errors import IntegrityError, StorageError
-from .hashing import cache_store
+from .hashing import cache_forget, cache_store
 from .models import CommitResult
 from .partials import fsync_dir, part_name, unlink_quietly
 from .paths import split_user_path
-from .placement import place, replaced_size
+from .placement import place, replaced_stat
 from .registry import WriterRegistry
-from .reservations import CommitMark, account, mark
+from .reservations import CommitMark, account, check_quota, mark
 from .upload import Upload
 
-__all__ = ["commit", "recover"]
+__all__ = ["commit", "recover", "settle"]
 
 
 def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
@@ -65,8 +65,12 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     """Verify ``upload``, make it durable and move it into place (caller holds its lock).
 
     ``IntegrityError`` if incomplete (partial kept) or the SHA-256 differs
-    (``discard`` is called first).  Any other error leaves the upload active,
-    unmarked and resumable.
+    (``discard`` is called first).  ``QuotaExceeded`` if what it adds no longer fits
+    (the quota was lowered, the file it was to replace went away).  On any error
+    the upload is left unmarked and resumable; the caller (``UploadManager``)
+    releases it.  Once the partial is in place the commit reports success: a
+    failure to account it then leaves the row marked for ``settle``/``recover``,
+    never a visible file reported as failed.
     """
     fd, size, path, target = upload._fd, upload.size, upload.path, upload._target
     try:
@@ -96,8 +100,12 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     with contextlib.ExitStack() as stack:
         with ctx.user_lock(target.user):                       # step 2
             pfd = stack.enter_context(user_parent(ctx, target.user, target.parts))
-            old = replaced_size(pfd, target, at_commit=True)
+            old_st = replaced_stat(pfd, target, at_commit=True)
+            old = 0 if old_st is None else old_st.st_size
             with ctx.db.write() as conn:
+                # Re-check: the reservation plus the free space must cover what the
+                # file adds now (issue 13, item 4).
+                check_quota(conn, target.user, path, size - old)
                 mark(conn, target.user, path, CommitMark.of(st, old))
             faults.crash_point("commit.after_mark")
             try:
@@ -108,10 +116,15 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
                     mark(conn, target.user, path, None)
                 raise
             faults.crash_point("commit.after_place")
-            with ctx.db.write() as conn:
-                account(conn, target.user, path, size - old)
-                if digest is not None:
-                    cache_store(conn, st, digest)
+            try:
+                with ctx.db.write() as conn:
+                    account(conn, target.user, path, size - old)
+                    if old_st is not None:
+                        cache_forget(conn, old_st)     # issue 13, item 15
+                    if digest is not None:
+                        cache_store(conn, os.fstat(fd), digest)
+            except (StorageError, OSError):
+                pass    # it is in place: the marked row is settled later (settle, recover)
             faults.crash_point("commit.after_account")
             upload._close("committed")
             registry.drop(target.user, path, upload)
@@ -120,35 +133,57 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     return CommitResult(path=path, size=size, sha256=digest)   # step 4
 
 
-def recover(ctx: StoreContext) -> None:
+def recover(ctx: StoreContext, registry: WriterRegistry | None = None) -> None:
     """Finish or roll back commits interrupted by a crash (rows still carrying a mark).
 
     Itself crash-safe: each row is finished by steps that can be repeated, so a
-    crash during recovery leaves rows the next start-up recovers again.
+    crash during recovery leaves rows the next start-up recovers again.  With a
+    ``registry``, a row whose target another process holds is left alone: that is
+    a commit in progress (another worker of ``--workers N``), not an interrupted one.
     """
-    for row in ctx.db.all("SELECT * FROM uploads WHERE commit_ino IS NOT NULL"
+    for row in ctx.db.all("SELECT user, path FROM uploads WHERE commit_ino IS NOT NULL"
                           " ORDER BY user, path"):
-        user, path = row["user"], row["path"]
+        held = (registry.holding(row["user"], row["path"]) if registry
+                else contextlib.nullcontext(True))
+        with held as mine:
+            if mine:
+                settle(ctx, row["user"], row["path"])
+
+
+def settle(ctx: StoreContext, user: str, path: str) -> None:
+    """Finish (account) or roll back (unmark) the marked row of ``user``'s ``path``, if
+    it still has one: a crash, or a commit whose accounting failed after the file was
+    in place, left it.  Takes the user lock and re-reads the row under it, so it never
+    accounts a row twice.  The caller holds the target's writer claim (or, at start-up,
+    knows no other process does)."""
+    with ctx.user_lock(user):
+        row = ctx.db.one("SELECT * FROM uploads WHERE user = ? AND path = ?"
+                         " AND commit_ino IS NOT NULL", (user, path))
+        if row is None:
+            return
         marked = CommitMark(row["commit_dev"], row["commit_ino"], row["commit_old"] or 0)
-        with ctx.user_lock(user):
+        st = None
+        try:
+            parts = split_user_path(path)
+            with user_parent(ctx, user, parts) as pfd:
+                st = lstat_at(pfd, parts[-1], path)
+                if st is None or not stat.S_ISREG(st.st_mode) or not marked.matches(st):
+                    st = None
+                else:
+                    _unlink_linked_partial(ctx, user, path, st)
+                    st = lstat_at(pfd, parts[-1], path)   # the unlink changed its ctime
+        except StorageError:
             st = None
-            try:
-                parts = split_user_path(path)
-                with user_parent(ctx, user, parts) as pfd:
-                    st = lstat_at(pfd, parts[-1], path)
-            except StorageError:
-                pass
-            if st is None or not stat.S_ISREG(st.st_mode) or not marked.matches(st):
-                with ctx.db.write() as conn:             # never placed: roll back
-                    mark(conn, user, path, None)
-                faults.crash_point("recover.after_unmark")
-                continue
-            _unlink_linked_partial(ctx, user, path, st)
-            with ctx.db.write() as conn:                 # placed: account it
-                account(conn, user, path, row["size"] - marked.old)
-                if row["sha256"] is not None:
-                    cache_store(conn, st, row["sha256"])
-            faults.crash_point("recover.after_account")
+        if st is None or not marked.matches(st):
+            with ctx.db.write() as conn:             # never placed: roll back
+                mark(conn, user, path, None)
+            faults.crash_point("recover.after_unmark")
+            return
+        with ctx.db.write() as conn:                 # placed: account it
+            account(conn, user, path, row["size"] - marked.old)
+            if row["sha256"] is not None:
+                cache_store(conn, st, row["sha256"])
+        faults.crash_point("recover.after_account")
 
 
 def _unlink_linked_partial(ctx: StoreContext, user: str, path: str,

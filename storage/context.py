@@ -41,12 +41,17 @@ class StoreContext:
     """
 
     def __init__(self, root: str, db: Database, clock: Callable[[], float],
-                 partial_ttl: float, default_quota: int) -> None:
+                 partial_ttl: float, default_quota: int, *, max_partials: int = 1000,
+                 folder_cost: int = 4096) -> None:
         self.root = root
         self.db = db
         self.clock = clock
         self.partial_ttl = partial_ttl
         self.default_quota = default_quota
+        #: Unfinished uploads one user may hold (issue 13, item 7).
+        self.max_partials = max_partials
+        #: Bytes of quota one folder costs (issue 13, item 8): a folder takes a block.
+        self.folder_cost = folder_cost
         # The root itself may legitimately sit behind an admin's symlink; below it
         # nothing is followed.
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -21,7 +21,7 @@ from .errors import NoSpace, StorageError, StorageIOError
 
 __all__ = ["SCHEMA_VERSION", "Database", "to_i64"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -101,6 +101,14 @@ CREATE INDEX login_trust_last ON login_trust(last);
 """
 
 
+#: Version 3 (issue 13, item 12): a hash-cache row also names the file's ``ctime_ns``, so
+#: a file rewritten in place with its old size and mtime restored is a miss, never another
+#: content's digest.  Rows of version 2 have none and are simply missed (re-hashed).
+_SCHEMA_V3 = """
+ALTER TABLE hashes ADD COLUMN ctime_ns INTEGER
+"""
+
+
 def to_i64(value: int) -> int:
     """Fold an unsigned 64-bit st_dev/st_ino into SQLite's signed INTEGER range."""
     return value - (1 << 64) if value >= (1 << 63) else value
@@ -159,7 +167,7 @@ class Database:
             if version > SCHEMA_VERSION:
                 raise StorageIOError("database was written by a newer version",
                                      version=version, supported=SCHEMA_VERSION)
-            for step, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2)):
+            for step, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)):
                 if version < step:
                     for statement in script.split(";"):
                         if statement.strip():

@@ -26,6 +26,7 @@ __all__ = [
     "QuotaExceeded",
     "StorageError",
     "StorageIOError",
+    "TooManyPartials",
     "UploadBusy",
     "UserExists",
 ]
@@ -90,6 +91,13 @@ class UploadBusy(StorageError):
     code = "UPLOAD_BUSY"
 
 
+class TooManyPartials(StorageError):
+    """The user already holds ``limit`` unfinished uploads (details ``limit``): each
+    costs a row, a staging file and listing time, so their number is capped."""
+
+    code = "TOO_MANY_PARTIALS"
+
+
 class OffsetMismatch(StorageError):
     """Raised with details ``expected`` (the upload's offset) and ``got``."""
 
@@ -141,6 +149,6 @@ ERRORS_BY_CODE: dict[str, type[StorageError]] = {
     for cls in (
         BadPath, NotFound, Exists, NotADirectory, IsADirectory, NotEmpty, QuotaExceeded,
         UploadBusy, OffsetMismatch, IntegrityError, NoSpace, StorageIOError, AuthFailed,
-        AccountDisabled, UserExists, BadUsername, BadPassword, NoSuchUser,
+        AccountDisabled, UserExists, BadUsername, BadPassword, NoSuchUser, TooManyPartials,
     )
 }

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import faults
+from .commit import settle
 from .confine import map_oserror
 from .context import StoreContext, user_parent
 from .errors import BadPath, IntegrityError, StorageError, UploadBusy
-from .hashing import cache_store
+from .hashing import cache_forget, cache_store
 from .models import CommitResult, SmallFile
 from .names import check_username
 from .partials import (
@@ -31,7 +32,7 @@ from .partials import (
     unlink_quietly,
     write_all,
 )
-from .placement import Target, place, replaced_size
+from .placement import Target, place, replaced_size, replaced_stat
 from .registry import INLINE, WriterRegistry
 from .reservations import CommitMark, account, check_quota, mark, upsert
 
@@ -51,6 +52,7 @@ class Pending:
     fd: int = -1               # its partial, once written
     pfd: int = -1              # its folder, while placing (owned by an ExitStack)
     old: int = 0               # size of the file it replaces
+    old_st: os.stat_result | None = None   # and its lstat, to drop its hash-cache row
 
 
 class GroupCommit:
@@ -121,37 +123,46 @@ class GroupCommit:
         """1. Under the lock, one transaction: check, reserve, claim every file."""
         live: list[Pending] = []
         with self.ctx.user_lock(user), self.ctx.staging(user, create=True) as sfd:
+            # A commit whose accounting failed after its file was placed left a marked
+            # row: finish it before a new row replaces it (one indexed read per group).
+            targets = {p.target.path for p in group}
+            for row in self.ctx.db.all("SELECT path FROM uploads WHERE user = ?"
+                                       " AND commit_ino IS NOT NULL", (user,)):
+                if row["path"] in targets and not self.registry.is_active(user, row["path"]):
+                    settle(self.ctx, user, row["path"])
             now = self.ctx.clock()
             try:
                 with self.ctx.db.write() as conn:
                     for p in group:
                         target = p.target
+                        claimed = False
                         try:
                             with user_parent(self.ctx, user, target.parts) as pfd:
-                                replaced = replaced_size(pfd, target)
-                            if self.registry.is_active(user, target.path):
+                                replaced_size(pfd, target)
+                            claimed = self.registry.try_claim(user, target.path, INLINE)
+                            if not claimed:       # across processes: storage.registry
                                 raise UploadBusy("an upload to this path is in progress",
                                                  path=target.path)
-                            need = max(0, len(p.data) - replaced)
+                            need = len(p.data)    # the whole file (storage.uploads)
                             check_quota(conn, user, target.path, need)
                             # Before the row changes: never splice (storage.commit).
                             unlink_quietly(sfd, part_name(target.path))
-                        except StorageError as exc:
-                            results[p.index] = exc
+                        except (StorageError, OSError) as exc:
+                            if claimed:
+                                self.registry.drop(user, target.path, INLINE)
+                            results[p.index] = (exc if isinstance(exc, StorageError)
+                                                else map_oserror(exc, target.path))
                             continue
-                        except OSError as exc:
-                            results[p.index] = map_oserror(exc, target.path)
-                            continue
+                        live.append(p)            # claimed: dropped if anything below fails
                         upsert(conn, user, target.path, len(p.data), p.sha256, need, now,
                                resume=False)
-                        live.append(p)
             except StorageError as exc:       # the transaction failed: none of them begun
+                for p in live:
+                    self.registry.drop(user, p.target.path, INLINE)
                 for p in group:
                     if results[p.index] is None:
                         results[p.index] = exc
                 return []
-            for p in live:
-                self.registry.claim(user, p.target.path, INLINE)
         faults.crash_point("group.after_begin")
         return live
 
@@ -209,7 +220,10 @@ class GroupCommit:
                                     user_parent(self.ctx, user, p.target.parts))
                                 folders[p.target.parts[:-1]] = pfd
                             p.pfd = pfd
-                            p.old = replaced_size(pfd, p.target, at_commit=True)
+                            p.old_st = replaced_stat(pfd, p.target, at_commit=True)
+                            p.old = 0 if p.old_st is None else p.old_st.st_size
+                            # The quota again, as at a commit (issue 13, item 4).
+                            check_quota(conn, user, p.target.path, len(p.data) - p.old)
                             st = os.fstat(p.fd)
                         except StorageError as exc:
                             results[p.index] = exc
@@ -231,13 +245,21 @@ class GroupCommit:
                             continue
                         faults.crash_point("group.after_place")
                         done.append(p)
-                with db.write() as conn:
-                    for p in unmark:
-                        mark(conn, user, p.target.path, None)
-                    for p in done:
-                        account(conn, user, p.target.path, len(p.data) - p.old)
-                        if p.sha256 is not None:
-                            cache_store(conn, os.fstat(p.fd), p.sha256)
+                try:
+                    with db.write() as conn:
+                        for p in unmark:
+                            mark(conn, user, p.target.path, None)
+                        for p in done:
+                            account(conn, user, p.target.path, len(p.data) - p.old)
+                            if p.old_st is not None:
+                                cache_forget(conn, p.old_st)    # issue 13, item 15
+                            if p.sha256 is not None:
+                                cache_store(conn, os.fstat(p.fd), p.sha256)
+                except (StorageError, OSError):
+                    # The placed files are visible: they succeeded.  Their rows stay
+                    # marked for storage.commit.settle / recover; the unplaced ones
+                    # are dropped by _forget as failures.
+                    pass
                 faults.crash_point("group.after_account")
             # Outside the lock (storage.commit, step 3): one fsync per folder.
             for pfd in dict.fromkeys(p.pfd for p in done):

@@ -14,8 +14,11 @@ import sqlite3
 import threading
 
 from .db import Database, to_i64
+from .errors import StorageIOError
 
-__all__ = ["CHUNK", "PrefixHasher", "cache_forget", "cache_lookup", "cache_store", "sha256_fd"]
+__all__ = ["CHUNK", "PrefixHasher", "cache_forget", "cache_lookup", "cache_renamed", "cache_store",
+           "cached_fd",
+           "fd_sha256", "sha256_fd"]
 
 CHUNK = 1 << 20
 
@@ -69,22 +72,76 @@ class PrefixHasher:
 
 
 def cache_lookup(db: Database, st: os.stat_result) -> str | None:
+    """The cached digest of the file ``st`` describes, if its row still matches it all:
+    inode, size, mtime and ctime (a rewrite in place that restores the mtime still
+    changes the ctime)."""
     row = db.one(
-        "SELECT sha256 FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
-        (to_i64(st.st_dev), to_i64(st.st_ino), st.st_size, st.st_mtime_ns),
+        "SELECT sha256 FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?"
+        " AND ctime_ns=?",
+        (to_i64(st.st_dev), to_i64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns),
     )
     return None if row is None else row["sha256"]
 
 
 def cache_store(conn: sqlite3.Connection, st: os.stat_result, sha256: str) -> None:
-    """Record ``sha256`` for the file described by ``st`` (call inside a write transaction)."""
+    """Record ``sha256`` for the file described by ``st`` (call inside a write transaction).
+
+    ``st`` must be taken after the file got its final name: a link or rename changes
+    the ctime, and a row with an older one is never matched."""
     conn.execute(
-        "INSERT OR REPLACE INTO hashes (dev, ino, size, mtime_ns, sha256) VALUES (?, ?, ?, ?, ?)",
-        (to_i64(st.st_dev), to_i64(st.st_ino), st.st_size, st.st_mtime_ns, sha256),
+        "INSERT OR REPLACE INTO hashes (dev, ino, size, mtime_ns, ctime_ns, sha256)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (to_i64(st.st_dev), to_i64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+         sha256),
     )
 
 
 def cache_forget(conn: sqlite3.Connection, st: os.stat_result) -> None:
-    """Drop the row of a file that is being removed (its inode may be reused)."""
+    """Drop the row of a file that is being removed or replaced (its inode may be reused)."""
     conn.execute("DELETE FROM hashes WHERE dev=? AND ino=?",
                  (to_i64(st.st_dev), to_i64(st.st_ino)))
+
+
+def cache_renamed(conn: sqlite3.Connection, before: os.stat_result,
+                  after: os.stat_result) -> None:
+    """A file got a new name: its row follows it (a rename changes only the ctime)."""
+    conn.execute(
+        "UPDATE hashes SET ctime_ns=? WHERE dev=? AND ino=? AND size=? AND mtime_ns=?"
+        " AND ctime_ns=?",
+        (after.st_ctime_ns, to_i64(before.st_dev), to_i64(before.st_ino), before.st_size,
+         before.st_mtime_ns, before.st_ctime_ns))
+
+
+def cached_fd(db: Database, fd: int) -> tuple[str, int] | None:
+    """``(sha256, size)`` of the file open as ``fd`` if its cache row matches its ``fstat``."""
+    st = os.fstat(fd)
+    cached = cache_lookup(db, st)
+    return None if cached is None else (cached, st.st_size)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return ((a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns)
+            == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns))
+
+
+def fd_sha256(db: Database, fd: int, *, tries: int = 3) -> tuple[int, str]:
+    """``(size, sha256)`` of the file open as ``fd`` -- never of whatever now has its name.
+
+    The cache is asked with the descriptor's own ``fstat`` (dev, ino, size, mtime_ns,
+    ctime_ns); on a miss the descriptor is read whole and the digest kept only if the
+    file did not change meanwhile.  A file that keeps changing while it is read
+    (``tries`` times) is ``StorageIOError``: no digest is better than a wrong one.
+    SLOW on a miss: a worker's job.
+    """
+    for _ in range(tries):
+        st = os.fstat(fd)
+        cached = cache_lookup(db, st)
+        if cached is not None:
+            return st.st_size, cached
+        digest, length = sha256_fd(fd)
+        after = os.fstat(fd)
+        if _same_file(st, after) and length == st.st_size:
+            with db.write() as conn:
+                cache_store(conn, after, digest)
+            return length, digest
+    raise StorageIOError("the file kept changing while it was hashed")

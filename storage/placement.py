@@ -18,7 +18,7 @@ from .errors import BadPath, Exists, IsADirectory
 from .names import check_username
 from .paths import join_user_path, split_user_path
 
-__all__ = ["Target", "place", "replaced_size"]
+__all__ = ["Target", "place", "replaced_size", "replaced_stat"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,17 @@ def replaced_size(pfd: int, target: Target, *, at_commit: bool = False) -> int:
     or a file exists and ``overwrite`` was not asked for (at commit time: one
     appeared meanwhile), or a non-regular file is in the way.
     """
+    st = replaced_stat(pfd, target, at_commit=at_commit)
+    return 0 if st is None else st.st_size
+
+
+def replaced_stat(pfd: int, target: Target, *, at_commit: bool = False) -> os.stat_result | None:
+    """``replaced_size``'s check, returning the replaced file's ``lstat`` (None if none):
+    a commit needs its inode to drop its hash-cache row (issue 13, item 15)."""
     path = target.path
     st = lstat_at(pfd, target.name, path)
     if st is None:
-        return 0
+        return None
     if stat.S_ISLNK(st.st_mode):
         raise symlink_error(path)
     if stat.S_ISDIR(st.st_mode):
@@ -64,7 +71,7 @@ def replaced_size(pfd: int, target: Target, *, at_commit: bool = False) -> int:
         raise Exists("file appeared meanwhile" if at_commit else "file exists", path=path)
     if not stat.S_ISREG(st.st_mode):
         raise BadPath("not a regular file", path=path)
-    return st.st_size
+    return st
 
 
 def place(sfd: int, pfd: int, target: Target, part: str) -> None:

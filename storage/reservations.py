@@ -75,8 +75,14 @@ def mark(conn: sqlite3.Connection, user: str, path: str, commit: CommitMark | No
 
 
 def account(conn: sqlite3.Connection, user: str, path: str, delta: int) -> None:
-    """Turn the reservation into usage: the upload row goes, ``used`` grows by ``delta``."""
-    conn.execute("UPDATE users SET used = MAX(0, used + ?) WHERE name = ?", (delta, user))
+    """Turn the reservation into usage: the upload row goes, ``used`` grows by ``delta``.
+
+    Only while the row is still there: whoever finishes a commit first (the commit
+    itself, ``settle`` or ``recover``, maybe in another process) accounts it, and
+    nobody can account it twice."""
+    conn.execute("UPDATE users SET used = MAX(0, used + ?) WHERE name = ? AND EXISTS"
+                 " (SELECT 1 FROM uploads WHERE user = ? AND path = ?)",
+                 (delta, user, user, path))
     forget(conn, user, path)
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .accounts import Accounts
 from .context import StoreContext
 from .db import Database
 from .errors import StorageError
+from .hashing import cached_fd, fd_sha256
 from .logins import USER, LoginLedger
 from .models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from .passwords import PasswordHasher, ScryptParams
@@ -32,9 +33,13 @@ from .upload import Upload
 from .uploads import UploadManager
 from .workdir import WorkDir
 
-__all__ = ["DB_NAME", "Store"]
+__all__ = ["DB_NAME", "DEFAULT_FOLDER_COST", "DEFAULT_MAX_PARTIALS", "Store"]
 
 DB_NAME = "users.db"
+#: Unfinished uploads one user may hold at once (issue 13, item 7).
+DEFAULT_MAX_PARTIALS = 1000
+#: Quota one folder costs, in bytes: the block it takes on disk (issue 13, item 8).
+DEFAULT_FOLDER_COST = 4096
 
 
 class Store:
@@ -45,22 +50,33 @@ class Store:
 
     ``clock`` (default ``time.time``) stamps rows and decides token and partial
     expiry; tests pass a fake one.
+
+    Limits against one user's hoarding (issue 13, docs/SECURITY.md):
+    ``max_partials`` unfinished uploads per user (``TooManyPartials`` past it) and
+    ``folder_cost`` bytes of quota per folder (0 makes folders free again).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, scrypt_n: int = 2**14, scrypt_r: int = 8,
                  scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
                  default_quota: int = 1 << 30,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_partials: int = DEFAULT_MAX_PARTIALS,
+                 folder_cost: int = DEFAULT_FOLDER_COST) -> None:
         params = ScryptParams(scrypt_n, scrypt_r, scrypt_p)
         if not isinstance(default_quota, int) or default_quota < 0:
             raise ValueError("default_quota must be a non-negative integer")
+        if not isinstance(max_partials, int) or max_partials < 1:
+            raise ValueError("max_partials must be a positive integer")
+        if not isinstance(folder_cost, int) or folder_cost < 0:
+            raise ValueError("folder_cost must be a non-negative integer")
         self.root = os.fspath(root)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._closed = False
         self._close_lock = threading.Lock()
         db = Database(os.path.join(self.root, DB_NAME))
         try:
-            self._ctx = StoreContext(self.root, db, clock, partial_ttl, default_quota)
+            self._ctx = StoreContext(self.root, db, clock, partial_ttl, default_quota,
+                                     max_partials=max_partials, folder_cost=folder_cost)
         except BaseException:
             db.close()
             raise
@@ -90,6 +106,7 @@ class Store:
                 return
             self._closed = True
         self._uploads.revoke()
+        self._uploads.registry.close()
         self._ctx.db.close()
         self._ctx.close()
 
@@ -160,6 +177,15 @@ class Store:
     def list_dir(self, user: str, path: str, cwd: str = "/") -> list[Entry]:
         return self._tree.list_dir(user, path, cwd)
 
+    def iter_dir(self, user: str, path: str, cwd: str = "/",
+                 page_size: int = 256) -> Iterator[list[Entry]]:
+        """A streaming ``list_dir``: pages of at most ``page_size`` entries in directory
+        order (unsorted), read from disk only as they are asked for, so memory stays
+        one page however large the folder.  Errors (NotFound, NotADirectory, BadPath)
+        come from this call itself; each page is SLOW-ish (one ``lstat`` per entry):
+        iterate on a worker and close the iterator if you stop early."""
+        return self._tree.iter_dir(user, path, cwd, page_size)
+
     def stat(self, user: str, path: str, cwd: str = "/") -> Entry:
         return self._tree.stat(user, path, cwd)
 
@@ -187,6 +213,29 @@ class Store:
         """SLOW on a cache miss: ``(sha256 hex, size)``, cached by (dev, ino, size, mtime_ns)."""
         return self._tree.file_hash(user, path, cwd)
 
+    def open_hashed(self, user: str, path: str, cwd: str = "/") -> tuple[int, int, str]:
+        """``get``: ``(fd, size, sha256)`` of one and the same file.  SLOW on a cache miss.
+
+        The file is opened first; its digest is then looked up in the cache by that
+        descriptor's own (dev, ino, size, mtime_ns, ctime_ns), or computed by reading
+        that descriptor, so a concurrent overwrite can never pair these bytes with
+        another file's SHA-256 (issue 13, item 12).  ``StorageIOError`` if the file
+        keeps changing while it is read.  The caller closes ``fd``."""
+        return self._tree.open_hashed(user, path, cwd)
+
+    def cached_hash_fd(self, fd: int) -> tuple[str, int] | None:
+        """``(sha256, size)`` of the file open as ``fd`` if the cache knows it, else None.
+        Fast (one ``fstat``, one indexed read): the loop may ask it.  By the
+        descriptor, never by a path another session may have replaced (item 12)."""
+        return cached_fd(self._ctx.db, fd)
+
+    def hash_fd(self, fd: int) -> tuple[str, int]:
+        """``(sha256, size)`` of the file open as ``fd`` (cached, or read through ``fd``).
+        SLOW on a cache miss: a worker's job; the caller keeps ``fd`` open meanwhile.
+        ``StorageIOError`` if the file keeps changing while it is read."""
+        size, digest = fd_sha256(self._ctx.db, fd)
+        return digest, size
+
     def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
         return self._tree.cached_hash(user, path, cwd)
 
@@ -210,7 +259,26 @@ class Store:
         return self._uploads.store_small(user, files)
 
     def list_uploads(self, user: str) -> list[PartialInfo]:
+        """Every unfinished upload at once (kept for compatibility: prefer the pages)."""
         return self._uploads.list(user)
+
+    def list_uploads_page(self, user: str, after: str | None = None,
+                          limit: int = 100) -> tuple[list[PartialInfo], str | None]:
+        """One page of unfinished uploads in path order, from the first path after
+        ``after``: ``(infos, next_after)``, ``next_after`` None on the last page.  Reads
+        at most ``limit + 1`` rows (one indexed range) and stats ``limit`` partials."""
+        return self._uploads.page(user, after, limit)
+
+    def iter_uploads(self, user: str, page_size: int = 100) -> Iterator[list[PartialInfo]]:
+        """``uploads``: the listing as pages (``list_uploads_page`` in a loop), each read
+        from the database only when asked for.  Run it on a worker."""
+        after: str | None = None
+        while True:
+            page, after = self._uploads.page(user, after, page_size)
+            if page:
+                yield page
+            if after is None:
+                return
 
     def abort_upload(self, user: str, path: str, cwd: str = "/") -> str:
         return self._uploads.abort(user, path, cwd)

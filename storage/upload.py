@@ -178,9 +178,13 @@ class Upload:
         at ``begin`` (``ValueError`` if it declared a different one, or if it is
         not 64 lowercase hex digits).
 
-        ``IntegrityError`` if incomplete (partial kept) or the SHA-256 differs
-        (partial discarded).  On other errors the upload stays active and
-        resumable; ``release()`` it.
+        ``IntegrityError`` if incomplete (partial kept, the upload stays active:
+        its writer may go on) or the SHA-256 differs (partial discarded).  On
+        any other error (``QuotaExceeded``, ``Exists``, ``IsADirectory``,
+        ``NotFound``, I/O) the upload is released: its descriptor closed, the
+        partial and its reservation kept, so the path is free for a resuming
+        ``begin_upload`` or an ``abort`` at once (issue 13, item 2); a later
+        ``release()`` is harmless.
         """
         with self._lock:
             self._check_active()

@@ -22,14 +22,14 @@ from . import commit as commit_step
 from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
-from .errors import NoSuchUser, NotFound, StorageError, UploadBusy
+from .errors import IntegrityError, NoSuchUser, NotFound, StorageError, TooManyPartials, UploadBusy
 from .group import GroupCommit
 from .models import CommitResult, PartialInfo, SmallFile
 from .names import check_username
 from .partials import check_declaration, drop_partial, open_partial, part_name, unlink_quietly
 from .paths import join_user_path, split_user_path
 from .placement import Target, replaced_size
-from .registry import WriterRegistry
+from .registry import PENDING, WriterRegistry
 from .reservations import check_quota, touch, upsert
 from .upload import Upload
 
@@ -48,7 +48,7 @@ class UploadManager:
 
     def __init__(self, ctx: StoreContext) -> None:
         self.ctx = ctx
-        self.registry = WriterRegistry()
+        self.registry = WriterRegistry(os.path.join(ctx.root, "run", "writers.lock"))
         self._group = GroupCommit(ctx, self.registry)
 
     def revoke(self, user: str | None = None) -> None:
@@ -63,38 +63,58 @@ class UploadManager:
         shown = target.path
         with self.ctx.user_lock(user):
             with user_parent(self.ctx, user, target.parts) as pfd:
-                replaced = replaced_size(pfd, target)
-            if self.registry.is_active(user, shown):
+                replaced_size(pfd, target)      # raises if the upload may not go there
+            # Claimed (across processes) before anything is discarded; see storage.registry.
+            if not self.registry.try_claim(user, shown, PENDING):
                 raise UploadBusy("an upload to this path is in progress", path=shown)
-            need = max(0, size - replaced)
-            db = self.ctx.db
-            row = db.one("SELECT * FROM uploads WHERE user = ? AND path = ?", (user, shown))
-            # Pre-check before discarding anything: a refused begin keeps the old partial.
-            check_quota(db.conn(), user, shown, need)
-            resume = row is not None and row["size"] == size and row["sha256"] == sha256
-            now = self.ctx.clock()
-            with self.ctx.staging(user, create=True) as sfd:
-                pname = part_name(shown)
-                try:
-                    if not resume:
-                        unlink_quietly(sfd, pname)  # before the row changes: never splice
-                        faults.crash_point("begin.after_unlink")
-                    with db.write() as conn:
-                        check_quota(conn, user, shown, need)
-                        upsert(conn, user, shown, size, sha256, need, now, resume)
-                except OSError as exc:
-                    raise map_oserror(exc, shown)
-                faults.crash_point("begin.after_row")
-                try:
-                    fd, length = open_partial(sfd, pname, size)
-                except OSError as exc:
-                    if not resume:      # nothing of it may stay reserved: begin failed
-                        self._forget_quietly(user, shown)
-                    raise map_oserror(exc, shown)
-            upload = Upload(self, target, size=size, sha256=sha256, fd=fd, offset=length,
-                            restarted=row is not None and not resume)
+            try:
+                upload = self._begin_claimed(target, size, sha256)
+            except BaseException:
+                self.registry.drop(user, shown, PENDING)
+                raise
             self.registry.claim(user, shown, upload)
             return upload
+
+    def _begin_claimed(self, target: Target, size: int, sha256: str | None) -> Upload:
+        """``begin`` once the target is claimed (user lock held)."""
+        user, shown = target.user, target.path
+        # The whole declared size, also for an overwrite (issue 13, item 3): the
+        # replaced file stays counted until the commit replaces it, so the partial
+        # must be covered on its own -- however often it is abandoned and its
+        # target moved away, partials on disk never pass the quota.
+        need = size
+        db = self.ctx.db
+        row = db.one("SELECT * FROM uploads WHERE user = ? AND path = ?", (user, shown))
+        if row is not None and row["commit_ino"] is not None:
+            commit_step.settle(self.ctx, user, shown)   # a commit left half-accounted
+            row = db.one("SELECT * FROM uploads WHERE user = ? AND path = ?",
+                         (user, shown))
+        if row is None:
+            self._check_partial_count(user)
+        # Pre-check before discarding anything: a refused begin keeps the old partial.
+        check_quota(db.conn(), user, shown, need)
+        resume = row is not None and row["size"] == size and row["sha256"] == sha256
+        now = self.ctx.clock()
+        with self.ctx.staging(user, create=True) as sfd:
+            pname = part_name(shown)
+            try:
+                if not resume:
+                    unlink_quietly(sfd, pname)  # before the row changes: never splice
+                    faults.crash_point("begin.after_unlink")
+                with db.write() as conn:
+                    check_quota(conn, user, shown, need)
+                    upsert(conn, user, shown, size, sha256, need, now, resume)
+            except OSError as exc:
+                raise map_oserror(exc, shown)
+            faults.crash_point("begin.after_row")
+            try:
+                fd, length = open_partial(sfd, pname, size)
+            except OSError as exc:
+                if not resume:      # nothing of it may stay reserved: begin failed
+                    self._forget_quietly(user, shown)
+                raise map_oserror(exc, shown)
+        return Upload(self, target, size=size, sha256=sha256, fd=fd, offset=length,
+                      restarted=row is not None and not resume)
 
     # ----- ending a writer (the caller holds upload._lock)
     def release(self, upload: Upload) -> None:
@@ -116,8 +136,30 @@ class UploadManager:
             self.registry.drop(upload.user, upload.path, upload)
 
     def commit(self, upload: Upload) -> CommitResult:
-        """Verify, make durable, move into place (:func:`storage.commit.commit`)."""
-        return commit_step.commit(self.ctx, self.registry, upload, self.discard)
+        """Verify, make durable, move into place (:func:`storage.commit.commit`).
+
+        A commit that fails releases the upload (issue 13, item 2): its descriptor is
+        closed and its claim dropped, while the partial and its reservation stay, so
+        the next ``put`` of that path resumes and ``abort`` discards it at once.
+        An incomplete upload (``IntegrityError`` with ``got`` < ``expected``) is the
+        one exception: nothing was tried yet, and its writer may go on writing."""
+        try:
+            return commit_step.commit(self.ctx, self.registry, upload, self.discard)
+        except IntegrityError:
+            raise          # incomplete: stays active; mismatch: already discarded
+        except BaseException:
+            if upload.active:
+                self.release(upload)
+            raise
+
+    def _check_partial_count(self, user: str) -> None:
+        """``TooManyPartials`` if ``user`` already holds ``max_partials`` unfinished
+        uploads (issue 13, item 7); resuming or restarting one of them is always fine."""
+        limit = self.ctx.max_partials
+        row = self.ctx.db.one("SELECT COUNT(*) AS n FROM uploads WHERE user = ?", (user,))
+        if row is not None and row["n"] >= limit:
+            raise TooManyPartials("too many unfinished uploads; finish or abort one",
+                                  limit=limit)
 
     def store_small(self, user: str,
                     files: Sequence[SmallFile]) -> list[CommitResult | StorageError]:
@@ -126,7 +168,7 @@ class UploadManager:
 
     def recover(self) -> None:
         """Finish or roll back commits interrupted by a crash (:func:`storage.commit.recover`)."""
-        commit_step.recover(self.ctx)
+        commit_step.recover(self.ctx, self.registry)
 
     def _forget_quietly(self, user: str, path: str) -> None:
         try:
@@ -138,6 +180,24 @@ class UploadManager:
     def list(self, user: str) -> list[PartialInfo]:
         check_username(user)
         rows = self.ctx.db.all("SELECT * FROM uploads WHERE user = ? ORDER BY path", (user,))
+        return self._infos(user, rows)
+
+    def page(self, user: str, after: str | None = None,
+             limit: int = 100) -> tuple[list[PartialInfo], str | None]:
+        """One page of ``user``'s unfinished uploads in path order, from the first path
+        after ``after``: ``(infos, next_after)``, ``next_after`` None on the last page.
+        One indexed range read of at most ``limit + 1`` rows, whatever the total."""
+        check_username(user)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        rows = self.ctx.db.all(
+            "SELECT * FROM uploads WHERE user = ? AND path > ? ORDER BY path LIMIT ?",
+            (user, "" if after is None else after, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return self._infos(user, rows), (rows[-1]["path"] if more else None)
+
+    def _infos(self, user: str, rows: Sequence[sqlite3.Row]) -> list[PartialInfo]:
         if not rows:
             return []
         result = []
@@ -154,8 +214,8 @@ class UploadManager:
     def abort(self, user: str, path: str, cwd: str = "/") -> str:
         check_username(user)
         shown = join_user_path(split_user_path(path, cwd))
-        with self.ctx.user_lock(user):
-            if self.registry.is_active(user, shown):
+        with self.ctx.user_lock(user), self.registry.holding(user, shown) as claimed:
+            if not claimed:
                 raise UploadBusy("an upload to this path is in progress", path=shown)
             if self.ctx.db.one("SELECT 1 FROM uploads WHERE user = ? AND path = ?",
                                (user, shown)) is None:
@@ -191,13 +251,17 @@ class UploadManager:
             path = row["path"]
             pname = part_name(path)
             known.add(pname)
-            if self.registry.is_active(user, path) or row["commit_ino"] is not None:
+            if row["commit_ino"] is not None:
                 continue
             st = lstat_at(sfd, pname, path)
             updated = max(row["updated"], st.st_mtime if st is not None else 0.0)
-            if now - updated >= ttl:
-                drop_partial(self.ctx, user, path)
-                removed += 1
+            if now - updated < ttl:
+                continue
+            # Stale, unless a writer (in any process) holds it: claimed while it goes.
+            with self.registry.holding(user, path) as claimed:
+                if claimed:
+                    drop_partial(self.ctx, user, path)
+                    removed += 1
         for name in os.listdir(sfd):
             if not name.endswith(".part") or name in known:
                 continue

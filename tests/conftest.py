@@ -17,5 +17,18 @@ settings.register_profile(
 )
 settings.register_profile("fast", max_examples=20)
 
+
+def examples(local: int) -> int:
+    """``max_examples`` for a test whose examples are costly: ``local`` under the dev and
+    fast profiles, never fewer than the profile's own count under ci.
+
+    A test may be cheaper on a laptop, never weaker in CI: a plain
+    ``settings(max_examples=...)`` would override the ci profile's 500 downwards.
+    """
+    if settings.get_current_profile_name() == "ci":
+        return max(local, settings.default.max_examples)
+    return local
+
+
 # Real daemons (subprocess and in-thread) for integration tests.
 pytest_plugins = ["tests.daemon", "tests.objstore_services"]

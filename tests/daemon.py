@@ -10,6 +10,7 @@ the daemon is a bug even when the client saw a tidy error.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -17,9 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,6 +31,7 @@ TEST_SCRYPT_N = 16
 REPO = Path(__file__).resolve().parent.parent
 #: INFO records reach the log file at most FLUSH_AFTER seconds after they are made.
 LOG_SETTLE = 3 * FLUSH_AFTER
+T = TypeVar("T")
 _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 
@@ -85,13 +87,26 @@ class DaemonProcess:
 
     def log(self, settle: bool = False) -> str:
         """The whole log.  Warnings and errors are in it at once; INFO lines only
-        after ``LOG_SETTLE`` (``settle=True`` waits that long first)."""
+        after ``LOG_SETTLE`` (``settle=True`` waits that long first -- prefer
+        ``wait_for_log``, which waits for the line itself)."""
         if settle:
             time.sleep(LOG_SETTLE)
         try:
             return self.log_path.read_text("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
+        """The whole log, once ``pattern`` (a regular expression) matches in it at least
+        ``count`` times; fails the test after ``timeout`` seconds.  INFO lines reach the
+        file in batches, so this is how a test waits for one."""
+        compiled = re.compile(pattern)
+
+        def matched() -> str:
+            text = self.log()
+            return text if len(compiled.findall(text)) >= count else ""
+
+        return wait_for(matched, timeout, f"{count} log line(s) matching {pattern!r}")
 
     def add_user(self, name: str, password: str, quota: int | None = None) -> None:
         store = Store(self.root, scrypt_n=TEST_SCRYPT_N)
@@ -141,8 +156,31 @@ class DaemonProcess:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
 
+class _Records(logging.Handler):
+    """Keeps every record the in-process daemon's loggers emit, formatted, for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.tracebacks: list[str] = []
+        self.lock_ = threading.Lock()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        with self.lock_:
+            self.lines.append(text)
+            if record.exc_info or "Traceback" in text:
+                self.tracebacks.append(text)
+
+
 class InprocDaemon:
-    """The reactor in a thread of the test process, for white-box assertions."""
+    """The reactor in a thread of the test process, for white-box assertions.
+
+    Its log (the ``ftpd`` loggers, INFO and up) is kept in memory: ``log()`` returns
+    it, ``wait_for_log`` waits for a line, and the fixture fails the test at teardown
+    if any record carried a traceback -- as it does for a subprocess daemon.
+    """
 
     def __init__(self, root: Path, **settings: Any) -> None:
         from ftpd.config import Config
@@ -151,6 +189,12 @@ class InprocDaemon:
         base = {"scrypt_n": TEST_SCRYPT_N, "auth_delay_base": 0.01, "auth_delay_max": 0.05}
         self.config = Config(root=Path(root), port=0).updated(**{**base, **settings})
         self.root = Path(root)
+        self.allow_tracebacks = False
+        self.records = _Records()
+        self._logger = logging.getLogger("ftpd")
+        self._old_level = self._logger.level
+        self._logger.addHandler(self.records)
+        self._logger.setLevel(logging.INFO)
         self.server = Server(self.config)
         self.host, self.port = self.server.bind()
         self.thread = threading.Thread(target=self.server.serve_forever, name="ftpd-reactor",
@@ -164,10 +208,43 @@ class InprocDaemon:
     def add_user(self, name: str, password: str, quota: int | None = None) -> None:
         self.server.store.create_user(name, password, quota)
 
+    def log(self) -> str:
+        """Every line logged so far (``LEVEL logger: message``, tracebacks included)."""
+        with self.records.lock_:
+            return "\n".join(self.records.lines)
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        """The first match of ``pattern`` in the log, waiting up to ``timeout`` for it."""
+        return wait_for(lambda: re.search(pattern, self.log()), timeout,
+                        f"no log line matching {pattern!r}")
+
     def stop(self) -> None:
-        self.server.request_shutdown()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "reactor did not stop"
+        try:
+            self.server.request_shutdown()
+            self.thread.join(30)
+            assert not self.thread.is_alive(), "reactor did not stop"
+        finally:
+            self._logger.removeHandler(self.records)
+            self._logger.setLevel(self._old_level)
+
+    def check_log(self) -> None:
+        """Fail if the daemon logged a traceback (unless the test expects one)."""
+        if self.records.tracebacks and not self.allow_tracebacks:
+            pytest.fail("the in-process daemon logged a traceback:\n"
+                        + "\n".join(self.records.tracebacks)[-6000:])
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something true; its value, or a failure after
+    ``timeout`` seconds.  For waiting on an observable event, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
 
 
 def _check_log(daemon: DaemonProcess) -> None:
@@ -211,3 +288,20 @@ def inproc_server(tmp_path: Path) -> Iterator[Any]:
     yield make
     for daemon in started:
         daemon.stop()
+    for daemon in started:
+        daemon.check_log()
+
+
+def answers_ping(client: Any) -> bool:
+    """Whether a client session is alive and in step with the daemon.
+
+    ``Client.ping`` returns only when the next reply is a pong carrying the ping's
+    request id (``client/connection.py``, ``reply``); a closed session, an error, or a
+    reply left over from an earlier request arrives instead and raises.  That is what a
+    ping proves, so the cause is reported as the assertion failure.
+    """
+    try:
+        client.ping("in step?")
+    except Exception as exc:
+        raise AssertionError(f"no pong with the ping's id: {exc!r}") from exc
+    return True

@@ -11,6 +11,7 @@ from typing import Any
 from client import Client
 from client.errors import ConnectionLost, NotFoundError, PathError
 from client.results import PutResult
+from tests.daemon import answers_ping
 from tests.test_client_e2e import User, run_main
 
 USER, PASSWORD = "pmu", "pw-pmu"
@@ -46,7 +47,7 @@ def test_put_many_uploads_every_file_pipelined(server, tmp_path):
     assert all(isinstance(r, PutResult) and r.sha256 is None for r in results)
     for p in paths:
         assert stored(server, p.name) == p.read_bytes()
-    assert "inline result=ok" in server.log(settle=True)
+    server.wait_for_log("inline result=ok")
 
 
 def test_put_many_with_verify_declares_each_sha256(server, tmp_path):
@@ -63,7 +64,7 @@ def test_put_many_reports_each_failure_on_its_own_file(server, tmp_path):
         c.put_many([good[0]])
         results = c.put_many([good[0], tmp_path / "missing.bin", (good[1], "no/dir/x"),
                               good[2]])
-        assert c.ping() > 0                              # the session is still fine
+        assert answers_ping(c)                           # the session is still fine
     assert isinstance(results[0], PathError) and results[0].code == "EXISTS"
     assert isinstance(results[1], FileNotFoundError)
     assert isinstance(results[2], NotFoundError)
@@ -79,8 +80,9 @@ def test_put_many_sends_files_above_inline_max_as_resumable_puts(server_factory,
         results = c.put_many([small[0], big, small[1], small[2]])
     assert all(isinstance(r, PutResult) for r in results)
     assert stored(daemon, "big.bin") == big.read_bytes()
-    log = daemon.log(settle=True)
-    assert log.count("inline result=ok") == 3 and "path=/big.bin size=20000" in log
+    log = daemon.wait_for_log("inline result=ok", count=3)
+    log = daemon.wait_for_log(r"path=/big\.bin size=20000")
+    assert log.count("inline result=ok") == 3
     assert "path=/f001.bin bytes=101 " in log          # the normalised path, as for put
 
 
@@ -90,7 +92,8 @@ def test_put_many_works_with_a_server_without_inline_puts(server_factory, tmp_pa
     with client_for(daemon) as c:
         results = c.put_many(paths)
     assert all(isinstance(r, PutResult) for r in results)
-    assert "inline" not in daemon.log(settle=True)
+    log = daemon.wait_for_log(r"close \S+ user=\S+ reason=")    # the session is over
+    assert "inline" not in log
 
 
 def test_put_many_fails_the_unanswered_files_when_the_connection_is_lost(server, tmp_path):

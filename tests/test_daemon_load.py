@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ import pytest
 import protocol.messages as m
 from client import Client
 from protocol import encode
+from tests.daemon import wait_for
 from tests.wire import Wire
 
 USER, PASSWORD = "load", "pw"
@@ -186,26 +189,52 @@ def test_parallel_logins_with_the_right_password_all_succeed_despite_a_low_locko
     assert all(isinstance(reply, m.LoginOk) for reply in replies), replies
 
 
-def test_a_client_that_hangs_up_during_a_slow_put_leaves_the_upload_free(inproc_server):
-    daemon = inproc_server()
+def test_a_client_that_hangs_up_during_a_slow_put_leaves_the_upload_free(inproc_server,
+                                                                          monkeypatch):
+    """A client that hangs up while its put is still being begun on a worker.
+
+    The daemon reads nothing while a request is in progress, so it learns of the
+    hang-up only through output it cannot send: the client first asks for more
+    replies than the socket buffers hold and never reads them, then puts, then
+    resets the connection.  Once the daemon has closed the connection, the begin is
+    let go; its completion finds the connection closed and must free the upload's
+    slot and writer, so the next put of the same file -- with one upload allowed per
+    user -- is accepted and completes.
+    """
+    daemon = inproc_server(max_uploads_per_user=1, high_water=64 << 20, low_water=1 << 20)
     daemon.add_user(USER, PASSWORD)
-    store = daemon.store
-    real_begin = store.begin_upload
+    real_begin = daemon.store.begin_upload
+    entered, release = threading.Event(), threading.Event()
 
     def slow_begin(*args, **kwargs):
-        time.sleep(0.5)                       # the client hangs up meanwhile
+        entered.set()
+        release.wait(30)
         return real_begin(*args, **kwargs)
 
-    store.begin_upload = slow_begin
-    with Wire(daemon.host, daemon.port) as wire:
+    monkeypatch.setattr(daemon.store, "begin_upload", slow_begin)
+    pings = b"".join(encode(m.Ping(id=100 + i, payload="p" * 1000)) for i in range(8192))
+    wire = Wire(daemon.host, daemon.port, rcvbuf=4096)
+    try:
         wire.logged_in(USER, PASSWORD)
-        wire.send(m.Put(id=1, path="orphan", size=10))
-    time.sleep(1.0)
-    store.begin_upload = real_begin
-    assert daemon.server.active_uploads[USER] == 0
-    with Wire(daemon.host, daemon.port) as wire:
-        wire.logged_in(USER, PASSWORD)
-        assert isinstance(wire.put("orphan", b"0123456789"), m.PutDone)
+        wire.send_raw(pings + encode(m.Put(id=1, path="orphan", size=10)))
+        assert entered.wait(30), "the put never reached the worker"
+        wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        wire.close()                          # a reset, with ~8 MiB of pongs unread
+    daemon.wait_for_log(rf"close \S+ user={USER} reason=send failed")
+    release.set()                             # the begin finishes after the close
+
+    with Wire(daemon.host, daemon.port) as again:
+        again.logged_in(USER, PASSWORD)
+
+        def accepted() -> m.PutReady | None:
+            reply = again.call(m.Put(id=again.next_id(), path="orphan", size=10))
+            return reply if isinstance(reply, m.PutReady) else None
+
+        ready = wait_for(accepted, 10, "the orphaned upload's slot and writer to be freed")
+        assert ready.offset == 0
+        again.send_data(b"0123456789")
+        assert isinstance(again.recv_reply(), m.PutDone)
 
 
 def test_hashing_behind_an_upload_does_not_wait_for_its_flush(inproc_server, monkeypatch):

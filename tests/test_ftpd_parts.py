@@ -234,3 +234,26 @@ def test_a_failing_timer_callback_does_not_stop_the_others(caplog):
     clock.now += 5
     assert timers.run_due() == 2 and fired == [2]
     assert "timer callback failed" in caplog.text
+
+
+def test_the_partials_and_folder_cost_settings_reach_the_store(tmp_path):
+    from ftpd.server import Server
+    from storage import StorageError
+
+    server = Server(Config(root=tmp_path, max_partials_per_user=3, folder_cost=0))
+    try:
+        server.store.create_user("ann", "pw-ann-1", quota=10)
+        server.store.mkdir("ann", "/a")                       # free with folder_cost 0
+        assert server.store.usage("ann").used == 0
+        for name in ("p1", "p2", "p3"):
+            server.store.begin_upload("ann", f"/{name}", 1, None).release()
+        with pytest.raises(StorageError) as info:
+            server.store.begin_upload("ann", "/p4", 1, None)
+        assert info.value.code == "TOO_MANY_PARTIALS"
+    finally:
+        server.store.close()
+
+
+def test_a_negative_folder_cost_is_refused():
+    with pytest.raises(ValueError, match="folder_cost"):
+        Config(folder_cost=-1).validate()

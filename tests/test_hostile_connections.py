@@ -165,8 +165,8 @@ def test_500_slow_and_idle_connections_are_reaped_by_the_timeouts(server_factory
     assert alive(daemon)
     assert wait_until(lambda: daemon.fd_count() <= baseline, 5), \
         f"fds {daemon.fd_count()} vs baseline {baseline}"
-    log = daemon.log(settle=True)
-    assert log.count("user=- (login)") >= 350 and log.count(f"user={USER} (idle)") >= 90
+    daemon.wait_for_log(r"user=- \(login\)", count=350)
+    daemon.wait_for_log(rf"user={USER} \(idle\)", count=90)
 
 
 # ---------------------------------------------------------------- floods

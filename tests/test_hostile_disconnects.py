@@ -100,7 +100,7 @@ def test_drop_mid_login_while_scrypt_runs_is_cleaned_up(warm, how):
         time.sleep(0.01)
         CLOSES[how](s)
     settled(daemon, baseline)
-    assert daemon.log(settle=True).count("login ok 127.0.0.1") >= 6        # the hashes really ran
+    daemon.wait_for_log("login ok 127.0.0.1", count=6)                    # the hashes really ran
 
 
 @pytest.mark.parametrize("how", sorted(CLOSES))
@@ -156,7 +156,7 @@ def test_drop_mid_upload_leaves_a_resumable_partial(warm):
             [("/drop.bin", sent)]
         done = wire.put("drop.bin", data)
         assert isinstance(done, m.PutDone) and done.sha256 == digest
-    assert "path=/drop.bin size=4194304 offset=1573864" in daemon.log(settle=True)
+    daemon.wait_for_log(r"path=/drop\.bin size=4194304 offset=1573864")
 
 
 @pytest.mark.parametrize("how", sorted(CLOSES))
@@ -207,7 +207,7 @@ def test_a_peer_vanishing_inside_a_sendfile_frame_is_a_clean_close(warm):
         wire.close()
         time.sleep(0.05)
     settled(daemon, baseline)
-    log = daemon.log(settle=True)
+    log = daemon.wait_for_log(rf"download user={USER} path=/frames\.bin ", count=10)
     assert "Traceback" not in log and "result=interrupted (INTERNAL)" not in log, log[-3000:]
 
 

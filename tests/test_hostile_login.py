@@ -102,19 +102,26 @@ def test_the_right_password_is_refused_during_a_lockout(inproc_server):
 
 def test_other_users_on_other_addresses_are_unaffected_by_a_lockout(inproc_server):
     """While the victim's name and the attacker's address are locked, another user from
-    another address logs in at once, with one hash and no delay."""
-    daemon = inproc_server(auth_delay_base=0.4, auth_delay_max=0.4, lockout_threshold=2,
+    another address logs in at once, with one hash and no delay: its reply and a listing
+    overtake the throttled reply to a failed login sent before it."""
+    daemon = inproc_server(auth_delay_base=1.0, auth_delay_max=1.0, lockout_threshold=2,
                            lockout_seconds=60)
     daemon.add_user(VICTIM, VICTIM_PW)
     daemon.add_user(OTHER, OTHER_PW)
     lock_out(daemon, VICTIM, "127.0.0.1", 2)
     before = daemon.store.hash_calls
-    with SourceWire(daemon.host, daemon.port, "127.0.0.2") as wire:
-        reply, took = timed_login(wire, OTHER, OTHER_PW)
+    with SourceWire(daemon.host, daemon.port, "127.0.0.6") as delayed, \
+            SourceWire(daemon.host, daemon.port, "127.0.0.2") as wire:
+        delayed.send(m.Login(id=9, user="somebody", password="wrong"))   # held back 1 s
+        reply = wire.login(OTHER, OTHER_PW)
         assert isinstance(reply, m.LoginOk), reply
         assert isinstance(wire.call(m.Ls(id=50)), m.LsOk)
-    assert took < 0.4, f"an unaffected login waited {took:.3f} s"
-    assert daemon.store.hash_calls == before + 1
+        delayed.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            delayed.sock.recv(1)                      # the failure's reply is still held
+        delayed.sock.settimeout(10)
+        assert delayed.recv_reply().code == "AUTH_FAILED"
+    assert daemon.store.hash_calls == before + 2      # one each: no extra for the other user
 
 
 def test_a_locked_user_name_is_refused_from_every_address(inproc_server):

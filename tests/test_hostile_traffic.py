@@ -38,13 +38,14 @@ from protocol import (
     encode_data,
 )
 from protocol.codec import _request_id
+from tests.conftest import examples
 from tests.daemon import DaemonProcess
 from tests.test_hostile_support import alive, close_daemon, drain, open_daemon, served
 from tests.wire import Wire
 
 USER, PASSWORD = "eve", "hunter2"
 MAX_CONTROL, MAX_DATA = 64 * 1024, 1 << 20
-HOSTILE = settings(max_examples=150, deadline=None, derandomize=False,
+HOSTILE = settings(max_examples=examples(150), deadline=None, derandomize=False,
                    suppress_health_check=[HealthCheck.function_scoped_fixture,
                                           HealthCheck.too_slow, HealthCheck.data_too_large])
 HEADER = struct.Struct(">IB")
@@ -265,7 +266,7 @@ def test_hostile_frame_sequences_get_errors_or_a_close(daemon, bystander, state,
     still_serving(daemon, bystander)
 
 
-@settings(HOSTILE, max_examples=80)
+@settings(HOSTILE, max_examples=examples(80))
 @given(state=STATES, obj=wrong_field_requests() | unknown_commands)
 def test_requests_with_wrong_fields_are_refused_and_the_connection_survives(daemon, bystander,
                                                                           state, obj):
@@ -310,7 +311,7 @@ _ORDER_REQUESTS = {
 _OK_REPLY = {"login": m.LoginOk, "hello": m.HelloOk}
 
 
-@settings(HOSTILE, max_examples=60)
+@settings(HOSTILE, max_examples=examples(60))
 @given(commands=st.lists(st.sampled_from(sorted(_ORDER_REQUESTS)), min_size=1, max_size=12))
 def test_commands_out_of_order_are_refused_without_changing_the_state(daemon, bystander,
                                                                       commands):

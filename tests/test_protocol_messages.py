@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol as p
+from tests.conftest import examples
 from tests.strategies import (
     RECORD_STRATEGIES,
     REPLY_STRATEGIES,
@@ -26,8 +27,8 @@ from tests.strategies import (
 MAX_INT = 2**53 - 1
 
 #: Each message type gets a share of the profile's budget (there are ~50 of them);
-#: the mixed-type properties below get the whole budget.
-per_type = settings(max_examples=max(5, settings.default.max_examples // 20))
+#: the mixed-type properties below get the whole budget.  Under ci each gets it all.
+per_type = settings(max_examples=examples(max(5, settings.default.max_examples // 20)))
 
 ALL_TYPES = [("request", name) for name in REQUEST_STRATEGIES] + \
             [("reply", name) for name in REPLY_STRATEGIES]

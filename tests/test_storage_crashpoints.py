@@ -34,6 +34,7 @@ import pytest
 
 from storage import Store, faults
 from storage.partials import part_name
+from storage.store import DEFAULT_FOLDER_COST
 
 pytestmark = pytest.mark.slow
 
@@ -206,6 +207,13 @@ def visible_files(root: Path) -> dict[str, bytes]:
             for p in home.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
+def folder_bytes(root: Path) -> int:
+    """The quota the home's folders cost (issue 13, item 8: a block each)."""
+    home = root / "homes" / USER
+    return DEFAULT_FOLDER_COST * sum(1 for p in home.rglob("*")
+                                     if p.is_dir() and not p.is_symlink())
+
+
 def check_promises(root: Path) -> None:
     """Reopen (recovery runs) and check every promise; then finish what is unfinished."""
     staging = root / "staging" / USER
@@ -215,7 +223,7 @@ def check_promises(root: Path) -> None:
             assert data in (BEFORE.get(path), FINAL.get(path)), f"{path} is neither old nor new"
         assert set(BEFORE) <= set(files), "a file that existed before is gone"
         usage = store.usage(USER)
-        assert usage.used == sum(len(d) for d in files.values())
+        assert usage.used == sum(len(d) for d in files.values()) + folder_bytes(root)
         assert usage.used + usage.reserved <= usage.limit
         with sqlite3.connect(root / "users.db") as db:
             rows = db.execute("SELECT path, size, sha256, reserved, commit_ino"
@@ -237,7 +245,8 @@ def check_promises(root: Path) -> None:
             assert visible_files(root)[info.path] == content
         assert store.list_uploads(USER) == []
         usage = store.usage(USER)
-        assert (usage.used, usage.reserved) == (sum(map(len, visible_files(root).values())), 0)
+        assert (usage.used, usage.reserved) == (
+            sum(map(len, visible_files(root).values())) + folder_bytes(root), 0)
         assert list(staging.iterdir()) == []
 
 

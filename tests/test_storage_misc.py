@@ -44,6 +44,7 @@ EXPECTED_CODES = {
     "StorageIOError": "IO_ERROR", "AuthFailed": "AUTH_FAILED",
     "AccountDisabled": "ACCOUNT_DISABLED", "UserExists": "USER_EXISTS",
     "BadUsername": "BAD_USERNAME", "BadPassword": "BAD_PASSWORD", "NoSuchUser": "NO_SUCH_USER",
+    "TooManyPartials": "TOO_MANY_PARTIALS",
 }
 
 

@@ -143,8 +143,8 @@ def test_a_full_disk_at_the_commits_fsync_publishes_nothing(store, monkeypatch, 
         up.commit()
     assert visible(store) == {"kept": KEPT}
     assert_accounted(store, reserved=700)
-    assert up.active                             # still the writer: the caller releases it
-    up.release()
+    assert not up.active                         # released by the failed commit (issue 13)
+    up.release()                                 # a late release is harmless
     assert store.list_uploads("alice")[0].offset == 700
     monkeypatch.undo()
     again = store.begin_upload("alice", "/f", len(data), sha(data))

@@ -39,7 +39,8 @@ TTL = 1000.0
 PATHS = ["/a", "/b", "/d/c"]
 # Distinct sizes, so a (size, sha) declaration always means one payload.
 PAYLOADS = [random.Random(n).randbytes(n) for n in (0, 1, 100, 700, 1500, 2500)]
-ROOT_NAMES = {"users.db", "users.db-wal", "users.db-shm", "homes", "staging"}
+#: ``run`` holds only the writers' lock files (storage.registry), never user data.
+ROOT_NAMES = {"users.db", "users.db-wal", "users.db-shm", "homes", "staging", "run"}
 TMP_BASE = "/dev/shm" if os.path.isdir("/dev/shm") else None  # cheap fsync
 
 
@@ -84,7 +85,8 @@ class StorageMachine(RuleBasedStateMachine):
         self.active: dict[str, Upload] = {}
 
     def _open(self) -> Store:
-        return Store(self.root, scrypt_n=2**4, partial_ttl=TTL, clock=self.clock)
+        # The model counts file bytes only: its folder /d costs nothing here.
+        return Store(self.root, scrypt_n=2**4, partial_ttl=TTL, clock=self.clock, folder_cost=0)
 
     def teardown(self) -> None:
         self.store.close()
@@ -126,8 +128,7 @@ class StorageMachine(RuleBasedStateMachine):
             with pytest.raises(UploadBusy):
                 self.store.begin_upload(USER, path, len(content), declared, overwrite=overwrite)
             return
-        old = len(self.files[path]) if path in self.files else 0
-        need = max(0, len(content) - old)
+        need = len(content)     # the whole size, also over an old file (issue 13, item 3)
         others = sum(p.reserved for q, p in self.partials.items() if q != path)
         used = sum(map(len, self.files.values()))
         if used + others + need > QUOTA:
@@ -206,6 +207,7 @@ class StorageMachine(RuleBasedStateMachine):
         if path in self.files and not part.overwrite:
             with pytest.raises(Exists):
                 up.commit()
+            del self.active[path]       # released by the failed commit, still resumable
             return
         result = up.commit()
         event(f"commit: ok{' replacing' if path in self.files else ''}")
@@ -306,6 +308,8 @@ class StorageMachine(RuleBasedStateMachine):
         assert sorted(os.listdir(self.tmp)) == ["outside", "root"]
         assert os.listdir(self.outside) == ["sentinel"]
         assert set(os.listdir(self.root)) <= ROOT_NAMES
+        if os.path.isdir(os.path.join(self.root, "run")):
+            assert os.listdir(os.path.join(self.root, "run")) == ["writers.lock"]
         assert os.listdir(os.path.join(self.root, "homes")) == [USER]
         assert os.listdir(os.path.join(self.root, "staging")) == [USER]
         staged = set(os.listdir(os.path.join(self.root, "staging", USER)))

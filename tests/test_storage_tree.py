@@ -18,6 +18,7 @@ from storage import (
     NotFound,
     Store,
 )
+from storage.store import DEFAULT_FOLDER_COST
 
 
 def put(store: Store, path: str, data: bytes, overwrite: bool = False) -> None:
@@ -163,7 +164,7 @@ def test_rename_moves_files_and_folders(store):
     assert store.rename("alice", "f", "d/g") == ("/f", "/d/g")
     assert store.rename("alice", "/d", "/e") == ("/d", "/e")
     assert [e.path for e in store.list_dir("alice", "/e")] == ["/e/g"]
-    assert store.usage("alice").used == 4
+    assert store.usage("alice").used == 4 + DEFAULT_FOLDER_COST   # the file and one folder
 
 
 def test_rename_refuses_existing_destination_without_overwrite(store):

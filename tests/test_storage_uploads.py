@@ -49,7 +49,10 @@ def root(tmp_path):
 
 @pytest.fixture
 def store(root, clock):
-    s = Store(root, scrypt_n=2**4, default_quota=1000, partial_ttl=3600, clock=clock)
+    # Folders cost nothing here (folder_cost=0): these tests count file bytes against a
+    # 1000-byte quota; tests/test_storage_quota_*.py cover the cost of folders.
+    s = Store(root, scrypt_n=2**4, default_quota=1000, partial_ttl=3600, clock=clock,
+              folder_cost=0)
     s.create_user("alice", "pw")
     yield s
     s.close()
@@ -339,9 +342,9 @@ def test_target_created_meanwhile_is_not_replaced_without_overwrite(store):
     with pytest.raises(Exists):
         up.commit()
     assert read(store, "/f") == b"theirs"
-    assert up.active  # still resumable
-    up.release()
-    assert store.list_uploads("alice")[0].offset == 3
+    assert not up.active  # released by the failed commit (issue 13, item 2) ...
+    up.release()          # ... so a late release is harmless
+    assert store.list_uploads("alice")[0].offset == 3   # and it is still resumable
 
 
 def test_target_that_became_a_folder_is_refused_at_commit(store):
@@ -446,13 +449,15 @@ def test_commit_moves_reservation_to_used(store):
     assert (usage.used, usage.reserved, usage.free) == (300, 0, 700)
 
 
-def test_replacing_reserves_and_counts_only_the_difference(store):
-    put(store, "/a", b"x" * 800)
-    up = store.begin_upload("alice", "/a", 900, None, overwrite=True)
-    assert store.usage("alice").reserved == 100
-    up.write(b"y" * 900)
+def test_replacing_reserves_the_whole_size_and_counts_only_the_difference(store):
+    # Issue 13, item 3: an overwrite reserves its whole size (it used to reserve only
+    # the growth, 100 here, so abandoned partials of overwrites were never covered).
+    put(store, "/a", b"x" * 400)
+    up = store.begin_upload("alice", "/a", 500, None, overwrite=True)
+    assert store.usage("alice").reserved == 500
+    up.write(b"y" * 500)
     up.commit()
-    assert store.usage("alice").used == 900
+    assert store.usage("alice").used == 500
     put(store, "/a", b"z" * 50, overwrite=True)
     assert store.usage("alice").used == 50
 

@@ -84,7 +84,13 @@ class Wire:
         return self.recv_reply()
 
     def closed_by_peer(self, timeout: float = 10.0) -> bool:
-        """True if the daemon closes the connection (after any pending frames)."""
+        """True if the daemon ends the connection, after any frames still pending, with
+        an orderly EOF (at a frame boundary) or a reset; False if it is still open after
+        ``timeout`` seconds.
+
+        Anything else -- a reply this side cannot decode, an EOF inside a frame --
+        is not "closed by the peer": it propagates, so the test fails with its cause.
+        """
         self.sock.settimeout(timeout)
         try:
             while True:
@@ -95,8 +101,6 @@ class Wire:
             return True
         except TimeoutError:
             return False
-        except Exception:
-            return True
 
     # ------------------------------------------------------------ conveniences
 

@@ -1,0 +1,361 @@
+"""``ObjectStore``: the ``Store`` facade over PostgreSQL metadata and S3 blobs.
+
+Same public methods as :class:`storage.store.Store` (the ones the daemon and
+``ftpd user`` call), so the daemon picks a backend once (``ftpd.backend``) and
+never asks which it has, except in two places: ``remote`` is True here (the
+daemon then runs even its quick tree operations on workers, since each is a
+database round trip), and ``open_read`` hands back a :class:`BlobSource`
+instead of a file descriptor (the download producer streams ranged GETs).
+
+Password hashing stays here (``PasswordHasher``, same encoding as the local
+backend, so ``ftpd migrate`` copies hashes as they are).  Every method that
+touches PostgreSQL or S3 is network I/O: call it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+
+from ..errors import AccountDisabled, AuthFailed, NoSuchUser, StorageError, UploadBusy
+from ..logins import USER, LoginLedger
+from ..models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
+from ..names import MAX_PASSWORD_CHARS, check_password, is_valid_username
+from ..passwords import PasswordHasher, ScryptParams
+from ..workdir import WorkDir
+from .blobs import DEFAULT_PART_SIZE, BlobStore, parse_blob_url
+from .collector import collect
+from .meta import MetaStore
+from .pending import Pending
+from .upload import ObjectUpload
+from .writer import choose_part_size
+
+__all__ = ["BlobSource", "ObjectStore"]
+
+
+class BlobSource:
+    """What ``open_read`` returns: a blob to stream with ranged GETs (no fd)."""
+
+    __slots__ = ("blobs", "blob", "size")
+
+    def __init__(self, blobs: BlobStore, blob: str, size: int) -> None:
+        self.blobs = blobs
+        self.blob = blob
+        self.size = size
+
+    def close(self) -> None:
+        """Nothing held until a read starts; the producer closes its own stream."""
+
+
+class ObjectStore:
+    """Users, trees and resumable uploads shared by every node (see docs/OBJSTORE.md)."""
+
+    #: The daemon keeps every call of this store off the reactor thread.
+    remote = True
+
+    def __init__(self, metadata_url: str, blob_url: str, *, scrypt_n: int = 2**14,
+                 scrypt_r: int = 8, scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
+                 default_quota: int = 1 << 30, part_size: int = DEFAULT_PART_SIZE,
+                 spool_dir: str | None = None, clock: Callable[[], float] = time.time,
+                 blob_config_overrides: dict[str, object] | None = None) -> None:
+        import dataclasses
+
+        config = parse_blob_url(blob_url)
+        if blob_config_overrides:
+            config = dataclasses.replace(config, **blob_config_overrides)  # type: ignore
+        self.blobs = BlobStore(config)
+        self.blobs.ensure_bucket()
+        self.meta = MetaStore(metadata_url, default_quota=default_quota, clock=clock)
+        self.partial_ttl = partial_ttl
+        self.part_size = part_size
+        self.spool_dir = spool_dir
+        self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
+        self._releaser = concurrent.futures.ThreadPoolExecutor(1, "ftpd-lock-release")
+        self._releasing: dict[int, concurrent.futures.Future[None]] = {}
+        self._logins: LoginLedger | None = None
+        self._ledger_db: object = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop: this node's upload locks go with its lock session.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._releaser.shutdown(wait=True)
+        self.meta.close()
+        if self._ledger_db is not None:
+            self._ledger_db.close()                     # type: ignore[attr-defined]
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- what the local backend has and this one does not need
+    def no_checkpoints_on_this_thread(self) -> None:
+        """No local database on the reactor thread here."""
+
+    def checkpoint(self) -> tuple[int, int]:
+        return (0, 0)
+
+    # ----- users
+    @property
+    def hash_calls(self) -> int:
+        return self._hasher.calls
+
+    def create_user(self, name: str, password: str, quota: int | None = None) -> UserInfo:
+        check_password(password)
+        return self.meta.create_user(name, self._hasher.hash(password), quota)
+
+    def create_user_with_hash(self, name: str, pwhash: str, quota: int | None = None
+                              ) -> UserInfo:
+        """For ``ftpd migrate``: the encoded scrypt hash as the local backend stored it."""
+        return self.meta.create_user(name, pwhash, quota)
+
+    def delete_user(self, name: str) -> None:
+        self.meta.delete_user(name)
+
+    def set_password(self, name: str, password: str) -> None:
+        check_password(password)
+        self.meta.set_password(name, self._hasher.hash(password))
+
+    def set_quota(self, name: str, quota: int) -> None:
+        self.meta.set_quota(name, quota)
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        self.meta.set_disabled(name, disabled)
+
+    def get_user(self, name: str) -> UserInfo | None:
+        return self.meta.get_user(name)
+
+    def list_users(self) -> list[UserInfo]:
+        return self.meta.list_users()
+
+    def verify_password(self, name: str, password: str) -> UserInfo:
+        """Exactly one scrypt for a known or unknown name alike (the dummy-hash rule)."""
+        found = self.meta.password_hash(name) if isinstance(name, str) else None
+        valid = isinstance(password, str) and 1 <= len(password) <= MAX_PASSWORD_CHARS
+        ok = self._hasher.verify(password if valid else "",
+                                 None if found is None else found[0])
+        if not (ok and valid) or found is None:
+            raise AuthFailed("invalid user name or password")
+        if found[1].disabled:
+            raise AccountDisabled("account is disabled", user=name)
+        return found[1]
+
+    def issue_token(self, name: str, ttl: float = 86400) -> str:
+        info = self.meta.get_user(name)
+        if info is None:
+            raise NoSuchUser("no such user", user=name if isinstance(name, str) else None)
+        if info.disabled:
+            raise AccountDisabled("account is disabled", user=name)
+        return self.meta.issue_token(name, ttl)
+
+    def verify_token(self, token: str) -> UserInfo:
+        return self.meta.verify_token(token)
+
+    def revoke_token(self, token: str) -> None:
+        self.meta.revoke_token(token)
+
+    def usage(self, name: str) -> Usage:
+        return self.meta.usage(name)
+
+    def login_stamp(self, name: str) -> tuple[int, int] | None:
+        """``(uid, generation)``: the creation time stands for the uid (a re-created
+        name gets a new one) and a checksum of the password hash for the generation
+        (a new password changes it); disabled accounts have none."""
+        if not is_valid_username(name):
+            return None
+        row = self.meta.db.one("SELECT created, pwhash, disabled FROM users WHERE name = %s",
+                               (name,))
+        if row is None or row["disabled"]:
+            return None
+        return int(row["created"] * 1e6), zlib.crc32(row["pwhash"].encode())
+
+    def login_valid(self, name: str, uid: int, generation: int) -> bool:
+        return self.login_stamp(name) == (uid, generation)
+
+    @property
+    def logins(self) -> LoginLedger:
+        """This node's login-throttle records (not shared between nodes yet: the ledger
+        is the local backend's SQLite one, in a private temporary database)."""
+        if self._logins is None:
+            import tempfile
+
+            from ..db import Database
+
+            folder = tempfile.mkdtemp(prefix="ftpd-logins-")
+            self._ledger_db = Database(os.path.join(folder, "logins.db"))
+            self._logins = LoginLedger(self._ledger_db)     # type: ignore[arg-type]
+        return self._logins
+
+    def unlock_user(self, name: str) -> bool:
+        return self.logins.clear(USER, name)
+
+    # ----- tree: metadata transactions only
+    def resolve(self, user: str, path: str, cwd: str = "/") -> str:
+        return self.meta.resolve(user, path, cwd)
+
+    def list_dir(self, user: str, path: str, cwd: str = "/") -> list[Entry]:
+        """Every entry, fetched page by page (keyset pagination in the database)."""
+        out: list[Entry] = []
+        after: str | None = None
+        while True:
+            page = self.meta.ls(user, path, cwd, after=after)
+            out += [node.entry() for node in page]
+            if len(page) < 1000:
+                return out
+            after = page[-1].name
+
+    def stat(self, user: str, path: str, cwd: str = "/") -> Entry:
+        return self.meta.stat(user, path, cwd).entry()
+
+    def is_dir(self, user: str, path: str, cwd: str = "/") -> str:
+        return self.meta.is_dir(user, path, cwd)
+
+    def open_workdir(self, user: str, path: str, cwd: str = "/") -> WorkDir:
+        """``cd``: a ``WorkDir`` holding no descriptor (there is no local folder)."""
+        shown = self.is_dir(user, path, cwd)
+        return WorkDir(shown, user, tuple(self.meta.locate(user, shown)), -1)
+
+    def mkdir(self, user: str, path: str, cwd: str = "/", parents: bool = False) -> str:
+        return self.meta.mkdir(user, path, cwd, parents)
+
+    def rmdir(self, user: str, path: str, cwd: str = "/") -> str:
+        return self.meta.rmdir(user, path, cwd)
+
+    def remove(self, user: str, path: str, cwd: str = "/") -> str:
+        return self.meta.remove(user, path, cwd)
+
+    def rename(self, user: str, src: str, dst: str, cwd: str = "/",
+               overwrite: bool = False) -> tuple[str, str]:
+        return self.meta.rename(user, src, dst, cwd, overwrite=overwrite)
+
+    def open_read(self, user: str, path: str, cwd: str = "/") -> tuple[BlobSource, int]:
+        """``(BlobSource, size)`` of a regular file (nothing is opened yet)."""
+        from ..errors import IsADirectory
+
+        node = self.meta.stat(user, path, cwd)
+        if node.type != "file" or node.blob is None:
+            raise IsADirectory("is a folder", path=node.path)
+        return BlobSource(self.blobs, node.blob, node.size), node.size
+
+    def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
+        node = self.meta.stat(user, path, cwd)
+        if node.type != "file" or node.blob is None:
+            return None
+        if node.sha256:
+            return node.sha256, node.size
+        return self.meta.cached_hash(node.blob)
+
+    def file_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int]:
+        """SLOW on a miss: the blob is read back and its hash remembered (blobs are
+        immutable, so the id is the whole key)."""
+        import hashlib
+
+        from ..errors import IsADirectory
+
+        node = self.meta.stat(user, path, cwd)
+        if node.type != "file" or node.blob is None:
+            raise IsADirectory("is a folder", path=node.path)
+        cached = node.sha256 and (node.sha256, node.size) or self.meta.cached_hash(node.blob)
+        if cached:
+            return cached
+        h = hashlib.sha256()
+        for chunk in self.blobs.read(node.blob, end=node.size):   # (an empty range: no GET)
+            h.update(chunk)
+        self.meta.remember_hash(node.blob, h.hexdigest(), node.size)
+        return h.hexdigest(), node.size
+
+    # ----- uploads
+    def release_lock_later(self, upload_id: int) -> None:
+        """Give an upload's lock back on the background thread (never on the reactor)."""
+        if self._closed:
+            return
+        self._releasing[upload_id] = self._releaser.submit(self.meta.locks.release, upload_id)
+
+    def _settle_release(self, upload_id: int) -> None:
+        future = self._releasing.pop(upload_id, None)
+        if future is not None:
+            future.result(timeout=10)
+
+    def begin_upload(self, user: str, path: str, size: int, sha256: str | None, *,
+                     cwd: str = "/", overwrite: bool = False) -> ObjectUpload:
+        """Start or resume (on any node) the upload of ``size`` bytes to ``path``.
+
+        As ``storage.objstore.begin_upload``: an upload of the path with another
+        declaration is aborted first (``restarted``); ``UploadBusy`` while a
+        writer on any node holds it.  SLOW (network): a worker's job.
+        """
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError("size must be a non-negative integer")
+        sha = sha256.lower() if sha256 else None
+        if sha is not None and (len(sha) != 64 or not set(sha) <= set("0123456789abcdef")):
+            raise ValueError("sha256 must be 64 hex digits")
+        pending = self.meta.get_upload(user, path, cwd)
+        restarted = False
+        if pending is not None and (pending.size != size or pending.sha256 != sha):
+            self._settle_release(pending.id)
+            self.meta.abort_upload(user, path, cwd)
+            pending, restarted = None, True
+        if pending is None:
+            pending = self._create(user, path, size, sha, cwd, overwrite)
+        self._settle_release(pending.id)
+        token = self.meta.locks.acquire(pending.id)
+        if token is None:
+            raise UploadBusy("an upload to this path is in progress", path=pending.path)
+        return ObjectUpload(self, pending, token, overwrite=overwrite, restarted=restarted)
+
+    def _create(self, user: str, path: str, size: int, sha: str | None, cwd: str,
+                overwrite: bool) -> Pending:
+        blob = self.blobs.new_blob_id()
+        mpu = self.blobs.start_multipart(blob)
+        try:
+            pending, created = self.meta.create_upload(
+                user, path, size, sha, blob=blob, mpu=mpu, cwd=cwd, overwrite=overwrite,
+                part_size=choose_part_size(size, self.part_size))
+        except BaseException:
+            self._abort_quietly(blob, mpu)
+            raise
+        if not created:                         # another node began it meanwhile
+            self._abort_quietly(blob, mpu)
+        return pending
+
+    def _abort_quietly(self, blob: str, mpu: str) -> None:
+        try:
+            self.blobs.abort(blob, mpu)
+        except StorageError:
+            pass                                # the collector's (abort_stale)
+
+    def store_small_files(self, user: str,
+                          files: Sequence[SmallFile]) -> list[CommitResult | StorageError]:
+        """Each file through the same begin/write/commit as a resumable upload."""
+        results: list[CommitResult | StorageError] = []
+        for f in files:
+            try:
+                upload = self.begin_upload(user, f.path, len(f.data), f.sha256, cwd=f.cwd,
+                                           overwrite=f.overwrite)
+                try:
+                    upload.write(f.data)
+                    results.append(upload.commit())
+                finally:
+                    upload.release()
+            except StorageError as exc:
+                results.append(exc)
+        return results
+
+    def list_uploads(self, user: str) -> list[PartialInfo]:
+        return [PartialInfo(path=p.path, size=p.size, offset=p.offset, sha256=p.sha256,
+                            updated=p.updated) for p in self.meta.list_uploads(user)]
+
+    def abort_upload(self, user: str, path: str, cwd: str = "/") -> str:
+        return self.meta.abort_upload(user, path, cwd)
+
+    def expire_uploads(self, now: float | None = None) -> int:
+        """The periodic clean-up: expire stale uploads, then one collector pass."""
+        return collect(self.meta, self.blobs, self.partial_ttl, now=now).expired
+
