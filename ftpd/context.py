@@ -8,7 +8,6 @@ shared between processes: see docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,33 +21,9 @@ if TYPE_CHECKING:
 
 from .fairshare import FairShare
 from .revocation import LoginWatch
-from .slots import UserSlots
+from .slots import UploadSlots, UserSlots
 
-
-class UploadSlots:
-    """How many uploads each user has running; at most ``limit`` per user.
-
-    A slot is taken when an upload is accepted (before the worker begins it,
-    so racing puts cannot pass the limit) and freed when it ends.
-    """
-
-    __slots__ = ("limit", "active")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active: collections.Counter[str] = collections.Counter()
-
-    def take(self, user: str) -> bool:
-        """Count one more upload of ``user``, unless the per-user limit is reached."""
-        if self.active[user] >= self.limit:
-            return False
-        self.active[user] += 1
-        return True
-
-    def free(self, user: str) -> None:
-        self.active[user] -= 1
-        if self.active[user] <= 0:
-            del self.active[user]
+__all__ = ["SessionContext", "UploadSlots"]   # (UploadSlots lives in ftpd/slots.py)
 
 
 class SessionContext:
@@ -77,6 +52,6 @@ class SessionContext:
         self.handlers = handlers
         self.stopping = False
         self.forget = forget
-        self.user_slots = UserSlots(config.max_connections_per_user)
+        self.user_slots: UserSlots = UserSlots(config.max_connections_per_user)
         self.logins = LoginWatch(store, timers, pool)
         self.jobs = FairShare.of(pool, config.workers)
