@@ -8,7 +8,6 @@ shared between processes: see docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,42 +19,25 @@ if TYPE_CHECKING:
     from .timers import TimerHeap
     from .workers import WorkerPool
 
+from .fairshare import FairShare
+from .revocation import LoginWatch
+from .slots import UploadSlots, UserSlots
 
-class UploadSlots:
-    """How many uploads each user has running; at most ``limit`` per user.
-
-    A slot is taken when an upload is accepted (before the worker begins it,
-    so racing puts cannot pass the limit) and freed when it ends.
-    """
-
-    __slots__ = ("limit", "active")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active: collections.Counter[str] = collections.Counter()
-
-    def take(self, user: str) -> bool:
-        """Count one more upload of ``user``, unless the per-user limit is reached."""
-        if self.active[user] >= self.limit:
-            return False
-        self.active[user] += 1
-        return True
-
-    def free(self, user: str) -> None:
-        self.active[user] -= 1
-        if self.active[user] <= 0:
-            del self.active[user]
+__all__ = ["SessionContext", "UploadSlots"]   # (UploadSlots lives in ftpd/slots.py)
 
 
 class SessionContext:
     """Config, store, worker pools, timers, login throttle, upload slots, handler table.
 
-    ``stopping`` is set by the server when a shutdown begins; ``forget`` is
-    how a closing session leaves the server's books.
+    Also the per-user session slots (``user_slots``, issue 13 item 16), the logins
+    watched for revocation (``logins``, item 6) and the per-user share of the file
+    pool (``jobs``, item 8): every file job of a logged-in session goes through
+    ``jobs.submit(user, ...)``.  ``stopping`` is set by the server when a shutdown
+    begins; ``forget`` is how a closing session leaves the server's books.
     """
 
     __slots__ = ("config", "store", "pool", "auth_pool", "timers", "throttle", "uploads",
-                 "handlers", "stopping", "forget")
+                 "handlers", "stopping", "forget", "user_slots", "logins", "jobs")
 
     def __init__(self, config: Config, store: Store, pool: WorkerPool, auth_pool: WorkerPool,
                  timers: TimerHeap, throttle: LoginThrottle, handlers: dict[str, Any],
@@ -70,3 +52,6 @@ class SessionContext:
         self.handlers = handlers
         self.stopping = False
         self.forget = forget
+        self.user_slots: UserSlots = UserSlots(config.max_connections_per_user)
+        self.logins = LoginWatch(store, timers, pool)
+        self.jobs = FairShare.of(pool, config.workers)

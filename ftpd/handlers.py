@@ -34,6 +34,7 @@ from . import supervisor
 from .jobs import Deferred, Finish, Outcome, Paged
 from .jobs import HandlerSession as Session
 from .transfers import DownloadProducer
+from .walks import close_workdir, plain_path, walked
 
 log = logging.getLogger("ftpd.handlers")
 
@@ -118,7 +119,7 @@ def login(session: Session, req: m.Login) -> Outcome:
                 raise AuthFailed("invalid user name, password or token")
         except AuthFailed:
             return _login_failed(session, req)
-        return _login_ok(session, req, info.name)
+        return _login_ok(session, req, info)
 
     if not throttle.admit(req.user, session.ip):
         # As many checks as the lockout allows are running for this user or address:
@@ -138,7 +139,7 @@ def login(session: Session, req: m.Login) -> Outcome:
 
     try:
         return Deferred(lambda: store.verify_password(req.user, req.password),
-                        lambda info: _login_ok(session, req, info.name), failed=failed,
+                        lambda info: _login_ok(session, req, info), failed=failed,
                         always=release, cpu=True)
     except BaseException:
         release()
@@ -156,8 +157,14 @@ def _login_failed(session: Session, req: m.Login) -> Outcome:
     return Deferred.after(delay, reply)
 
 
-def _login_ok(session: Session, req: m.Login, user: str) -> Outcome:
+def _login_ok(session: Session, req: m.Login, info: Any) -> Outcome:
     ctx = session.ctx
+    user = info.name
+    if not session.begin_login(user, info.uid, info.generation):     # issue 13, item 16
+        log.info("login refused %s user=%s: %d sessions already", session.peer, user,
+                 ctx.config.max_connections_per_user)
+        raise ProtocolError(f"at most {ctx.config.max_connections_per_user} sessions at once "
+                            "per user", code="TOO_MANY_CONNECTIONS")
     ctx.throttle.success(user, session.ip)
     token = ctx.store.issue_token(user, ctx.config.token_ttl) if req.want_token else None
     session.user = user
@@ -171,7 +178,9 @@ def _login_ok(session: Session, req: m.Login, user: str) -> Outcome:
 @handles("logout")
 def logout(session: Session, req: m.Logout) -> Outcome:
     log.info("logout %s user=%s", session.peer, session.user)
+    session.end_login()
     session.user = None
+    close_workdir(session.cwd)
     session.cwd = "/"
     session.advance("logout")
     return m.LogoutOk(id=req.id)
@@ -197,13 +206,21 @@ def quit_(session: Session, req: m.Quit) -> Outcome:
 
 @handles("pwd")
 def pwd(session: Session, req: m.Pwd) -> Outcome:
-    return m.PwdOk(id=req.id, path=session.cwd)
+    return m.PwdOk(id=req.id, path=plain_path(session.cwd))
 
 
 @handles("cd")
 def cd(session: Session, req: m.Cd) -> Outcome:
-    session.cwd = session.ctx.store.is_dir(session.user, req.path, session.cwd)
-    return m.CdOk(id=req.id, path=session.cwd)
+    # The new folder is held open (paths below it walk from it) and opened on a worker.
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+
+    def opened(workdir: Any) -> Outcome:
+        close_workdir(session.cwd)
+        session.cwd = workdir
+        return m.CdOk(id=req.id, path=workdir.path)
+
+    return Deferred(lambda: store.open_workdir(user, req.path, cwd), opened,
+                    if_closed=lambda workdir, _: close_workdir(workdir))
 
 
 def _entry(e: Any) -> m.Entry:
@@ -248,31 +265,60 @@ def ls(session: Session, req: m.Ls) -> Outcome:
 
 @handles("stat")
 def stat(session: Session, req: m.Stat) -> Outcome:
-    entry = session.ctx.store.stat(session.user, req.path, session.cwd)
-    return m.StatOk(id=req.id, path=entry.path, entry=_entry(entry))
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+    return walked(cwd, (req.path,), lambda: store.stat(user, req.path, cwd),
+                  lambda entry: m.StatOk(id=req.id, path=entry.path, entry=_entry(entry)))
 
 
 @handles("mkdir")
 def mkdir(session: Session, req: m.Mkdir) -> Outcome:
-    path = session.ctx.store.mkdir(session.user, req.path, session.cwd, parents=req.parents)
-    return m.MkdirOk(id=req.id, path=path)
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+
+    def made(path: str) -> Outcome:
+        _audit(session, "mkdir", path)
+        return m.MkdirOk(id=req.id, path=path)
+    return walked(cwd, (req.path,),
+                  lambda: store.mkdir(user, req.path, cwd, parents=req.parents), made)
 
 
 @handles("rmdir")
 def rmdir(session: Session, req: m.Rmdir) -> Outcome:
-    return m.RmdirOk(id=req.id, path=session.ctx.store.rmdir(session.user, req.path, session.cwd))
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+
+    def removed(path: str) -> Outcome:
+        _audit(session, "rmdir", path)
+        return m.RmdirOk(id=req.id, path=path)
+    return walked(cwd, (req.path,), lambda: store.rmdir(user, req.path, cwd), removed)
 
 
 @handles("rm")
 def rm(session: Session, req: m.Rm) -> Outcome:
-    return m.RmOk(id=req.id, path=session.ctx.store.remove(session.user, req.path, session.cwd))
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+
+    def removed(path: str) -> Outcome:
+        _audit(session, "rm", path)
+        return m.RmOk(id=req.id, path=path)
+    return walked(cwd, (req.path,), lambda: store.remove(user, req.path, cwd), removed)
 
 
 @handles("mv")
 def mv(session: Session, req: m.Mv) -> Outcome:
-    src, dst = session.ctx.store.rename(session.user, req.src, req.dst, session.cwd,
-                                        overwrite=req.overwrite)
-    return m.MvOk(id=req.id, src=src, dst=dst)
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+
+    def moved(paths: tuple[str, str]) -> Outcome:
+        _audit(session, "mv", paths[0], paths[1])
+        return m.MvOk(id=req.id, src=paths[0], dst=paths[1])
+    return walked(cwd, (req.src, req.dst),
+                  lambda: store.rename(user, req.src, req.dst, cwd, overwrite=req.overwrite),
+                  moved)
+
+
+def _audit(session: Session, action: str, path: str, dst: str | None = None) -> None:
+    """The audit trail of changes to the tree (issue 15): who changed what, at INFO."""
+    if dst is None:
+        log.info("%s %s user=%s path=%s", action, session.peer, session.user, path)
+    else:
+        log.info("%s %s user=%s path=%s to=%s", action, session.peer, session.user, path, dst)
 
 
 @handles("quota")
@@ -283,14 +329,16 @@ def quota(session: Session, req: m.Quota) -> Outcome:
 
 @handles("hash")
 def hash_(session: Session, req: m.Hash) -> Outcome:
-    store, user = session.ctx.store, session.user
-    path = store.resolve(user, req.path, session.cwd)
-    cached = store.cached_hash(user, path)
-    if cached is not None:
-        return m.HashOk(id=req.id, path=path, sha256=cached[0], size=cached[1])
-    return Deferred(lambda: store.file_hash(user, path),
-                    lambda result: m.HashOk(id=req.id, path=path, sha256=result[0],
-                                            size=result[1]))
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+    path = store.resolve(user, req.path, cwd)
+
+    def looked_up(cached: tuple[str, int] | None) -> Outcome:
+        if cached is not None:
+            return m.HashOk(id=req.id, path=path, sha256=cached[0], size=cached[1])
+        return Deferred(lambda: store.file_hash(user, path, cwd),
+                        lambda result: m.HashOk(id=req.id, path=path, sha256=result[0],
+                                                size=result[1]))
+    return walked(cwd, (req.path,), lambda: store.cached_hash(user, path, cwd), looked_up)
 
 
 # ---------------------------------------------------------------- transfers
@@ -346,21 +394,37 @@ def put(session: Session, req: m.Put) -> Outcome:
 
 @handles("get")
 def get(session: Session, req: m.Get) -> Outcome:
-    store, user = session.ctx.store, session.user
-    path = store.resolve(user, req.path, session.cwd)
-    fd, size = store.open_read(user, path)
-    try:
-        if req.offset > size:
-            raise ProtocolError(f"offset {req.offset} is past the end ({size} bytes)",
-                                code="OFFSET_MISMATCH", expected=size, got=req.offset)
-        # By the opened descriptor, never by the path: another session may replace the
-        # file meanwhile, and get.ready must announce the SHA-256 of these very bytes.
-        cached = store.cached_hash_fd(fd) if req.verify else None
-        if cached is not None and cached[1] != size:
-            cached = None
-    except BaseException:
-        os.close(fd)
-        raise
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+    path = store.resolve(user, req.path, cwd)
+
+    def open_file() -> tuple[int, int, tuple[str, int] | None]:
+        fd, size = store.open_read(user, path, cwd)
+        try:
+            if req.offset > size:
+                raise ProtocolError(f"offset {req.offset} is past the end ({size} bytes)",
+                                    code="OFFSET_MISMATCH", expected=size, got=req.offset)
+            # By the opened descriptor, never by the path: another session may replace the
+            # file meanwhile, and get.ready must announce the SHA-256 of these very bytes.
+            cached = store.cached_hash_fd(fd) if req.verify else None
+            if cached is not None and cached[1] != size:
+                cached = None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, size, cached
+
+    def closed_meanwhile(result: Any, _: Any = None) -> None:
+        if result is not None:
+            os.close(result[0])
+
+    return walked(cwd, (req.path,), open_file, lambda opened: _send_file(session, req, path,
+                                                                          *opened),
+                  if_closed=closed_meanwhile)
+
+
+def _send_file(session: Session, req: m.Get, path: str, fd: int, size: int,
+               cached: tuple[str, int] | None) -> Outcome:
+    store = session.ctx.store
 
     def begin(sha256: str | None) -> Outcome:
         mtime, mode = _metadata(fd)
@@ -410,12 +474,16 @@ def cancel(session: Session, req: m.Cancel) -> Outcome:
 
 @handles("uploads")
 def uploads(session: Session, req: m.Uploads) -> Outcome:
-    infos = [m.UploadInfo(path=p.path, size=p.size, offset=p.offset,
-                          updated=max(0.0, float(p.updated)), sha256=p.sha256)
-             for p in session.ctx.store.list_uploads(session.user)]
-    return Paged(_pages(
+    store, user = session.ctx.store, session.user
+
+    def job() -> list[m.UploadInfo]:        # a database read of any length: on a worker
+        return [m.UploadInfo(path=p.path, size=p.size, offset=p.offset,
+                             updated=max(0.0, float(p.updated)), sha256=p.sha256)
+                for p in store.list_uploads(user)]
+
+    return Deferred(job, lambda infos: Paged(_pages(
         lambda page, more: m.UploadsOk(id=req.id, uploads=page, more=more),
-        infos, lambda info: 200 + len(info.path.encode("utf-8", "replace")) * 6))
+        infos, lambda info: 200 + len(info.path.encode("utf-8", "replace")) * 6)))
 
 
 @handles("abort")

@@ -29,6 +29,7 @@ from .errors import refusal as make_refusal
 
 if TYPE_CHECKING:
     from .context import SessionContext
+    from .lograte import LogBudget
 
 log = logging.getLogger("ftpd.conn")
 
@@ -60,12 +61,15 @@ class InlinePipeline:
     """
 
     __slots__ = ("ctx", "user", "on_progress", "receiving", "inflight", "inflight_bytes",
-                 "batch", "batches_running", "storing", "slot")
+                 "batch", "batches_running", "storing", "slot", "log_budget")
 
-    def __init__(self, ctx: SessionContext, user: str, on_progress: Callable[[], None]) -> None:
+    def __init__(self, ctx: SessionContext, user: str, on_progress: Callable[[], None],
+                 log_budget: Callable[[], LogBudget] | None = None) -> None:
         self.ctx = ctx
         self.user = user
         self.on_progress = on_progress
+        # The connection's budget of repeated lines: refused puts are rate-limited.
+        self.log_budget = log_budget
         self.receiving: InlinePut | None = None   # the put whose DATA is arriving
         self.inflight: list[InlinePut] = []       # puts not answered yet, in order
         self.inflight_bytes = 0                   # their buffered bytes
@@ -154,7 +158,7 @@ class InlinePipeline:
                                mode=it.request.mode,                 # type: ignore[attr-defined]
                                cwd=it.cwd) for it in items]
             self.batches_running += 1
-            self.ctx.pool.submit(lambda files=files: store.store_small_files(user, files),
+            self.ctx.jobs.submit(user, lambda files=files: store.store_small_files(user, files),
                                  lambda result, error, items=items:
                                  self._batch_done(items, result, error))
 
@@ -183,6 +187,9 @@ class InlinePipeline:
                                 sha256=outcome.sha256)
                 result = "ok"
             item.reply = encode(reply)
+            if result != "ok" and self.log_budget is not None and \
+                    not self.log_budget().allow(f"inline put {result}", now):
+                continue                    # one connection cannot flood the log
             log.info("upload user=%s path=%s bytes=%d seconds=%.3f inline result=%s", self.user,
                      item.target or req.path, req.size,  # type: ignore[attr-defined]
                      now - item.started, result)

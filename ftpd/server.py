@@ -94,6 +94,7 @@ class Server:
         if self.shared is not None:
             self.throttle.shared = self.shared.state
             self.ctx.uploads = SharedUploadSlots(self.shared)
+            self.ctx.user_slots = self.shared.user_slots()
         self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
                             config.low_water, config.use_sendfile)
         self.connections: set[Session] = set()

@@ -36,11 +36,13 @@ from protocol import (
     refusal_code,
 )
 from protocol.codec import MessageStream
+from protocol.framing import ControlFrame
 from protocol.state import SERVING
 from storage import StorageError
 
 from .errors import error_reply, is_fatal, refusal
 from .jobs import Deferred, Finish, Outcome, Paged
+from .session_guard import SessionGuard
 from .session_transfers import SessionTransfers
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ FORCE_CLOSE_AFTER = 5.0
 _S = State
 
 
-class Session(SessionTransfers):
+class Session(SessionTransfers, SessionGuard):
     """Owns one client's protocol state: state, user, working folder, waiting requests,
     the job in progress, the transfer objects and the watchdog.
 
@@ -71,7 +73,7 @@ class Session(SessionTransfers):
     __slots__ = ("ctx", "transport", "stream", "state", "user", "cwd", "data_frame", "waiting",
                  "job", "upload", "download", "pager", "inline", "discard", "watchdog", "opened",
                  "anonymous_since", "last_request", "last_progress", "close_reason",
-                 "output_paused", "peer_eof", "__weakref__")
+                 "output_paused", "peer_eof", "login", "logbudget", "__weakref__")
 
     def __init__(self, ctx: SessionContext, transport: PlainTransport) -> None:
         cfg = ctx.config
@@ -84,7 +86,8 @@ class Session(SessionTransfers):
         self.data_frame = cfg.max_data_frame
         # Requests (and, behind them, copies of DATA payloads) waiting their turn.
         # (A deque costs half a KiB even empty: made when something has to wait.)
-        self.waiting: deque[Request | Rejected | bytes] | None = None
+        # (Read over the output's high-water mark, a request waits undecoded: item 13.)
+        self.waiting: deque[Request | Rejected | ControlFrame | bytes] | None = None
         self.job: Deferred | None = None                  # the request in progress off the loop
         self.upload: UploadTransfer | None = None
         self.download: DownloadProducer | None = None
@@ -102,6 +105,8 @@ class Session(SessionTransfers):
         # high-water mark (or the socket is full), and the peer has ended its side.
         self.output_paused = False
         self.peer_eof = False
+        self.login: tuple[str, int, int] | None = None    # see SessionGuard
+        self.logbudget: Any = None                        # made at the first rate-limited line
 
     @property
     def peer(self) -> str:
@@ -137,11 +142,11 @@ class Session(SessionTransfers):
             mid_frame = download.mid_frame()   # then the stream cannot carry an error frame
             self._end_download(reason)
             if mid_frame:
-                self.close(reply.code)
+                self.close(reply.code.lower())
                 return
         self._drop_inline()
         self.transport.write(encode(reply))
-        self.finish(reply.code)
+        self.finish(reply.code.lower())
 
     def finish(self, reason: str) -> None:
         """Read no more requests; close once what is queued has been sent."""
@@ -170,26 +175,33 @@ class Session(SessionTransfers):
     def data_received(self, data: memoryview) -> None:
         try:
             try:
-                events = self.stream.feed(data)
+                frames = self._frames(data)
             except ProtocolError as exc:
                 self.fatal(error_reply(exc, None))
                 return
-            for event in events:
+            if self._revoked():                 # once per read, before any request runs
+                return
+            for frame in frames:
                 state = self.state
                 if state is _S.CLOSING or state is _S.CLOSED:
                     break
                 if self.waiting:
                     # Behind a waiting request everything waits, DATA included (copied:
                     # the receive buffer is reused).  Reading is off, so this is bounded.
-                    self._hold(bytes(event.data) if type(event) is DataChunk else event)
-                elif type(event) is DataChunk:
-                    self._on_data(event.data)
-                elif state is _S.RECEIVING:
-                    self._request_inside_inline_data()
-                elif self._must_wait(event):            # type: ignore[arg-type]
-                    self._hold(event)                   # type: ignore[arg-type]
+                    self._hold(bytes(frame.data) if type(frame) is DataChunk else frame)
+                elif type(frame) is DataChunk:
+                    self._on_data(frame.data)
+                elif self._output_full():       # stop decoding: the rest waits (item 13)
+                    self._hold(frame)
+                elif (event := self._decode(frame)) is None:
+                    break
                 else:
-                    self._dispatch(event)               # type: ignore[arg-type]
+                    if state is _S.RECEIVING:
+                        self._request_inside_inline_data()
+                    elif self._must_wait(event):
+                        self._hold(event)
+                    else:
+                        self._dispatch(event)
             self._pump()
         except Exception:
             log.exception("connection %s failed; closing it", self.peer)
@@ -236,9 +248,10 @@ class Session(SessionTransfers):
         self._drop_inline()
         self.pager = None
         self.waiting = None
+        self.end_guards()               # the login, the working folder, the log budget
         self.ctx.forget(self)
-        log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-", reason,
-                 self.ctx.timers.clock() - self.opened)
+        log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-",
+                 reason.lower(), self.ctx.timers.clock() - self.opened)
 
     # ------------------------------------------------------------ requests
 
@@ -340,9 +353,10 @@ class Session(SessionTransfers):
 
         if deferred.job is None:
             self.ctx.timers.call_later(deferred.delay, lambda: complete(None, None))
-        else:
-            pool = self.ctx.auth_pool if deferred.cpu else self.ctx.pool
-            pool.submit(deferred.job, complete)
+        elif deferred.cpu:
+            self.ctx.auth_pool.submit(deferred.job, complete)
+        else:                   # at most a share of the file workers per user (item 8)
+            self.ctx.jobs.submit(self.user, deferred.job, complete)
 
     def _continue(self, request_id: int | None, deferred: Deferred, result: Any,
                   error: BaseException | None) -> Outcome:
@@ -381,19 +395,27 @@ class Session(SessionTransfers):
         self._settle()
 
     def _take_waiting(self) -> None:
-        waiting = self.waiting
+        waiting, checked = self.waiting, False
         while waiting and self.state in SERVING and self.download is None \
                 and self.job is None:
             item = waiting[0]
             if type(item) is bytes:
                 waiting.popleft()
                 self._on_data(memoryview(item))
-            elif self.state is _S.RECEIVING:
+                continue
+            if self._output_full():
+                return                      # answered (and decoded) once output drains
+            if type(item) is ControlFrame:
+                if (decoded := self._decode(item)) is None:
+                    return
+                item = waiting[0] = decoded
+            if self.state is _S.RECEIVING:
                 self._request_inside_inline_data()
                 return
-            elif self._must_wait(item):                 # type: ignore[arg-type]
+            elif self._must_wait(item) or not checked and self._revoked():                 # type: ignore[arg-type]
                 return
             else:
+                checked = True
                 waiting.popleft()
                 self._dispatch(item)                    # type: ignore[arg-type]
         if not waiting and self.waiting is waiting:

@@ -16,6 +16,7 @@ counts sessions per user over every worker: rows per process in
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -23,14 +24,38 @@ from typing import TYPE_CHECKING
 
 from storage.shared import SharedState
 
-from .context import UploadSlots
-
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["SharedLimits", "SharedUploadSlots", "SharedUserSlots", "UserSlots"]
+__all__ = ["SharedLimits", "SharedUploadSlots", "SharedUserSlots", "UploadSlots", "UserSlots"]
 
 log = logging.getLogger("ftpd")
+
+
+class UploadSlots:
+    """How many uploads each user has running; at most ``limit`` per user.
+
+    A slot is taken when an upload is accepted (before the worker begins it,
+    so racing puts cannot pass the limit) and freed when it ends.
+    """
+
+    __slots__ = ("limit", "active")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: collections.Counter[str] = collections.Counter()
+
+    def take(self, user: str) -> bool:
+        """Count one more upload of ``user``, unless the per-user limit is reached."""
+        if self.active[user] >= self.limit:
+            return False
+        self.active[user] += 1
+        return True
+
+    def free(self, user: str) -> None:
+        self.active[user] -= 1
+        if self.active[user] <= 0:
+            del self.active[user]
 
 
 class UserSlots:

@@ -47,9 +47,10 @@ ERROR_CODES: dict[str, str] = {
     "CANCELLED": "the transfer was cancelled; an upload's partial stays resumable",
     "NO_SPACE": "the server's disk is full; the partial stays resumable",
     "IO_ERROR": "the server's file system failed",
-    "TOO_MANY_CONNECTIONS": "the server or this address has too many connections",
+    "TOO_MANY_CONNECTIONS": "the server, this address or this user has too many connections",
     "TIMEOUT": "the connection was idle, stalled or too slow to log in",
     "SHUTTING_DOWN": "the server is stopping",
+    "LOGIN_REVOKED": "the account's password changed, or it was disabled or deleted: log in again",
     "INTERNAL": "a bug in the server; the connection is closed",
 }
 
@@ -57,7 +58,8 @@ ERROR_CODES: dict[str, str] = {
 #: longer be trusted to be in sync.
 FATAL_CODES = frozenset(
     {"BAD_FRAME", "FRAME_TOO_LARGE", "BAD_MESSAGE", "VERSION_MISMATCH",
-     "TOO_MANY_CONNECTIONS", "TIMEOUT", "SHUTTING_DOWN", "INTERNAL"}
+     "TOO_MANY_CONNECTIONS", "TIMEOUT", "SHUTTING_DOWN", "LOGIN_REVOKED",
+     "INTERNAL"}
 )
 
 
