@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ftpd.conn")
 
-#: Seconds a closing session may take to drain its output before it is cut.
-FORCE_CLOSE_AFTER = 5.0
 _S = State
 
 
@@ -485,35 +483,3 @@ class Session(SessionTransfers, SessionGuard):
                     watchdog.deadline > self._deadline(self.ctx.timers.clock())[0]:
                 self.ctx.timers.cancel(watchdog)
                 self._arm_watchdog()
-
-    # ------------------------------------------------------------ timeouts
-
-    def _deadline(self, now: float) -> tuple[float, str]:
-        """When this session times out in its current state, and why."""
-        cfg = self.ctx.config
-        state = self.state
-        if state is _S.CLOSING:
-            return self.last_progress + FORCE_CLOSE_AFTER, "closing"
-        inline = self.inline
-        if self.job is not None or (inline is not None and inline.storing_only()):
-            return now + 1.0, ""                # work in progress is not the client's fault
-        if state is _S.GREETED or state is _S.ANONYMOUS:
-            return self.anonymous_since + cfg.login_timeout, "login"
-        if self.upload is not None or self.download is not None or state is _S.RECEIVING:
-            return self.last_progress + cfg.stall_timeout, "transfer stalled"
-        return self.last_request + cfg.idle_timeout, "idle"
-
-    def _arm_watchdog(self) -> None:
-        if self.state is _S.CLOSED:
-            return
-        now = self.ctx.timers.clock()
-        deadline, what = self._deadline(now)
-        if now >= deadline and what:
-            self.watchdog = None
-            if self.state is _S.CLOSING:
-                self.close(f"{self.close_reason}; peer did not read")
-                return
-            log.info("timeout %s user=%s (%s)", self.peer, self.user or "-", what)
-            self.fatal(refusal(None, "TIMEOUT", f"{what} timeout"))
-            return
-        self.watchdog = self.ctx.timers.call_later(deadline - now, self._arm_watchdog)

@@ -25,7 +25,10 @@ USER, PASSWORD = "conf", "pw-conf"
 
 @pytest.fixture
 def daemon(server_factory: Any) -> Any:
-    d = server_factory(allow_register=True)
+    # Clear text (tls=False): the framing is what is under test, and several cases
+    # half-close inside a frame, which a Python TLS socket cannot do without leaving
+    # TLS (TLS-level attacks: tests/test_hostile_tls.py).
+    d = server_factory(allow_register=True, tls=False)
     d.add_user(USER, PASSWORD)
     return d
 

@@ -126,6 +126,8 @@ UNREACHABLE = {
         "NOT_FOUND": "creating the account's own folders under the server root",
     },
     "login": {"NO_SUCH_USER": "the handler answers it AUTH_FAILED, like a wrong password"},
+    "cd": {"IS_A_DIRECTORY": "the working folder is opened read-only with O_DIRECTORY, which "
+                             "never says EISDIR (open(2) lists it for write access)"},
     "put": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY (only a folder "
                          "onto a folder does)"},
     "commit": {"NOT_EMPTY": "renaming a file into place never says ENOTEMPTY",
