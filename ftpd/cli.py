@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import os
 import sqlite3
 import sys
@@ -275,8 +274,6 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import certs
-    from .server import Server
 
     overrides = dict(args.settings)
     flags = dict(root=args.root, host=args.host, port=args.port,
@@ -306,22 +303,7 @@ def _serve(args: argparse.Namespace) -> int:
         if cfg.worker_processes > 1:
             return _supervise(cfg)
         logs.configure(cfg.log_level)
-        try:
-            server = Server(cfg)
-        except StorageError as exc:      # PostgreSQL or S3 unreachable at start
-            print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
-            return 3
-        except certs.CertError as exc:
-            print(f"ftpd: error: tls: {exc}", file=sys.stderr)
-            return 2
-        try:
-            server.bind()
-        except OSError as exc:
-            print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
-            return 3
-        server.install_signal_handlers()
-        server.serve_forever()
-        return 0
+        return _run_server(cfg)
     finally:
         os.close(root_lock)
 
@@ -359,11 +341,17 @@ def _supervise(cfg: configuration.Config) -> int:
 
 def _run_worker(cfg: configuration.Config, index: int) -> int:
     """One worker process of ``--workers N`` (forked by the supervisor)."""
+    logs.WORKER = f"w{index}"
+    logs.configure(cfg.log_level)
+    return _run_server(cfg)
+
+
+def _run_server(cfg: configuration.Config) -> int:
+    """Open the store, listen and serve until a signal stops the reactor (one process,
+    or one worker of ``--workers N``); start-up failures are one line and a status."""
     from . import certs
     from .server import Server
 
-    logs.WORKER = f"w{index}"
-    logs.configure(cfg.log_level)
     try:
         server = Server(cfg)
     except StorageError as exc:      # PostgreSQL or S3 unreachable at start
@@ -375,7 +363,7 @@ def _run_worker(cfg: configuration.Config, index: int) -> int:
     try:
         server.bind()
     except OSError as exc:
-        logging.getLogger("ftpd").error("cannot listen on %s:%d: %s", cfg.host, cfg.port, exc)
+        print(f"ftpd: error: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
         return 3
     server.install_signal_handlers()
     server.serve_forever()
