@@ -236,7 +236,7 @@ class Session(SessionTransfers, SessionGuard):
             return
         committing = self.state is _S.COMMITTING
         self.state = _S.CLOSED
-        reason = self.close_reason or (
+        reason = self.close_reason.lower() or (   # codes in lower case; class names as is
             f"connection lost: {exc.__class__.__name__}" if exc is not None else "closed")
         self.ctx.timers.cancel(self.watchdog)
         if self.upload is not None and not committing and not self.upload.ended:
@@ -249,7 +249,7 @@ class Session(SessionTransfers, SessionGuard):
         self.end_guards()               # the login, the working folder, the log budget
         self.ctx.forget(self)
         log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-",
-                 reason.lower(), self.ctx.timers.clock() - self.opened)
+                 reason, self.ctx.timers.clock() - self.opened)
 
     # ------------------------------------------------------------ requests
 
