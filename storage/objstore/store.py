@@ -15,6 +15,7 @@ touches PostgreSQL or S3 is network I/O: call it from a worker thread.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import time
 import zlib
@@ -145,7 +146,7 @@ class ObjectStore:
             raise AuthFailed("invalid user name or password")
         if found[1].disabled:
             raise AccountDisabled("account is disabled", user=name)
-        return found[1]
+        return self._stamped(found[1])
 
     def issue_token(self, name: str, ttl: float = 86400) -> str:
         info = self.meta.get_user(name)
@@ -156,7 +157,14 @@ class ObjectStore:
         return self.meta.issue_token(name, ttl)
 
     def verify_token(self, token: str) -> UserInfo:
-        return self.meta.verify_token(token)
+        return self._stamped(self.meta.verify_token(token))
+
+    def _stamped(self, info: UserInfo) -> UserInfo:
+        """``info`` carrying the ``(uid, generation)`` that ``login_valid`` checks later."""
+        stamp = self.login_stamp(info.name)
+        if stamp is None:
+            return info
+        return dataclasses.replace(info, uid=stamp[0], generation=stamp[1])
 
     def revoke_token(self, token: str) -> None:
         self.meta.revoke_token(token)
