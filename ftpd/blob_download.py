@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from protocol import Request, data_header
+from protocol import Request
 
-from .transfers import MAX_DEFERRED, DownloadProducer
+from .transfers import DownloadProducer, FramedDownload
 
 log = logging.getLogger("ftpd.conn")
 
@@ -50,7 +49,7 @@ def download_producer(request: Request, path: str, source: Any, size: int, offse
     return BlobDownloadProducer(request, path, source, size, offset, frame_size)
 
 
-class BlobDownloadProducer:
+class BlobDownloadProducer(FramedDownload):
     """A blob streaming out as DATA frames; see the module docstring.
 
     ``attach(pool, wake, paused)`` is called by the session when the download
@@ -59,24 +58,13 @@ class BlobDownloadProducer:
     transport asked us to stop writing.
     """
 
-    __slots__ = ("request", "path", "source", "size", "pos", "start", "frame_left",
-                 "frame_size", "deferred", "cancel_id", "started", "_chunks", "_buffered",
-                 "_stream", "_fetching", "_fetched", "_error", "_ended", "_pool", "_wake",
-                 "_paused")
+    __slots__ = ("source", "_chunks", "_buffered", "_stream", "_fetching", "_fetched",
+                 "_error", "_ended", "_pool", "_wake", "_paused")
 
     def __init__(self, request: Request, path: str, source: Any, size: int, offset: int,
                  frame_size: int) -> None:
-        self.request = request
-        self.path = path
+        super().__init__(request, path, size, offset, frame_size)
         self.source = source
-        self.size = size
-        self.pos = offset
-        self.start = offset
-        self.frame_left = 0
-        self.frame_size = frame_size
-        self.deferred: list[bytes] = []
-        self.cancel_id: int | None = None
-        self.started = time.monotonic()
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._stream: Iterator[bytes] | None = None
@@ -91,16 +79,6 @@ class BlobDownloadProducer:
     def attach(self, pool: Any, wake: Callable[[], None], paused: Callable[[], bool]) -> None:
         self._pool, self._wake, self._paused = pool, wake, paused
         self._fetch()
-
-    def mid_frame(self) -> bool:
-        return self.frame_left > 0
-
-    def deferred_full(self) -> bool:
-        return len(self.deferred) >= MAX_DEFERRED
-
-    def next_frame(self) -> int:
-        self.frame_left = min(self.frame_size, self.size - self.pos)
-        return self.frame_left
 
     # ------------------------------------------------------------ worker side
     def _fetch(self) -> None:
@@ -146,37 +124,26 @@ class BlobDownloadProducer:
                 pass
 
     # ------------------------------------------------------------ reactor side
-    def produce(self, transport: Any) -> str | None:
-        """As ``DownloadProducer.produce``: None while waiting (for the socket or a
-        pull), else how the download ended."""
-        while True:
-            if self.frame_left == 0:
-                if self.deferred:
-                    for data in self.deferred:
-                        transport.write(data)
-                    self.deferred.clear()
-                if self.cancel_id is not None:
-                    return "cancelled"
-                if self.next_frame() == 0:
-                    return "ok"
-                transport.write(data_header(self.frame_left))
-                continue
-            if self._paused():
-                return None
-            if not self._chunks:
-                if self._error is not None:
-                    return self._error
-                self._fetch()
-                return None
-            chunk = self._chunks.popleft()
-            if len(chunk) > self.frame_left:
-                self._chunks.appendleft(chunk[self.frame_left:])
-                chunk = chunk[: self.frame_left]
-            self._buffered -= len(chunk)
-            transport.write(chunk)
-            self.pos += len(chunk)
-            self.frame_left -= len(chunk)
+    def _send_body(self, transport: Any) -> bool | str | None:
+        """The next pulled chunk (or as much as the frame holds), if the transport
+        is not paused; None while waiting for the socket or a pull."""
+        if self._paused():
+            return None
+        if not self._chunks:
+            if self._error is not None:
+                return self._error
             self._fetch()
+            return None
+        chunk = self._chunks.popleft()
+        if len(chunk) > self.frame_left:
+            self._chunks.appendleft(chunk[self.frame_left:])
+            chunk = chunk[: self.frame_left]
+        self._buffered -= len(chunk)
+        transport.write(chunk)
+        self.pos += len(chunk)
+        self.frame_left -= len(chunk)
+        self._fetch()
+        return True
 
     def end(self, result: str, user: str | None) -> None:
         """Stop pulling (a running pull closes the stream when it returns) and log."""
@@ -184,7 +151,4 @@ class BlobDownloadProducer:
         if not self._fetching:
             self._close_stream()
         self._chunks.clear()
-        moved = self.pos - self.start
-        elapsed = max(1e-9, time.monotonic() - self.started)
-        log.info("download user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
-                 user, self.path, moved, elapsed, moved / elapsed / 1e6, result)
+        self._log_end(result, user)

@@ -170,22 +170,24 @@ class UploadTransfer:
                  user, upload.path, moved, elapsed, moved / elapsed / 1e6, result)
 
 
-class DownloadProducer:
-    """A file streaming out as DATA frames: the open file, the position, the frame.
+class FramedDownload:
+    """What every download has: its request, the position, the DATA frame being sent.
 
     ``deferred`` holds replies (pongs) that arrived while a frame was half
     sent: the stream cannot carry a control frame until the frame ends.
     ``cancel_id`` is set by a ``cancel``, answered at the next frame boundary.
+    Subclasses say only how a frame's body goes out (``_send_body``): from a
+    file descriptor (``DownloadProducer``) or from pulled chunks of a blob
+    (``ftpd.blob_download``).
     """
 
-    __slots__ = ("request", "path", "fd", "size", "pos", "start", "frame_left",
-                 "frame_size", "deferred", "cancel_id", "started")
+    __slots__ = ("request", "path", "size", "pos", "start", "frame_left", "frame_size",
+                 "deferred", "cancel_id", "started")
 
-    def __init__(self, request: Request, path: str, fd: int, size: int, offset: int,
+    def __init__(self, request: Request, path: str, size: int, offset: int,
                  frame_size: int) -> None:
         self.request = request
         self.path = path
-        self.fd = fd
         self.size = size
         self.pos = offset
         self.start = offset
@@ -209,11 +211,11 @@ class DownloadProducer:
     def produce(self, transport: Any) -> str | None:
         """Send frames while the transport takes them.
 
-        Returns None when the transport cannot take more now (it resumes the
-        session later), or how the download ended: ``"ok"`` (every byte is
-        out), ``"cancelled"`` (at a frame boundary, after a ``cancel``), or a
-        reason to close the connection (the file shrank or failed mid-frame).
-        Replies held back during a frame go out at its end.
+        Returns None when the transport (or the source) cannot give more now
+        (the session is resumed later), or how the download ended: ``"ok"``
+        (every byte is out), ``"cancelled"`` (at a frame boundary, after a
+        ``cancel``), or a reason to close the connection (the source shrank or
+        failed mid-frame).  Replies held back during a frame go out at its end.
         """
         while True:
             if self.frame_left == 0:
@@ -227,16 +229,45 @@ class DownloadProducer:
                     return "ok"
                 transport.write(data_header(self.frame_left))
                 continue
-            try:
-                sent = transport.send_file(self.fd, self.pos, self.frame_left)
-            except EOFError:
-                return "file shrank during download"
-            except OSError as exc:
-                return f"read failed: {exc.__class__.__name__}"
-            if sent == 0:
-                return None
-            self.pos += sent
-            self.frame_left -= sent
+            outcome = self._send_body(transport)
+            if outcome is not True:
+                return outcome
+
+    def _send_body(self, transport: Any) -> bool | str | None:
+        """Send some of the current frame's body (advancing ``pos``/``frame_left``):
+        True to go on, None to wait, or a reason the download ends."""
+        raise NotImplementedError
+
+    def _log_end(self, result: str, user: str | None) -> None:
+        moved = self.pos - self.start
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        log.info("download user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
+                 user, self.path, moved, elapsed, moved / elapsed / 1e6, result)
+
+
+class DownloadProducer(FramedDownload):
+    """A file streaming out as DATA frames from an open descriptor, through the
+    transport's ``send_file`` (sendfile in clear text, pread under TLS)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, request: Request, path: str, fd: int, size: int, offset: int,
+                 frame_size: int) -> None:
+        super().__init__(request, path, size, offset, frame_size)
+        self.fd = fd
+
+    def _send_body(self, transport: Any) -> bool | str | None:
+        try:
+            sent = transport.send_file(self.fd, self.pos, self.frame_left)
+        except EOFError:
+            return "file shrank during download"
+        except OSError as exc:
+            return f"read failed: {exc.__class__.__name__}"
+        if sent == 0:
+            return None
+        self.pos += sent
+        self.frame_left -= sent
+        return True
 
     def end(self, result: str, user: str | None) -> None:
         """Close the file and log the transfer."""
@@ -244,7 +275,4 @@ class DownloadProducer:
             os.close(self.fd)
         except OSError:
             pass
-        moved = self.pos - self.start
-        elapsed = max(1e-9, time.monotonic() - self.started)
-        log.info("download user=%s path=%s bytes=%d seconds=%.3f rate=%.1fMB/s result=%s",
-                 user, self.path, moved, elapsed, moved / elapsed / 1e6, result)
+        self._log_end(result, user)
