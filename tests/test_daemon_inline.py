@@ -266,6 +266,7 @@ def test_any_segmentation_of_pipelined_inline_puts_gives_the_same_replies(
 
 
 @pytest.mark.slow
+@pytest.mark.plaintext          # a sender thread beside reads: see above
 def test_kill_9_during_pipelined_inline_puts_keeps_every_acknowledged_file(server_factory):
     daemon = server_factory()
     daemon.add_user(USER, PASSWORD, quota=1 << 30)
