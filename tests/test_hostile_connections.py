@@ -89,7 +89,8 @@ def test_500_slow_and_idle_connections_are_reaped_by_the_timeouts(server_factory
     """400 connections drip a hello and 100 logged-in ones drip an ls, one byte per
     connection every 0.25 s: a request would take ~10 s, the login and idle timeouts are
     3 s (long enough that even on a loaded machine, where opening the 100 TLS sessions
-    takes a while, every connection drips several bytes before its clock runs out).  Every one of them must get a TIMEOUT error frame or a close, none before its
+    takes a while, every connection drips several bytes before its clock runs out).
+    Every one of them must get a TIMEOUT error frame or a close, none before its
     timeout; none of their requests may be answered; a normal client completes an upload
     and a download meanwhile; the daemon's descriptors return to their baseline."""
     # (100 sessions of one user: over the default per-user limit of 64, not tested here.)
