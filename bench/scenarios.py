@@ -69,8 +69,10 @@ OURS_W2 = "ours-w2"
 #: pyftpdlib's FTPServer.max_cons default: sockets, data connections and passive
 #: listeners included.
 PYFTPD_DEFAULT_MAX_CONS = 512
-#: What the idle scenarios let our daemon hold (the brief's settings).
-IDLE_SETTINGS = {"max_connections": 20000, "max_connections_per_ip": 20000}
+#: What the idle scenarios let our daemon hold (the brief's settings; all the idle
+#: connections are one user's, and the daemon caps a user's sessions at 64 by default).
+IDLE_SETTINGS = {"max_connections": 20000, "max_connections_per_ip": 20000,
+                 "max_connections_per_user": 20000}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from client import Client
 from . import clients
 from .common import REGISTRY, REPO, Deadline, KiB, Meter, MiB, timed, tree_rss
 from .scenarios import (
+    IDLE_SETTINGS,
     OURS,
     OURS_W2,
     Context,
@@ -161,7 +162,6 @@ class TlsIdle(Scenario):
     higher_is_better = False
     contestants = (OURS, OURS_W2)
     limit_kib = 20.0
-    settings = {"max_connections": 20000, "max_connections_per_ip": 20000}
 
     def size_text(self, s: Sizes) -> str:
         return f"{s.idle} connections"
@@ -173,7 +173,7 @@ class TlsIdle(Scenario):
             raise RuntimeError(f"RLIMIT_NOFILE is {limit}: too low for {n} connections")
         cafile = ctx.tls()[0]
         deadline = Deadline(300)
-        with ours_server(ctx, self.name, tls=True, settings=self.settings,
+        with ours_server(ctx, self.name, tls=True, settings=IDLE_SETTINGS,
                          worker_processes=2 if who == OURS_W2 else None) as srv:
             token = clients.ours_token(srv.port, cafile=cafile)
             # Warm-up big enough that both workers see connections (the kernel
