@@ -65,6 +65,7 @@ class Services:
         self.pg: Any = None
         self.reason: str | None = None
         self._serial = 0
+        self._client: Any = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -127,12 +128,18 @@ class Services:
             return f"{prefix}{os.getpid()}x{self._serial}"
 
     def boto3(self) -> Any:
-        """A boto3 S3 client with default transfer settings, path-style addressing."""
-        import boto3
-        from botocore.config import Config
+        """The run's boto3 S3 client (default transfer settings, path-style
+        addressing); made once, since making one costs about a second of loading
+        service models, and boto3 clients are thread-safe."""
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.s3.endpoint, region_name=REGION,
-                            config=Config(s3={"addressing_style": "path"}))
+                self._client = boto3.client("s3", endpoint_url=self.s3.endpoint,
+                                            region_name=REGION,
+                                            config=Config(s3={"addressing_style": "path"}))
+            return self._client
 
     @contextlib.contextmanager
     def space(self) -> Iterator[tuple[str, str, str]]:

@@ -157,9 +157,9 @@ class TlsDownload(_TlsBulk):
 
 class WorkersDownload(Scenario):
     """Issue 16's first figure: aggregate download of concurrent clients with
-    ``--workers 2`` against the default single process.  Over TLS once the
-    daemon accepts ``--tls-cert`` (plain text until then); ``ours-w2`` skips
-    while the daemon has no ``--workers``."""
+    ``--workers 2`` against the default single process, over TLS (plain text
+    only on a daemon older than ``--tls-cert``), with the CPU per GiB of the
+    daemon (every process) and of the clients."""
 
     name = "workers"
     title = "concurrent downloads, aggregate: --workers 2 against one process"
