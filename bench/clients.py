@@ -63,9 +63,9 @@ def ours(port: int, user: str | None = USER, password: str | None = PASSWORD, *,
     return c
 
 
-def ours_token(port: int) -> str:
-    """A session token for USER (one password login)."""
-    c = ours(port, want_token=True)
+def ours_token(port: int, cafile: Path | None = None) -> str:
+    """A session token for USER (one password login; over TLS with ``cafile``)."""
+    c = ours(port, want_token=True, cafile=cafile)
     try:
         token = c.session.token if c.session else None
         if not token:
@@ -117,6 +117,38 @@ def open_idle_ours(port: int, token: str, count: int, deadline: Deadline) -> lis
         raise
 
 
+def open_idle_ours_tls(port: int, token: str, count: int, cafile: Path,
+                       deadline: Deadline) -> list[ssl.SSLSocket]:
+    """``count`` TLS connections logged in with ``token`` and then left idle: the
+    bare-socket version of ``open_idle_ours`` over TLS 1.3 trusting ``cafile``
+    (every handshake a full one; ``Client`` objects would cost the harness a
+    receive buffer each)."""
+    ctx = client_context(cafile)
+    hello = encode(Hello(id=1, protocol=1, client="bench-idle"))
+    login = encode(Login(id=2, token=token))
+    socks: list[ssl.SSLSocket] = []
+    try:
+        while len(socks) < count:
+            batch = []
+            for _ in range(min(BATCH, count - len(socks))):
+                deadline.check("opening idle TLS connections")
+                raw = socket.create_connection((HOST, port), timeout=max(1.0, deadline.left()))
+                try:
+                    s = ctx.wrap_socket(raw, server_hostname=HOST)
+                except BaseException:
+                    raw.close()
+                    raise
+                batch.append(s)
+                socks.append(s)
+                s.sendall(hello + login)
+            for s in batch:
+                _read_frames(s, MessageStream("client"), 2, deadline)
+        return socks
+    except BaseException:
+        close_all(socks)  # type: ignore[arg-type]
+        raise
+
+
 # ---------------------------------------------------------------- pyftpdlib via ftplib
 
 
@@ -126,6 +158,23 @@ def ftp(port: int, user: str = USER, password: str = PASSWORD,
     f.connect(HOST, port, timeout=timeout)
     try:
         f.login(user, password)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def ftps(port: int, cafile: Path, user: str = USER, password: str = PASSWORD,
+         timeout: float = 120.0, protect_data: bool = True) -> ftplib.FTP_TLS:
+    """An FTPS session (``ftplib.FTP_TLS``: ``AUTH TLS`` before ``USER``/``PASS``,
+    TLS 1.3 trusting ``cafile``, address checked), with ``PROT P`` (encrypted
+    data connections) unless ``protect_data`` is false."""
+    f = ftplib.FTP_TLS(context=client_context(cafile), timeout=timeout)
+    try:
+        f.connect(HOST, port, timeout=timeout)
+        f.login(user, password)              # sends AUTH TLS first
+        if protect_data:
+            f.prot_p()
     except BaseException:
         f.close()
         raise

@@ -40,15 +40,31 @@ class ProcessRegistry:
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._cleanups: list[Any] = []
         self._lock = threading.Lock()
 
     def popen(self, cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                     stdin=subprocess.DEVNULL)
+        return self.track(proc)
+
+    def track(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """Count a child started elsewhere (e.g. with pipes) among the run's own."""
         with self._lock:
             self._procs.append(proc)
         return proc
+
+    def on_kill(self, cleanup: Any) -> None:
+        """Call ``cleanup()`` from ``kill_all`` (the end of a run, the watchdog):
+        services such as SeaweedFS and PostgreSQL that stop by their own PIDs."""
+        with self._lock:
+            self._cleanups.append(cleanup)
+
+    def forget(self, cleanup: Any) -> None:
+        with self._lock:
+            if cleanup in self._cleanups:
+                self._cleanups.remove(cleanup)
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
         """SIGTERM, wait, then SIGKILL: always by this child's own PID."""
@@ -68,11 +84,18 @@ class ProcessRegistry:
         with self._lock:
             procs = list(self._procs)
             self._procs.clear()
+            cleanups = list(self._cleanups)
+            self._cleanups.clear()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(10)
+        for cleanup in cleanups:
+            try:
+                cleanup()
+            except Exception as exc:  # noqa: BLE001 -- the other clean-ups still run
+                print(f"bench: clean-up failed: {exc!r}", file=sys.stderr, flush=True)
 
 
 REGISTRY = ProcessRegistry()
@@ -124,6 +147,23 @@ def cpu_seconds(pid: int) -> float:
     for child in _children(pid):
         with contextlib.suppress(OSError):
             total += cpu_seconds(child)
+    return total
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its living descendants (a supervisor and its workers)."""
+    out = [pid]
+    for child in _children(pid):
+        out += tree_pids(child)
+    return out
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of ``pid`` plus that of its living descendants, in bytes."""
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError, RuntimeError):
+            total += rss(p)
     return total
 
 

@@ -3,7 +3,7 @@ their defaults, virtual users from ``DummyAuthorizer`` with full permissions,
 the default IOLoop (epoll on Linux), in a process of its own.
 
     python -m bench.pyftpd_server --root DIR --user NAME --password PW [--users N]
-                                  [--max-cons N]
+                                  [--max-cons N] [--tls-cert FILE --tls-key FILE]
 
 With ``--users N`` (N > 1) the users are NAME000, NAME001... each with a home
 ``DIR/<user>``.  ``--max-cons`` changes pyftpdlib's connection cap (default
@@ -11,6 +11,11 @@ With ``--users N`` (N > 1) the users are NAME000, NAME001... each with a home
 scenarios that hold more sockets than that at once pass it, because
 otherwise pyftpdlib would refuse their clients.  It is a cap, not a speed
 setting.
+
+With ``--tls-cert``/``--tls-key`` the handler is pyftpdlib's ``TLS_FTPHandler``
+(FTPS, explicit ``AUTH TLS``, pyOpenSSL) with its defaults, except that TLS is
+required on the control and the data connections (``tls_control_required``,
+``tls_data_required``): the FTPS contestant never moves a byte in clear text.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", required=True)
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--max-cons", type=int, default=None)
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args(argv)
 
     authorizer = DummyAuthorizer()
@@ -45,10 +52,22 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(home, exist_ok=True)
         authorizer.add_user(name, args.password, home, perm="elradfmwMT")
 
-    class Handler(FTPHandler):
+    base: type[FTPHandler] = FTPHandler
+    if args.tls_cert is not None:
+        # Only with pyOpenSSL installed (the bench extra) does pyftpdlib define it.
+        from pyftpdlib.handlers import TLS_FTPHandler
+
+        base = TLS_FTPHandler
+
+    class Handler(base):  # type: ignore[valid-type,misc]
         pass
 
     Handler.authorizer = authorizer
+    if args.tls_cert is not None:
+        Handler.certfile = args.tls_cert
+        Handler.keyfile = args.tls_key
+        Handler.tls_control_required = True
+        Handler.tls_data_required = True
     server = FTPServer((args.host, 0), Handler)
     if args.max_cons is not None:
         server.max_cons = args.max_cons

@@ -69,8 +69,10 @@ OURS_W2 = "ours-w2"
 #: pyftpdlib's FTPServer.max_cons default: sockets, data connections and passive
 #: listeners included.
 PYFTPD_DEFAULT_MAX_CONS = 512
-#: What the idle scenarios let our daemon hold (the brief's settings).
-IDLE_SETTINGS = {"max_connections": 20000, "max_connections_per_ip": 20000}
+#: What the idle scenarios let our daemon hold (the brief's settings; all the idle
+#: connections are one user's, and the daemon caps a user's sessions at 64 by default).
+IDLE_SETTINGS = {"max_connections": 20000, "max_connections_per_ip": 20000,
+                 "max_connections_per_user": 20000}
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class Sizes:
     load_put: int             # ... bytes of the small put
     tls_bulk: int             # TLS / OpenSSH transfers
     workers_clients: int      # concurrent downloads, --workers 2 against 1
+    reconnects_each: int      # workers-reconnect: cycles per client process
+    s3_bulk: int              # upload / download through the S3 backend and with boto3
+    meta_entries: int         # metadata ops: folders made, listed, stat'ed and moved
+    meta_ls_reps: int         # ... listings of that folder
 
     def describe(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -106,12 +112,14 @@ FULL = Sizes(bulk=1 * GiB, small_count=1000, small_size=64 * KiB, clients=200,
              idle=1000, idle_big=10_000, slow_file=256 * MiB, slow_seconds=20.0,
              slow_rate=1e6, load_bulk=1 * GiB, load_bulk_clients=8, load_probe_clients=4,
              load_seconds=30.0, load_entries=100, load_put=4 * KiB, tls_bulk=1 * GiB,
-             workers_clients=4)
+             workers_clients=4, reconnects_each=250, s3_bulk=1 * GiB, meta_entries=1000,
+             meta_ls_reps=30)
 QUICK = Sizes(bulk=8 * MiB, small_count=20, small_size=64 * KiB, clients=10,
               client_upload=1 * MiB, token_cycles=20, pw_clients=10, pw_logins_each=1,
               idle=50, idle_big=50, slow_file=8 * MiB, slow_seconds=3.0, slow_rate=1e6,
               load_bulk=8 * MiB, load_bulk_clients=4, load_probe_clients=2, load_seconds=2.0,
-              load_entries=100, load_put=4 * KiB, tls_bulk=8 * MiB, workers_clients=2)
+              load_entries=100, load_put=4 * KiB, tls_bulk=8 * MiB, workers_clients=2,
+              reconnects_each=10, s3_bulk=8 * MiB, meta_entries=40, meta_ls_reps=3)
 
 
 class Context:
@@ -209,9 +217,11 @@ def ours_server(ctx: Context, tag: str, users: list[str] | None = None,
 
 @contextlib.contextmanager
 def pyftpd_server(ctx: Context, tag: str, users: int = 1,
-                  max_cons: int | None = None) -> Iterator[PyftpdServer]:
+                  max_cons: int | None = None, tls: bool = False) -> Iterator[PyftpdServer]:
     root = ctx.ws.fresh(f"pyftpd-{tag}") / "root"
-    with PyftpdServer(root, users, max_cons) as server:
+    server = PyftpdServer(root, users, max_cons, tls=ctx.tls() if tls else None)
+    server.command()                        # Skipped before any set-up without pyOpenSSL
+    with server:
         yield server
 
 
@@ -339,6 +349,10 @@ class Scenario:
 
     def size_text(self, s: Sizes) -> str:
         return ""
+
+    def early(self, ctx: Context) -> None:
+        """Quick mode only: start slow set-up in the background when the run
+        begins (the object-store services); a no-op for most scenarios."""
 
     def prepare(self, ctx: Context) -> None:
         """Untimed set-up shared by every round (random files, templates)."""

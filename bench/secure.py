@@ -1,11 +1,10 @@
-"""Scenarios written ahead of the daemon: TLS (issue 12) and ``--workers N``
-(issue 16).
+"""Bulk transfers over TLS (issue 12) and with ``--workers N`` (issue 16).
 
-They run now against what exists -- the raw TLS 1.3 baseline and OpenSSH
-``sftp``/``scp`` against a throwaway sshd -- and the daemon's contestant
-skips with a message ("ftpd serve does not accept --tls-cert yet", "client.Client
-takes no TLS option yet") until the flags exist; then it runs with no change
-here.  OpenSSH skips with a message where sshd cannot run.
+Ours (``client.Client`` over TLS 1.3, trusting the run's certificate) against
+the raw TLS 1.3 baseline, pyftpdlib's FTPS (``TLS_FTPHandler`` +
+``ftplib.FTP_TLS``, ``PROT P``) and OpenSSH ``sftp``/``scp`` against a
+throwaway sshd.  A contestant skips with a message where it cannot run here
+(no sshd, no pyOpenSSL, a daemon without the flag).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from .scenarios import (
     _size,
     openssh,
     ours_server,
+    pyftpd_server,
     ratio,
     raw_server,
     session,
@@ -39,6 +39,8 @@ from .servers import daemon_flags, user_names
 
 #: The raw TLS server that acknowledges an upload only once it is on disk.
 RAW_TLS_DURABLE = "raw-tls-durable"
+#: pyftpdlib's TLS_FTPHandler driven by ftplib.FTP_TLS (control and data encrypted).
+PYFTPD_TLS = "pyftpdlib-tls"
 
 
 class _TlsBulk(Scenario):
@@ -66,16 +68,40 @@ class _TlsBulk(Scenario):
         # Includes ssh's connect + key exchange + login (tens of ms against seconds).
         return size / m.seconds / MiB, m.extra(includes_login=True)
 
+    def _ftps(self, ctx: Context, upload: bool) -> Result:
+        """pyftpdlib FTPS: ``STOR``/``RETR`` over ``PROT P`` data connections."""
+        src = ctx.random_file("tls.bin", ctx.sizes.tls_bulk)
+        size = src.stat().st_size
+        cafile = ctx.tls()[0]
+        with pyftpd_server(ctx, self.name, tls=True) as srv:
+            if not upload:
+                os.link(src, srv.home() / "download.bin")
+            f = clients.ftps(srv.port, cafile)
+            try:
+                version = f.sock.version() if hasattr(f.sock, "version") else None
+                with Meter(srv.pid) as m:
+                    if upload:
+                        clients.ftp_put(f, src, "upload.bin")
+                    else:
+                        clients.ftp_get(f, "download.bin", _discard)
+                f.quit()
+            finally:
+                f.close()
+            if upload and (srv.home() / "upload.bin").stat().st_size != size:
+                raise RuntimeError("pyftpdlib stored a short file")
+        return size / m.seconds / MiB, m.extra(tls_version=version)
+
     def targets(self, medians: dict[str, float | None]) -> list[Target]:
         return [Target("ours/raw-tls >= 0.8", self._ratio(medians, RAW_TLS), 0.8),
                 Target("ours/sftp >= 2.5", self._ratio(medians, SFTP), 2.5),
-                Target("ours/scp >= 2.5", self._ratio(medians, SCP), 2.5)]
+                Target("ours/scp >= 2.5", self._ratio(medians, SCP), 2.5),
+                Target("ours/pyftpdlib-tls >= 1.5", self._ratio(medians, PYFTPD_TLS), 1.5)]
 
 
 class TlsUpload(_TlsBulk):
     name = "tls-upload"
-    title = "upload over TLS 1.3 (ours: once the daemon speaks TLS) and over ssh"
-    contestants = (OURS, RAW_TLS, RAW_TLS_DURABLE, SFTP, SCP)
+    title = "upload over TLS 1.3 (ours, raw, pyftpdlib FTPS) and over ssh"
+    contestants = (OURS, RAW_TLS, RAW_TLS_DURABLE, PYFTPD_TLS, SFTP, SCP)
 
     def measure(self, ctx: Context, who: str) -> Result:
         src = ctx.random_file("tls.bin", ctx.sizes.tls_bulk)
@@ -89,6 +115,8 @@ class TlsUpload(_TlsBulk):
                     clients.raw_connect(srv.port, cafile=ctx.tls()[0]) as sock, \
                     Meter(srv.pid) as m:
                 clients.raw_put(sock, src, "upload.bin")
+        elif who == PYFTPD_TLS:
+            return self._ftps(ctx, upload=True)
         else:
             return self._ssh(ctx, who, upload=True)
         return size / m.seconds / MiB, m.extra()
@@ -102,7 +130,7 @@ class TlsUpload(_TlsBulk):
 class TlsDownload(_TlsBulk):
     name = "tls-download"
     title = "download over TLS 1.3 to a discarding reader (ssh: into /dev/null)"
-    contestants = (OURS, RAW_TLS, SFTP, SCP)
+    contestants = (OURS, RAW_TLS, PYFTPD_TLS, SFTP, SCP)
 
     def measure(self, ctx: Context, who: str) -> Result:
         src = ctx.random_file("tls.bin", ctx.sizes.tls_bulk)
@@ -120,6 +148,8 @@ class TlsDownload(_TlsBulk):
                 with clients.raw_connect(srv.port, cafile=ctx.tls()[0]) as sock, \
                         Meter(srv.pid) as m:
                     clients.raw_get(sock, "download.bin")
+        elif who == PYFTPD_TLS:
+            return self._ftps(ctx, upload=False)
         else:
             return self._ssh(ctx, who, upload=False)
         return size / m.seconds / MiB, m.extra()
@@ -127,9 +157,9 @@ class TlsDownload(_TlsBulk):
 
 class WorkersDownload(Scenario):
     """Issue 16's first figure: aggregate download of concurrent clients with
-    ``--workers 2`` against the default single process.  Over TLS once the
-    daemon accepts ``--tls-cert`` (plain text until then); ``ours-w2`` skips
-    while the daemon has no ``--workers``."""
+    ``--workers 2`` against the default single process, over TLS (plain text
+    only on a daemon older than ``--tls-cert``), with the CPU per GiB of the
+    daemon (every process) and of the clients."""
 
     name = "workers"
     title = "concurrent downloads, aggregate: --workers 2 against one process"

@@ -14,6 +14,7 @@ line (at most 20 s) and every ``stop`` ends the child by its PID.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import re
 import subprocess
@@ -172,18 +173,28 @@ def issue_tokens(root: Path, names: Iterable[str]) -> dict[str, str]:
 
 
 class PyftpdServer(_Child):
+    """pyftpdlib; ``tls=(cert, key)`` makes it FTPS (``TLS_FTPHandler``, TLS
+    required on control and data), which needs pyOpenSSL (``Skipped`` without)."""
+
     kind = "pyftpdlib"
 
-    def __init__(self, root: Path, users: int = 1, max_cons: int | None = None) -> None:
+    def __init__(self, root: Path, users: int = 1, max_cons: int | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         super().__init__(root)
         self.users = users
         self.max_cons = max_cons
+        self.tls = tls
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "bench.pyftpd_server", "--root", str(self.root),
                "--user", USER, "--password", PASSWORD, "--users", str(self.users)]
         if self.max_cons is not None:
             cmd += ["--max-cons", str(self.max_cons)]
+        if self.tls is not None:
+            if importlib.util.find_spec("OpenSSL") is None:
+                raise Skipped("pyftpdlib's TLS_FTPHandler needs pyOpenSSL: "
+                              "pip install -e '.[bench]'")
+            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         return cmd
 
     def home(self, user: str = USER) -> Path:

@@ -24,17 +24,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("pyftpdlib")
 
-#: Contestants that may skip, and the reasons they may give: the daemon's TLS and
-#: --workers contestants until those flags exist, OpenSSH where sshd cannot run.
-#: Every other contestant must produce a number.
+#: Contestants that may skip, and the reasons they may give: OpenSSH where sshd
+#: cannot run, the object-store contestants where SeaweedFS or PostgreSQL cannot
+#: start.  Every other contestant (ours over TLS and with --workers 2, pyftpdlib's
+#: FTPS with pyOpenSSL from the dev extra) must produce a number.
+_NO_SERVICES = r"cannot start here|cannot be imported|did not start"
 ALLOWED_SKIPS = {
-    ("tls-upload", "ours"): r"does not accept --tls-cert|takes no TLS option",
-    ("tls-download", "ours"): r"does not accept --tls-cert|takes no TLS option",
-    ("workers", "ours-w2"): r"does not accept --workers|takes no TLS option",
     ("tls-upload", "sftp"): r"^OpenSSH baseline: ",
     ("tls-upload", "scp"): r"^OpenSSH baseline: ",
     ("tls-download", "sftp"): r"^OpenSSH baseline: ",
     ("tls-download", "scp"): r"^OpenSSH baseline: ",
+    ("s3-upload", "ours"): _NO_SERVICES,
+    ("s3-upload", "boto3"): _NO_SERVICES,
+    ("s3-download", "ours"): _NO_SERVICES,
+    ("s3-download", "boto3"): _NO_SERVICES,
+    ("metadata", "ours-pg"): _NO_SERVICES,
 }
 
 
@@ -132,6 +136,72 @@ def test_bench_quick_draws_one_chart_per_family(
     for family in FAMILIES:
         png = json_path.with_name(f"{json_path.stem}-{family}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", family
+
+
+def _extras(report: dict[str, Any], scenario: str, who: str) -> dict[str, Any]:
+    (extra,) = report["scenarios"][scenario]["results"][who]["extras"]
+    return extra
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_tls_bulk_compares_ours_with_pyftpdlib_ftps(
+        quick_run: tuple[dict[str, Any], str, Path]) -> None:
+    report = quick_run[0]
+    for name in ("tls-upload", "tls-download"):
+        sc = report["scenarios"][name]
+        assert sc["results"]["ours"]["median"] > 0, name
+        assert sc["results"]["pyftpdlib-tls"]["median"] > 0, name
+        assert _extras(report, name, "pyftpdlib-tls")["tls_version"] == "TLSv1.3", name
+        texts = [t["text"] for t in sc["targets"]]
+        assert "ours/pyftpdlib-tls >= 1.5" in texts and "ours/raw-tls >= 0.8" in texts, name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_tls_reconnects_resume_their_session(
+        quick_run: tuple[dict[str, Any], str, Path]) -> None:
+    report = quick_run[0]
+    cycles = report["sizes"]["token_cycles"]
+    assert _extras(report, "tls-reconnect", "ours")["resumed"] == cycles
+    assert report["scenarios"]["tls-reconnect"]["results"]["pyftpdlib-tls"]["median"] > 0
+    for who in ("ours", "ours-w2"):
+        assert _extras(report, "workers-reconnect", who)["resumed"] > 0, who
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_workers_report_cpu_per_gib_and_tls(
+        quick_run: tuple[dict[str, Any], str, Path]) -> None:
+    report = quick_run[0]
+    for who in ("ours", "ours-w2"):
+        extra = _extras(report, "workers", who)
+        assert extra["tls"] is True, who
+        assert extra["server_cpu_s_per_gib"] > 0 and extra["client_cpu_s_per_gib"] > 0, who
+        idle = _extras(report, "tls-idle", who)
+        assert idle["held"] == report["sizes"]["idle"], who
+    logins = report["scenarios"]["tls-password-login"]
+    assert logins["results"]["ours-plaintext"]["median"] > 0
+    assert len(logins["targets"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_object_store_runs_against_boto3_and_sqlite(
+        quick_run: tuple[dict[str, Any], str, Path]) -> None:
+    report = quick_run[0]
+    skipped = report["scenarios"]["metadata"]["results"]["ours-pg"]["skipped"]
+    if skipped:
+        pytest.skip(skipped)                # SeaweedFS or PostgreSQL cannot run here
+    for name in ("s3-upload", "s3-download"):
+        assert report["scenarios"][name]["results"]["ours"]["median"] > 0, name
+        assert report["scenarios"][name]["results"]["boto3"]["median"] > 0, name
+        assert _extras(report, name, "ours")["s3_cpu_s"] >= 0, name
+    for who in ("ours", "ours-pg"):
+        extra = _extras(report, "metadata", who)
+        for op in ("stat", "ls", "mkdir", "mv"):
+            assert extra[f"{op}_per_s"] > 0, (who, op)
+    assert all(t["value"] is not None for t in report["scenarios"]["metadata"]["targets"])
 
 
 def test_latency_percentile_interpolates_between_ranks() -> None:
