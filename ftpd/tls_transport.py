@@ -36,6 +36,9 @@ from .transport import BULK_RECVS_PER_WAKEUP, PREAD_CHUNK, IOContext, PlainTrans
 
 log = logging.getLogger("ftpd.tls")
 
+#: The largest plaintext one TLS record carries (RFC 8446 5.1): one OpenSSL read's most.
+TLS_RECORD_MAX = 16 * 1024
+
 
 def _file_buffer(io: IOContext) -> memoryview:
     """The reactor's one reused buffer for file bytes going out over TLS."""
@@ -188,13 +191,20 @@ class TLSTransport(PlainTransport):
                 self.close()
                 return
         view = io.recv_view     # the ciphertext in it is the layer's now: reuse it
+        room = len(view) - TLS_RECORD_MAX
         self._holding = True
         try:
             while self._reading and self.sock is not None and not self._closing:
-                n = layer.read_into(view)
-                if n == 0:
+                # One OpenSSL read yields at most one record (16 KiB): gather as many as
+                # the buffer holds before one data_received, so a bulk upload costs the
+                # session (its checks, its pwrite) per buffer, not per record.
+                filled = n = layer.read_into(view)
+                while n and filled < room:
+                    n = layer.read_into(view[filled:])
+                    filled += n
+                if filled == 0:
                     break
-                protocol.data_received(view[:n])
+                protocol.data_received(view[:filled])
         finally:
             self._holding = False
         self._push_ciphertext()                    # replies, tickets, key updates

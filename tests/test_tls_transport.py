@@ -49,12 +49,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self.chunks: list[int] = []       # the size of each data_received call
         self.events: list[str] = []
         self.lost: list[BaseException | None] = []
         self.on_data = None
 
     def data_received(self, data: memoryview) -> None:
         self.data += data
+        self.chunks.append(len(data))
         if self.on_data:
             self.on_data(data)
 
@@ -159,6 +161,18 @@ def test_client_plaintext_reaches_data_received(h):
     h.run(lambda: h.transport.handshake_done and h.client.handshake_done)
     h.client.write(b"hello daemon")
     h.run(lambda: bytes(h.proto.data) == b"hello daemon")
+
+
+def test_records_that_arrived_together_reach_the_session_in_one_call(h):
+    """Eight full records in one read are one data_received, not eight: a bulk upload
+    costs the session (its per-call checks and its pwrite) per buffer, not per 16 KiB."""
+    h.run(lambda: h.transport.handshake_done and h.client.handshake_done)
+    payload = os.urandom(8 * 16 * 1024)
+    h.client.write(payload)                     # eight records
+    h.client_step()
+    h.run(lambda: len(h.proto.data) == len(payload))
+    assert bytes(h.proto.data) == payload
+    assert len(h.proto.chunks) <= 2, h.proto.chunks    # one, or two if recv split them
 
 
 def test_bytes_on_the_wire_are_not_the_plaintext(h):
