@@ -339,12 +339,12 @@ def _supervise(cfg: configuration.Config) -> int:
     try:
         # Once, before any worker: make (or check) the TLS pair, so that workers never
         # race to create it and a bad certificate stops the start with one line.
-        certs.credentials_for(cfg.root, cfg.tls, cfg.tls_cert, cfg.tls_key,
-                              cfg.tls_min_version)
+        tls = certs.credentials_for(cfg.root, cfg.tls, cfg.tls_cert, cfg.tls_key,
+                                    cfg.tls_min_version)
     except certs.CertError as exc:
         print(f"ftpd: error: tls: {exc}", file=sys.stderr)
         return 2
-    supervisor = Supervisor(cfg, _run_worker)
+    supervisor = Supervisor(cfg, lambda config, index: _run_worker(config, index, tls))
     try:
         supervisor.reserve_address()
     except OSError as exc:
@@ -353,21 +353,22 @@ def _supervise(cfg: configuration.Config) -> int:
     return supervisor.run()
 
 
-def _run_worker(cfg: configuration.Config, index: int) -> int:
-    """One worker process of ``--workers N`` (forked by the supervisor)."""
+def _run_worker(cfg: configuration.Config, index: int, tls: Any = None) -> int:
+    """One worker process of ``--workers N`` (forked by the supervisor), serving with
+    the TLS context the supervisor made (``certs.ServerCredentials`` or None)."""
     logs.WORKER = f"w{index}"
     logs.configure(cfg.log_level)
-    return _run_server(cfg)
+    return _run_server(cfg, tls)
 
 
-def _run_server(cfg: configuration.Config) -> int:
+def _run_server(cfg: configuration.Config, tls: Any = None) -> int:
     """Open the store, listen and serve until a signal stops the reactor (one process,
     or one worker of ``--workers N``); start-up failures are one line and a status."""
     from . import certs
     from .server import Server
 
     try:
-        server = Server(cfg)
+        server = Server(cfg, tls=tls)
     except StorageError as exc:      # PostgreSQL or S3 unreachable at start
         print(f"ftpd: error: storage: {exc.code}: {exc.message}", file=sys.stderr)
         return 3

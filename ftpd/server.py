@@ -67,12 +67,17 @@ class Server:
     the ``SessionContext`` it hands them.
     """
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None,
+                 tls: certs.ServerCredentials | None = None) -> None:
         self.config = config.validate()
         # TLS first: a bad certificate stops the start before anything is opened
-        # (certs.CertError; the CLI prints it on one line and exits 2).
-        self.tls = certs.credentials_for(config.root, config.tls, config.tls_cert,
-                                         config.tls_key, config.tls_min_version)
+        # (certs.CertError; the CLI prints it on one line and exits 2).  A worker of
+        # --workers N gets the context its supervisor made before forking: one context
+        # means one session-ticket key, so a client resumes on whichever worker it lands.
+        if tls is None:
+            tls = certs.credentials_for(config.root, config.tls, config.tls_cert,
+                                        config.tls_key, config.tls_min_version)
+        self.tls = tls
         if self.tls is None:
             warning = certs.plaintext_warning(config.host)
             if warning:

@@ -330,3 +330,21 @@ def test_workers_do_not_outlive_a_killed_supervisor(two_workers):
                 os.kill(pid, signal.SIGKILL)
     daemon.start()                             # the data root is free again
     assert isinstance(Wire(daemon.host, daemon.port).call(m.Ping(id=1)), m.Pong)
+
+
+def test_a_tls_session_from_one_worker_resumes_on_the_other(two_workers):
+    """The supervisor makes the TLS context before it forks, so both workers hold one
+    session-ticket key: a reconnecting client resumes wherever the kernel sends it."""
+    first = Wire(two_workers.host, two_workers.port)
+    session, origin = first.sock.session, worker_of(first)
+    first.close()
+    assert session is not None
+    for _ in range(200):
+        wire = Wire(two_workers.host, two_workers.port, session=session)
+        try:
+            if worker_of(wire) != origin:
+                assert wire.sock.session_reused
+                return
+        finally:
+            wire.close()
+    pytest.fail("200 connections did not reach the other worker")

@@ -6,6 +6,7 @@ and to see every reply frame, so they test the daemon and not the client.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import socket
@@ -22,18 +23,22 @@ from protocol.framing import DataChunk
 TLS_PORTS: set[int] = set()
 
 
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
+    """One client context for every Wire: a session resumes only through the context
+    that made it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
 
-def maybe_tls(sock: socket.socket, host: str, port: int,
-              tls: bool | None = None) -> socket.socket:
-    """``sock`` (connected to ``port``) wrapped in TLS when that daemon speaks it."""
+def maybe_tls(sock: socket.socket, host: str, port: int, tls: bool | None = None,
+              session: ssl.SSLSession | None = None) -> socket.socket:
+    """``sock`` (connected to ``port``) wrapped in TLS when that daemon speaks it;
+    ``session`` (from an earlier connection's ``sock.session``) asks to resume it."""
     if tls if tls is not None else port in TLS_PORTS:
-        return _tls_context().wrap_socket(sock, server_hostname=host)
+        return _tls_context().wrap_socket(sock, server_hostname=host, session=session)
     return sock
 
 
@@ -44,13 +49,13 @@ class Closed(Exception):
 class Wire:
     def __init__(self, host: str, port: int, timeout: float = 10.0, *, hello: bool = True,
                  max_data: int | None = None, rcvbuf: int | None = None,
-                 tls: bool | None = None) -> None:
+                 tls: bool | None = None, session: ssl.SSLSession | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:        # before connect, so the TCP window is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
-        self.sock = maybe_tls(self.sock, host, port, tls)
+        self.sock = maybe_tls(self.sock, host, port, tls, session)
         self.stream = MessageStream("client", max_data=64 << 20)
         self.events: list[Any] = []
         self.ids = itertools.count(1)
