@@ -357,7 +357,9 @@ def test_cli_get_killed_then_resumed(user, tmp_path):
 
 def test_cli_local_file_changed_since_partial(user, tmp_path):
     src = tmp_path / "f"
-    src.write_bytes(os.urandom(6 * MiB))
+    # 12 s of transfer at 2 MB/s: the put is still running when the signal comes, even
+    # on a loaded machine where seeing its first offset takes seconds (it ends at SIGINT).
+    src.write_bytes(os.urandom(24 * MiB))
     proc = spawn(user, "put", str(src), "--limit-rate", "2M")
     with user.client() as c:
         wait_for(lambda: any(u.offset > 0 for u in c.uploads()))
@@ -440,7 +442,9 @@ def test_cli_json_and_clean_stdout(monkeypatch, capsys, user, tmp_path):
 
 def test_cli_interrupt_exits_130(user, tmp_path):
     src = tmp_path / "f"
-    src.write_bytes(os.urandom(6 * MiB))
+    # 12 s of transfer at 2 MB/s: the put is still running when the signal comes, even
+    # on a loaded machine where seeing its first offset takes seconds (it ends at SIGINT).
+    src.write_bytes(os.urandom(24 * MiB))
     proc = spawn(user, "put", str(src), "--limit-rate", "2M")
     with user.client() as c:
         wait_for(lambda: any(u.offset > 0 for u in c.uploads()))
