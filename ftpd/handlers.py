@@ -32,7 +32,7 @@ from storage import (
 from . import supervisor
 from .jobs import HANDLERS, Deferred, Finish, Outcome, handles
 from .jobs import HandlerSession as Session
-from .listing import entry_of  # (and ls and uploads register themselves there)
+from .listing import entry_of  # (and ls, uploads, hash register themselves there)
 from .transfers import DownloadProducer
 from .walks import close_workdir, plain_path, walked
 
@@ -274,20 +274,6 @@ def _audit(session: Session, action: str, path: str, dst: str | None = None) -> 
 def quota(session: Session, req: m.Quota) -> Outcome:
     u = session.ctx.store.usage(session.user)
     return m.QuotaOk(id=req.id, used=u.used, reserved=u.reserved, limit=u.limit, free=u.free)
-
-
-@handles("hash")
-def hash_(session: Session, req: m.Hash) -> Outcome:
-    store, user, cwd = session.ctx.store, session.user, session.cwd
-    path = store.resolve(user, req.path, cwd)
-
-    def looked_up(cached: tuple[str, int] | None) -> Outcome:
-        if cached is not None:
-            return m.HashOk(id=req.id, path=path, sha256=cached[0], size=cached[1])
-        return Deferred(lambda: store.file_hash(user, path, cwd),
-                        lambda result: m.HashOk(id=req.id, path=path, sha256=result[0],
-                                                size=result[1]))
-    return walked(cwd, (req.path,), lambda: store.cached_hash(user, path, cwd), looked_up)
 
 
 # ---------------------------------------------------------------- transfers

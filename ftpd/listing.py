@@ -1,4 +1,5 @@
-"""Listings streamed a batch at a time: ``ls``, ``uploads`` (issue 13, items 7 and 8).
+"""Listings streamed a batch at a time: ``ls``, ``uploads`` (issue 13, items 7 and 8) and
+``hash`` by the opened descriptor (item 12).
 
 One ``ls`` of a 50,000-entry folder used to build the whole listing on a worker
 (40 MB of daemon memory) and keep it until the slowest client had read it.
@@ -27,6 +28,7 @@ its database) gives its whole listing as one batch.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,8 +39,10 @@ from storage import StorageError
 from .errors import error_reply
 from .jobs import Deferred, Outcome, Paged, handles
 from .jobs import HandlerSession as Session
+from .walks import walked
 
-__all__ = ["LIST_BATCH", "PAGE_BUDGET", "UPLOADS_BATCH", "Listing", "entry_of", "ls", "uploads"]
+__all__ = ["LIST_BATCH", "PAGE_BUDGET", "UPLOADS_BATCH", "Listing", "entry_of", "hash_", "ls",
+           "uploads"]
 
 log = logging.getLogger("ftpd.listing")
 
@@ -233,3 +237,53 @@ def uploads(session: Session, req: m.Uploads) -> Outcome:
     store, user = session.ctx.store, session.user
     return _opened(req.id, lambda page, more: m.UploadsOk(id=req.id, uploads=page, more=more),
                    _upload_cost, _upload_batches(store, user))
+
+
+# ---------------------------------------------------------------- hash
+
+
+@handles("hash")
+def hash_(session: Session, req: m.Hash) -> Outcome:
+    """The digest of the file the request opens: looked up in the cache by that
+    descriptor's ``fstat``, or read through it on a worker -- never by the path
+    again, so a file replaced meanwhile cannot lend its digest (item 12)."""
+    store, user, cwd = session.ctx.store, session.user, session.cwd
+    path = store.resolve(user, req.path, cwd)
+    if not hasattr(store, "cached_hash_fd"):
+        return _hash_by_blob(store, user, path, cwd, req)
+
+    def open_file() -> tuple[int, tuple[str, int] | None]:
+        fd, _ = store.open_read(user, path, cwd)
+        try:
+            return fd, store.cached_hash_fd(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def answer(result: tuple[str, int]) -> m.HashOk:
+        return m.HashOk(id=req.id, path=path, sha256=result[0], size=result[1])
+
+    def opened(result: tuple[int, tuple[str, int] | None]) -> Outcome:
+        fd, cached = result
+        if cached is not None:
+            os.close(fd)
+            return answer(cached)
+        return Deferred(lambda: store.hash_fd(fd), answer, always=lambda *_: os.close(fd))
+
+    def closed_meanwhile(result: Any, _: Any = None) -> None:
+        if result is not None:
+            os.close(result[0])
+
+    return walked(cwd, (req.path,), open_file, opened, if_closed=closed_meanwhile)
+
+
+def _hash_by_blob(store: Any, user: str, path: str, cwd: str, req: m.Hash) -> Outcome:
+    """The object store: a file's content is an immutable blob named in its entry, so
+    the blob id read with the entry is the whole key (no descriptor to hold)."""
+    def answer(result: tuple[str, int]) -> m.HashOk:
+        return m.HashOk(id=req.id, path=path, sha256=result[0], size=result[1])
+
+    cached = store.cached_hash(user, path, cwd)
+    if cached is not None:
+        return answer(cached)
+    return Deferred(lambda: store.file_hash(user, path, cwd), answer)

@@ -1,5 +1,5 @@
-"""Listings stream a batch at a time (issue 13, items 7 and 8), checked on the
-session alone.
+"""Listings stream a batch at a time, and ``hash`` answers for the file it opened
+(issue 13, items 7, 8 and 12), checked on the session alone.
 
 The fake pool runs worker jobs only when the test says so, one at a time, so
 each step of a listing is seen: which batch is read by which job, what is
@@ -10,6 +10,7 @@ output is full or the connection goes away in between.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 import protocol.messages as m
 from ftpd import listing
+from storage import SmallFile
 from tests.test_session_unit import USER, FakeTransport, Harness
 
 BATCH = 100         # listing.LIST_BATCH (1000) made small: the same steps, fewer files
@@ -192,3 +194,46 @@ def test_uploads_are_read_from_the_catalogue_a_page_per_job_in_path_order(h, mon
     assert jobs == 3
     assert [u.path for r in replies for u in r.uploads] == paths
     assert [r.more for r in replies][-1] is False
+
+
+# ---------------------------------------------------------------- item 12
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_hash_answers_for_the_file_it_opened_when_it_is_replaced_before_the_worker_runs(h):
+    """The digest is read through the descriptor opened for the request: an overwrite
+    that lands while the hash waits for a worker does not change which file the
+    answer is about (it used to hash whatever then had the name)."""
+    old, new = b"a" * 5000, b"b" * 3000
+    (home(h) / "f").write_bytes(old)                    # never hashed: a cache miss
+    h.feed(m.Hash(id=7, path="f"))
+    assert h.pool.jobs                                  # the hash waits for a worker
+    [done] = h.store.store_small_files(USER, [SmallFile("/f", new, sha(new), overwrite=True)])
+    assert not isinstance(done, Exception)
+    h.run_jobs()
+    [reply] = h.replies()
+    assert isinstance(reply, m.HashOk)
+    assert (reply.sha256, reply.size) == (sha(old), len(old))
+    assert h.store.cached_hash(USER, "/f") == (sha(new), len(new))   # the cache untouched
+
+
+def test_hash_of_a_cached_file_needs_no_worker(h):
+    data = b"cached"
+    [done] = h.store.store_small_files(USER, [SmallFile("/c", data, sha(data))])
+    assert not isinstance(done, Exception)
+    h.feed(m.Hash(id=8, path="/c"))
+    assert not h.pool.jobs
+    [reply] = h.replies()
+    assert (reply.sha256, reply.size) == (sha(data), len(data))
+
+
+def test_hash_closes_what_it_opened(h):
+    (home(h) / "f").write_bytes(b"x" * 100)
+    before = fds()
+    h.feed(m.Hash(id=7, path="f"))
+    h.run_jobs()
+    h.feed(m.Hash(id=8, path="f"))                      # now cached
+    assert len(h.replies()) == 2 and fds() == before
