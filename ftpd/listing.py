@@ -118,7 +118,7 @@ class Listing:
         if self.source is not None:     # the tail waits for the next batch
             self.batch, self.pos = batch[self.pos:], 0
             return Deferred(self._read, self._got, failed=self._failed,
-                            if_closed=self._closed, operation="listing")
+                            if_closed=self._closed)
         self.done = True
         self.batch = []
         return self.make(tuple(page), False)
@@ -136,15 +136,12 @@ class Listing:
         return None                     # the session draws the next page
 
     def _failed(self, error: BaseException) -> Outcome:
-        """A batch could not be read (the folder's disk failed): the reply ends with an
-        error carrying the request's id instead of the remaining pages."""
+        """A batch could not be read: the reply ends with an error carrying the request's
+        id instead of the remaining pages (see ``_refusal``)."""
         self._close_source()
         self.done = True
         self.batch = []
-        if not isinstance(error, StorageError | ProtocolError):
-            log.error("listing failed", exc_info=error)
-        reply: ErrorReply = error_reply(error, self.request_id, operation="listing")
-        return reply
+        return _refusal(error, self.request_id)
 
     def _closed(self, *_: Any) -> None:
         self._close_source()
@@ -174,7 +171,19 @@ def _opened(request_id: int, make: Callable[[tuple[Any, ...], bool], Any],
         batch, more = result
         return Paged(Listing(request_id, make, cost, batch, source if more else None))
 
-    return Deferred(first, paged, if_closed=lambda *_: _close(source), operation="listing")
+    return Deferred(first, paged, failed=lambda error: _refusal(error, request_id),
+                    if_closed=lambda *_: _close(source))
+
+
+def _refusal(error: BaseException, request_id: int) -> ErrorReply:
+    """A failed batch: its own code, or ``IO_ERROR`` for the disk's ``OSError`` (logged);
+    anything else is a bug and goes on as one (``INTERNAL``, and the session ends)."""
+    if isinstance(error, StorageError | ProtocolError):
+        return error_reply(error, request_id)
+    if not isinstance(error, OSError):
+        raise error
+    log.error("listing failed", exc_info=error)
+    return error_reply(error, request_id, operation="listing")
 
 
 def _close(source: Iterator[Any]) -> None:
@@ -204,11 +213,14 @@ def _entry_batches(store: Any, user: str, path: str, cwd: str) -> Batches:
 
 @handles("ls")
 def ls(session: Session, req: m.Ls) -> Outcome:
+    # Walked from the home (on a worker), not from the working folder the session holds:
+    # a folder removed (or swapped for a link) under the session is NOT_FOUND (BAD_PATH),
+    # never an empty listing of a deleted folder.
     store, user, cwd = session.ctx.store, session.user, session.cwd
     path = store.resolve(user, req.path, cwd)
     return _opened(req.id, lambda page, more: m.LsOk(id=req.id, path=path, entries=page,
                                                       more=more),
-                   _entry_cost, _entry_batches(store, user, req.path, cwd))
+                   _entry_cost, _entry_batches(store, user, path, "/"))
 
 
 # ---------------------------------------------------------------- uploads
