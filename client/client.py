@@ -290,7 +290,9 @@ class Client:
 
     def ls(self, path: str = ".") -> Listing:
         pages = self._pages(Ls, LsOk, path=path)
-        entries = tuple(entry for page in pages for entry in page.entries)
+        # A large folder comes in batches, each sorted (PROTOCOL.md, ls): sort the whole.
+        entries = tuple(sorted((entry for page in pages for entry in page.entries),
+                               key=lambda entry: entry.name))
         return Listing(pages[0].path, entries)
 
     def stat(self, path: str) -> StatResult:

@@ -95,7 +95,8 @@ def _get(session: Any, req: m.Get) -> Outcome:
         if req.offset > size:
             raise ProtocolError(f"offset {req.offset} is past the end ({size} bytes)",
                                 code="OFFSET_MISMATCH", expected=size, got=req.offset)
-        sha256 = store.file_hash(user, path)[0] if req.verify else None
+        # Of the blob just opened, not of whatever the path names by now (item 12).
+        sha256 = store.hash_fd(source)[0] if req.verify else None
         return path, source, size, sha256
 
     def begin(result: tuple[str, Any, int, str | None]) -> Outcome:

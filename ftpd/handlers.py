@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import protocol.messages as m
@@ -31,8 +30,9 @@ from storage import (
 )
 
 from . import supervisor
-from .jobs import Deferred, Finish, Outcome, Paged
+from .jobs import HANDLERS, Deferred, Finish, Outcome, handles
 from .jobs import HandlerSession as Session
+from .listing import entry_of  # (and ls, uploads, hash register themselves there)
 from .transfers import DownloadProducer
 from .walks import close_workdir, plain_path, walked
 
@@ -40,18 +40,7 @@ log = logging.getLogger("ftpd.handlers")
 
 #: Seconds a login waits before asking the throttle again for a password-check slot.
 ADMIT_RETRY = 0.05
-#: A page of a listing stays well under the 64 KiB every peer must accept.
-PAGE_BUDGET = 48 * 1024
 
-Handler = Callable[[Any, Any], Outcome]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(cmd: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[cmd] = fn
-        return fn
-    return register
 
 
 # ---------------------------------------------------------------- session
@@ -223,51 +212,11 @@ def cd(session: Session, req: m.Cd) -> Outcome:
                     if_closed=lambda workdir, _: close_workdir(workdir))
 
 
-def _entry(e: Any) -> m.Entry:
-    return m.Entry(name=e.name, type=e.type, size=e.size, mtime=max(0.0, float(e.mtime)))
-
-
-def _pages(make: Callable[[tuple[Any, ...], bool], m.Reply], items: list[Any],
-           size_of: Callable[[Any], int]) -> Iterator[m.Reply]:
-    """Split ``items`` into replies that each stay under PAGE_BUDGET bytes."""
-    page: list[Any] = []
-    used = 0
-    for item in items:
-        cost = size_of(item)
-        if page and used + cost > PAGE_BUDGET:
-            yield make(tuple(page), True)
-            page, used = [], 0
-        page.append(item)
-        used += cost
-    yield make(tuple(page), False)
-
-
-def _entry_cost(e: m.Entry) -> int:
-    return 80 + len(e.name.encode("utf-8", "replace")) * 6   # worst case: \\u escapes
-
-
-@handles("ls")
-def ls(session: Session, req: m.Ls) -> Outcome:
-    store, user, cwd = session.ctx.store, session.user, session.cwd
-
-    def job() -> tuple[str, list[m.Entry]]:
-        path = store.resolve(user, req.path, cwd)
-        return path, [_entry(e) for e in store.list_dir(user, path, "/")]
-
-    def done(result: tuple[str, list[m.Entry]]) -> Outcome:
-        path, entries = result
-        return Paged(_pages(
-            lambda page, more: m.LsOk(id=req.id, path=path, entries=page, more=more),
-            entries, _entry_cost))
-
-    return Deferred(job, done)
-
-
 @handles("stat")
 def stat(session: Session, req: m.Stat) -> Outcome:
     store, user, cwd = session.ctx.store, session.user, session.cwd
     return walked(cwd, (req.path,), lambda: store.stat(user, req.path, cwd),
-                  lambda entry: m.StatOk(id=req.id, path=entry.path, entry=_entry(entry)))
+                  lambda entry: m.StatOk(id=req.id, path=entry.path, entry=entry_of(entry)))
 
 
 @handles("mkdir")
@@ -325,20 +274,6 @@ def _audit(session: Session, action: str, path: str, dst: str | None = None) -> 
 def quota(session: Session, req: m.Quota) -> Outcome:
     u = session.ctx.store.usage(session.user)
     return m.QuotaOk(id=req.id, used=u.used, reserved=u.reserved, limit=u.limit, free=u.free)
-
-
-@handles("hash")
-def hash_(session: Session, req: m.Hash) -> Outcome:
-    store, user, cwd = session.ctx.store, session.user, session.cwd
-    path = store.resolve(user, req.path, cwd)
-
-    def looked_up(cached: tuple[str, int] | None) -> Outcome:
-        if cached is not None:
-            return m.HashOk(id=req.id, path=path, sha256=cached[0], size=cached[1])
-        return Deferred(lambda: store.file_hash(user, path, cwd),
-                        lambda result: m.HashOk(id=req.id, path=path, sha256=result[0],
-                                                size=result[1]))
-    return walked(cwd, (req.path,), lambda: store.cached_hash(user, path, cwd), looked_up)
 
 
 # ---------------------------------------------------------------- transfers
@@ -470,20 +405,6 @@ def commit(session: Session, req: m.Commit) -> Outcome:
 @handles("cancel")
 def cancel(session: Session, req: m.Cancel) -> Outcome:
     return session.cancel_transfer(req)  # a download's is answered at a frame boundary
-
-
-@handles("uploads")
-def uploads(session: Session, req: m.Uploads) -> Outcome:
-    store, user = session.ctx.store, session.user
-
-    def job() -> list[m.UploadInfo]:        # a database read of any length: on a worker
-        return [m.UploadInfo(path=p.path, size=p.size, offset=p.offset,
-                             updated=max(0.0, float(p.updated)), sha256=p.sha256)
-                for p in store.list_uploads(user)]
-
-    return Deferred(job, lambda infos: Paged(_pages(
-        lambda page, more: m.UploadsOk(id=req.id, uploads=page, more=more),
-        infos, lambda info: 200 + len(info.path.encode("utf-8", "replace")) * 6)))
 
 
 @handles("abort")

@@ -26,6 +26,18 @@ if TYPE_CHECKING:
 
 Outcome = Union[Reply, "Deferred", "Paged", "Finish", tuple[Any, ...], None]
 
+Handler = Callable[[Any, Any], Outcome]
+#: The handler of each command (ftpd/handlers.py, ftpd/listing.py register theirs).
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(cmd: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``cmd``."""
+    def register(fn: Handler) -> Handler:
+        HANDLERS[cmd] = fn
+        return fn
+    return register
+
 
 class Deferred:
     """Work off the reactor thread, then its continuation on it.
@@ -63,12 +75,22 @@ class Deferred:
 
 
 class Paged:
-    """A reply in several frames, produced a page at a time under the water marks."""
+    """A reply in several frames, produced a page at a time under the water marks.
 
-    __slots__ = ("pages",)
+    ``pages`` yields the frames; where the next ones need work off the loop (the
+    next batch of a listing: ftpd/listing.py) it yields a ``Deferred`` instead.
+    The session runs that job only once its output has drained to the low-water
+    mark (``held`` keeps it until then), like any job of the user's (its
+    continuation feeds ``pages`` and returns None, or the error reply that ends
+    the reply), and then draws again.  So a paged reply never reads ahead of a
+    client that does not read.
+    """
 
-    def __init__(self, pages: Iterator[Reply]) -> None:
+    __slots__ = ("pages", "held")
+
+    def __init__(self, pages: Iterator[Reply | Deferred]) -> None:
         self.pages = pages
+        self.held: Deferred | None = None
 
 
 class Finish:

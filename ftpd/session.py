@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from protocol import (
@@ -89,7 +88,7 @@ class Session(SessionTransfers, SessionGuard):
         self.job: Deferred | None = None                  # the request in progress off the loop
         self.upload: UploadTransfer | None = None
         self.download: DownloadProducer | None = None
-        self.pager: Iterator[Reply] | None = None
+        self.pager: Paged | None = None                 # a multi-frame reply going out
         self.inline: InlinePipeline | None = None
         self.discard = 0            # DATA bytes of a failed upload still in flight: dropped
         self.watchdog: Timer | None = None
@@ -310,7 +309,7 @@ class Session(SessionTransfers, SessionGuard):
         elif kind is Deferred:
             self._start_job(request_id, outcome)        # type: ignore[arg-type]
         elif kind is Paged:
-            self.pager = outcome.pages                  # type: ignore[union-attr]
+            self.pager = outcome                        # type: ignore[assignment]
         elif kind is Finish:
             self.finish(outcome.reason)                 # type: ignore[union-attr]
         else:

@@ -27,12 +27,10 @@ from storage import StorageError
 
 from .errors import error_reply, refusal
 from .inline import InlinePipeline
-from .jobs import Deferred, Outcome
+from .jobs import Deferred, Outcome, Paged
 from .transfers import DownloadProducer, UploadTransfer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from .context import SessionContext
     from .transport import PlainTransport
 
@@ -52,12 +50,13 @@ class SessionTransfers:
         cwd: str
         upload: UploadTransfer | None
         download: DownloadProducer | None
-        pager: Iterator[Reply] | None
+        pager: Paged | None
         inline: InlinePipeline | None
         discard: int
         last_progress: float
         last_request: float
         output_paused: bool
+        job: Deferred | None
 
         def advance(self, event: str) -> None: ...
         def fatal(self, reply: ErrorReply) -> None: ...
@@ -67,6 +66,7 @@ class SessionTransfers:
         def _answer(self, reply: Reply) -> None: ...
         def _apply(self, request_id: int | None, outcome: Outcome) -> None: ...
         def _pump(self) -> None: ...
+        def _start_job(self, request_id: int | None, deferred: Deferred) -> None: ...
 
     # ------------------------------------------------------------ started by handlers
 
@@ -259,11 +259,18 @@ class SessionTransfers:
                     return False
                 return True
             pager = self.pager
-            if pager is None:
+            if pager is None or self.job is not None:   # (the job: its next batch)
                 return False
-            page = next(pager, None)
+            page, pager.held = pager.held or next(pager.pages, None), None
             if page is None:
                 self.pager = None
                 return True
+            if type(page) is Deferred:
+                # Read the next batch only once the output has drained to low water.
+                if transport.wait_for_low_water():
+                    pager.held = page
+                    return False
+                self._start_job(None, page)
+                return False
             transport.write(encode(page))
         return False

@@ -180,6 +180,15 @@ class PlainTransport:
     def get_write_buffer_size(self) -> int:
         return self._out_size
 
+    def wait_for_low_water(self) -> bool:
+        """For a producer that may go on only at or below ``low_water`` (a listing's
+        next batch): False if the output is there now; else True, the protocol is
+        paused, and it hears ``resume_writing()`` once the queue has drained."""
+        if self._out_size <= self._io.low_water or self.sock is None:
+            return False
+        self._blocked()
+        return True
+
     def pause_reading(self) -> None:
         """The one place reading stops."""
         if self._reading:

@@ -59,6 +59,9 @@ class WorkerPool:
             except BaseException as exc:  # handed to the reactor, which decides
                 result, error = None, exc
             self._done.put((done, result, error))
+            # An idle thread must not keep its last job alive: a listing abandoned by its
+            # client would hold its folder open until this thread's next job.
+            item = job = done = result = error = None
             if not self._signalled.is_set():
                 self._signalled.set()
                 try:

@@ -38,7 +38,8 @@ from storage.confine import map_oserror
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The daemon's request path below the dispatcher, and the storage layer.
-MODULES = ["ftpd/handlers.py", "ftpd/session_transfers.py", "ftpd/transfers.py",
+MODULES = ["ftpd/handlers.py", "ftpd/listing.py", "ftpd/session_transfers.py",
+           "ftpd/transfers.py",
            "ftpd/inline.py", "ftpd/jobs.py", *sorted(
                str(p.relative_to(ROOT)) for p in (ROOT / "storage").glob("*.py"))]
 #: Calls on objects of these names (the last name before the call) are the standard

@@ -163,15 +163,15 @@ def test_a_bug_in_a_worker_jobs_completion_is_an_internal_error_and_a_close(inpr
     daemon = started(inproc_server)
     daemon.allow_tracebacks = True
 
-    def buggy_list_dir(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("injected bug in list_dir")
+    def buggy_iter_dir(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected bug in iter_dir")
 
-    monkeypatch.setattr(daemon.store, "list_dir", buggy_list_dir)
+    monkeypatch.setattr(daemon.store, "iter_dir", buggy_iter_dir)
     with session(daemon) as wire:
         reply = wire.call(m.Ls(id=6, path="/"))
         assert isinstance(reply, m.ErrorReply) and reply.code == "INTERNAL"
         assert wire.closed_by_peer()
-    daemon.wait_for_log(r"(?s)completion failed on \S+.*RuntimeError: injected bug in list_dir")
+    daemon.wait_for_log(r"(?s)completion failed on \S+.*RuntimeError: injected bug in iter_dir")
     assert still_served(daemon)
 
 

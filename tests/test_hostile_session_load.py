@@ -113,12 +113,12 @@ def test_uploads_is_listed_on_a_worker(inproc_server):
     daemon = inproc_server()
     daemon.add_user("u", "pw")
     seen: list[str] = []
-    original = daemon.store.list_uploads
+    original = daemon.store.list_uploads_page
 
-    def recording(user: str) -> Any:
+    def recording(user: str, *args: Any) -> Any:
         seen.append(threading.current_thread().name)
-        return original(user)
-    daemon.store.list_uploads = recording
+        return original(user, *args)
+    daemon.store.list_uploads_page = recording
     with Wire(daemon.host, daemon.port).logged_in("u", "pw") as w:
         assert w.put("/a", b"x" * 100, stop_at=10).offset == 0
         w.call(m.Cancel(id=w.next_id()))
@@ -136,7 +136,7 @@ def test_one_users_listings_leave_workers_for_another_users_put(inproc_server, m
     daemon = inproc_server(workers=2)
     daemon.add_user("hog", "pw")
     daemon.add_user("small", "pw")
-    gate = _gate(daemon.store, "list_dir", lambda user, *a: user == "hog")
+    gate = _gate(daemon.store, "iter_dir", lambda user, *a: user == "hog")
     handled: list[int] = []
     ls = daemon.server.ctx.handlers["ls"]
 

@@ -154,6 +154,23 @@ def test_file_hash_is_the_committed_sha256(store: Any, user: str) -> None:
     assert store.file_hash(user, "/h") == (hashlib.sha256(data).hexdigest(), len(data))
 
 
+def test_the_hash_of_an_opened_file_is_its_own_after_an_overwrite(store: Any,
+                                                                  user: str) -> None:
+    """``get`` announces ``hash_fd`` of what ``open_read`` returned (issue 13, item 12):
+    a file replaced in between must not lend its digest to the bytes being sent."""
+    old, new = _data(3000, seed=1), _data(2000, seed=2)
+    _put(store, user, "/r", old)
+    source, size = store.open_read(user, "/r")
+    try:
+        _put(store, user, "/r", new, overwrite=True)
+        assert store.hash_fd(source) == (hashlib.sha256(old).hexdigest(), len(old))
+    finally:
+        if isinstance(source, int):
+            import os
+
+            os.close(source)
+
+
 def test_a_working_folder_is_usable_as_cwd(store: Any, user: str) -> None:
     store.mkdir(user, "/w/in", parents=True)
     workdir = store.open_workdir(user, "/w")

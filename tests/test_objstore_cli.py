@@ -111,3 +111,35 @@ def test_the_urls_never_reach_the_output(urls: tuple[str, str],
     assert main(["user", "list", "--metadata", urls[0], "--blobs", urls[1]]) == 0
     out = capsys.readouterr()
     assert S3_SECRET_KEY not in out.out + out.err and urls[0] not in out.out + out.err
+
+
+def test_migrate_copies_the_bytes_it_hashed_when_a_file_is_replaced_meanwhile(
+        tmp_path: Path, dest: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest a migration declares is of the very bytes it copies (issue 13, item
+    12): a file replaced right after it was opened is copied as it was opened."""
+    import os
+
+    import storage.tree
+    from storage.objstore.migrate import migrate_root
+
+    root, name = tmp_path / "root", unique_name("mr")
+    old, new = b"o" * 3000, b"n" * 2000
+    with Store(root, scrypt_n=2**4) as src:
+        src.create_user(name, "pw", quota=MIB)
+        _put(src, name, "/f", old)
+    target = root / "homes" / name / "f"
+    real = storage.tree.FileTree.open_read
+    replaced: list[bool] = []
+
+    def open_then_replace(self: Any, user: str, path: str, cwd: str = "/") -> Any:
+        opened = real(self, user, path, cwd)
+        if not replaced:                        # another writer lands right after the open
+            replaced.append(True)
+            spare = target.with_name("spare")
+            spare.write_bytes(new)
+            os.rename(spare, target)
+        return opened
+    monkeypatch.setattr(storage.tree.FileTree, "open_read", open_then_replace)
+    migrate_root(root, dest)
+    assert replaced and _read(dest, name, "/f") == old
+    assert dest.file_hash(name, "/f") == (hashlib.sha256(old).hexdigest(), len(old))

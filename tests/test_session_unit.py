@@ -92,6 +92,9 @@ class FakeTransport:
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def wait_for_low_water(self) -> bool:
+        return False                     # nothing is ever queued
+
     def pause_reading(self) -> None:
         self.reading = False
 

@@ -100,14 +100,15 @@ def _copy_tree(source: Store, dest: ObjectStore, user: str, report: MigrationRep
 
 def _copy_file(source: Store, dest: ObjectStore, user: str, path: str, mtime: float,
                report: MigrationReport) -> None:
-    sha256, size = source.file_hash(user, path)
+    # One open: the digest is of the very bytes copied (item 12), even if the source
+    # file is replaced meanwhile.
+    fd, size, sha256 = source.open_hashed(user, path)
     try:
-        if dest.cached_hash(user, path) == (sha256, size):
-            return                           # copied by an earlier run
-    except NotFound:
-        pass
-    fd, size = source.open_read(user, path)
-    try:
+        try:
+            if dest.cached_hash(user, path) == (sha256, size):
+                return                       # copied by an earlier run
+        except NotFound:
+            pass
         upload = dest.begin_upload(user, path, size, sha256, overwrite=True)
         try:
             offset = upload.offset            # resumes an interrupted copy
