@@ -34,6 +34,7 @@ from .throttle import LoginThrottle
 from .timers import TimerHeap
 from .tls_transport import Refusal, TLSTransport
 from .transport import IOContext, PlainTransport
+from .turns import TurnScheduler
 from .workers import WorkerPool
 
 log = logging.getLogger("ftpd")
@@ -97,6 +98,7 @@ class Server:
             self.ctx.user_slots = self.shared.user_slots()
         self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
                             config.low_water, config.use_sendfile)
+        self.turns = TurnScheduler(self.io)
         self.connections: set[Session] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.listener: socket.socket | None = None
@@ -189,11 +191,7 @@ class Server:
             timeout = log_due if timeout is None else min(timeout, log_due)
         if self.stopping:
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        for key, mask in self.selector.select(timeout):
-            try:
-                key.data.on_event(mask)
-            except Exception:            # transports catch their own; this is the loop's
-                log.exception("event handler failed")
+        self.turns.dispatch(self.selector.select(timeout))   # light first; bulk within a budget
         self.timers.run_due()
         if self._tls_reload:
             self._tls_reload = False

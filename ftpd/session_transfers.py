@@ -68,6 +68,12 @@ class SessionTransfers:
         def _apply(self, request_id: int | None, outcome: Outcome) -> None: ...
         def _pump(self) -> None: ...
 
+    def moves_bulk(self) -> bool:
+        """Whether an upload or a download is streaming: the reactor serves this
+        connection after those with requests waiting, within a time budget
+        (``ftpd.turns``)."""
+        return self.upload is not None or self.download is not None
+
     # ------------------------------------------------------------ started by handlers
 
     def start_upload(self, request: Request, upload: Any) -> Outcome:
