@@ -35,7 +35,7 @@ from .timers import TimerHeap
 from .tls_transport import Refusal, TLSTransport
 from .transport import IOContext, PlainTransport
 from .turns import TurnScheduler
-from .workers import WorkerPool
+from .workers import LongJob, WorkerPool
 
 log = logging.getLogger("ftpd")
 
@@ -339,7 +339,7 @@ class Server:
         def run() -> None:
             if self.stopping:
                 return
-            self.pool.submit(self.store.checkpoint, self._checkpoint_done)
+            self.pool.submit(LongJob(self.store.checkpoint), self._checkpoint_done)
             self._schedule_checkpoint()
         self.timers.call_later(CHECKPOINT_INTERVAL, run)
 

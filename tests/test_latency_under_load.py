@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,72 @@ import protocol.messages as m
 from ftpd.timers import TimerHeap
 from ftpd.transport import IOContext, PlainTransport
 from ftpd.turns import TurnScheduler
+from ftpd.workers import LongJob, WorkerPool
 from protocol import encode_data
 from tests.test_session_unit import Harness
+
+WAIT = 10.0     # a bound on waiting for worker threads, never reached when all is well
+
+# ------------------------------------------------------------------ worker lanes
+
+
+def test_a_short_job_starts_before_queued_long_jobs():
+    pool = WorkerPool(2)                 # one long job at a time; a thread kept for short ones
+    order: list[str] = []
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    left = [3]
+
+    def done(_: Any, error: BaseException | None) -> None:
+        assert error is None
+        left[0] -= 1
+        if not left[0]:
+            finished.set()
+
+    def first_long() -> None:
+        started.set()
+        assert release.wait(WAIT)
+
+    def short() -> None:
+        order.append("short")
+        release.set()
+
+    try:
+        pool.submit(LongJob(first_long), done)
+        assert started.wait(WAIT)
+        pool.submit(LongJob(lambda: order.append("long")), done)
+        pool.submit(short, done)
+        sel = selectors.DefaultSelector()
+        sel.register(pool.wake_r, selectors.EVENT_READ)
+        for _ in range(100):
+            if finished.is_set():
+                break
+            sel.select(WAIT / 100)
+            pool.run_callbacks()
+        sel.close()
+        assert order == ["short", "long"]
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_with_one_thread_long_jobs_still_run():
+    pool = WorkerPool(1)
+    results: list[Any] = []
+    ran = threading.Event()
+    try:
+        pool.submit(LongJob(lambda: 41 + 1), lambda r, e: (results.append(r), ran.set()))
+        sel = selectors.DefaultSelector()
+        sel.register(pool.wake_r, selectors.EVENT_READ)
+        for _ in range(100):
+            if ran.is_set():
+                break
+            sel.select(WAIT / 100)
+            pool.run_callbacks()
+        sel.close()
+        assert results == [42]
+    finally:
+        pool.close()
+
 
 # ------------------------------------------------------------------ the turn scheduler
 
