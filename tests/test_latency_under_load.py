@@ -247,3 +247,39 @@ def test_a_session_moves_bulk_while_its_upload_streams_and_not_after(h):
     assert isinstance(h.replies()[0], m.PutDone)
     assert not h.session.moves_bulk()
 
+
+def _count_login_checks(h: Any) -> list[int]:
+    calls = [0]
+    real = h.store.login_valid
+
+    def counted(*args: Any) -> bool:
+        calls[0] += 1
+        return real(*args)
+    h.store.login_valid = counted
+    return calls
+
+
+def test_data_that_does_not_end_an_upload_is_not_checked_against_the_login(h):
+    h.logged_in()
+    h.feed(m.Put(id=7, path="f", size=10))
+    h.run_jobs()
+    h.replies()
+    calls = _count_login_checks(h)
+    h.feed(encode_data(b"hello"))                # half the file: no request, no check
+    assert calls[0] == 0
+    h.feed(encode_data(b"world"))                # the last bytes commit: checked first
+    assert calls[0] == 1
+
+
+def test_a_revoked_upload_is_not_committed_by_its_last_bytes(h):
+    h.logged_in()
+    h.feed(m.Put(id=7, path="f", size=10))
+    h.run_jobs()
+    h.replies()
+    h.feed(encode_data(b"hello"))
+    h.store.set_password("ada", "a new password")
+    h.feed(encode_data(b"world"))
+    h.run_jobs()
+    [reply] = h.replies()
+    assert reply.code == "LOGIN_REVOKED"
+    assert not (h.config.root / "homes" / "ada" / "f").exists()
