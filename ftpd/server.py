@@ -23,7 +23,7 @@ from typing import Any
 from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
-from . import __version__, certs, logs
+from . import __version__, certs, logs, loopstats
 from .backend import handlers_for, open_store
 from .config import Config
 from .context import SessionContext
@@ -113,6 +113,7 @@ class Server:
                                         max_data=config.max_data_frame,
                                         register=config.allow_register,
                                         inline_max=config.inline_max))
+        self.loopstats = loopstats.install_from_env(self)     # profiling only (FTPD_LOOPSTATS)
 
     @property
     def stopping(self) -> bool:
@@ -396,6 +397,8 @@ class Server:
         self.store.close()
         if self.shared is not None:
             self.shared.close()
+        if self.loopstats is not None:
+            self.loopstats.dump()
         log.info("stopped")
         logs.flush()
 

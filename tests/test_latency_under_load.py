@@ -283,3 +283,43 @@ def test_a_revoked_upload_is_not_committed_by_its_last_bytes(h):
     [reply] = h.replies()
     assert reply.code == "LOGIN_REVOKED"
     assert not (h.config.root / "homes" / "ada" / "f").exists()
+
+
+# ------------------------------------------------------------------ the profiling switch
+
+
+def test_loopstats_writes_turns_events_and_job_waits_when_asked(tmp_path: Path, monkeypatch):
+    import json
+    import types
+
+    from ftpd import loopstats
+
+    out = tmp_path / "stats.jsonl"
+    assert loopstats.install_from_env(object()) is None        # off without the variable
+    monkeypatch.setenv(loopstats.ENV, str(out))
+    sel = selectors.DefaultSelector()
+    turns, log, clock, _ = _scheduler()
+    server = types.SimpleNamespace(selector=sel, turns=turns, pool=WorkerPool(1),
+                                   auth_pool=WorkerPool(1))
+    stats = loopstats.install_from_env(server)
+    try:
+        finished = threading.Event()
+        server.pool.submit(LongJob(lambda: 1), lambda r, e: finished.set())
+        sel.register(server.pool.wake_r, selectors.EVENT_READ,
+                     types.SimpleNamespace(on_event=lambda mask: server.pool.run_callbacks()))
+        for _ in range(100):
+            if finished.is_set():
+                break
+            turns.dispatch(sel.select(WAIT / 100))
+        turns.dispatch([(_Key(_Conn("bulk", True, log, clock)), 1)])
+        sel.select(0)                                          # ends the turn
+        stats.dump()
+    finally:
+        server.pool.close()
+        server.auth_pool.close()
+        sel.close()
+    line = json.loads(out.read_text().splitlines()[-1])
+    assert line["turns"]["n"] >= 1
+    assert "_Conn" in line["events"]
+    [name] = line["jobs"]
+    assert name.startswith("file:") and line["jobs"][name]["wait"]["n"] == 1
