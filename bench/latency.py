@@ -72,6 +72,9 @@ class LatencyUnderLoad(Scenario):
     higher_is_better = False
     contestants = (OURS, PYFTPD)
     limit_ms = 25.0
+    #: Ours over TLS (the daemon's default) instead of plain text like pyftpdlib;
+    #: ``python -m bench.latency --tls`` only: the table compares plain text.
+    tls = False
 
     def size_text(self, s: Sizes) -> str:
         return (f"{s.load_bulk_clients} x {_size(s.load_bulk)} moving, {s.load_probe_clients} "
@@ -107,15 +110,17 @@ class LatencyUnderLoad(Scenario):
                     make_random_file(folder / f"f{i:03d}.bin", 1024)
 
         if who == OURS:
+            cafile = ctx.tls()[0] if self.tls else None
+
             def bulk(user: str) -> int:
-                with session(srv.port, user=user) as c:
+                with session(srv.port, user=user, cafile=cafile) as c:
                     return _loop_passes(stop, ready, lambda: (
                         c.put(src, "up.bin", verify=False, overwrite=True)
                         if user in uploaders else
                         c.get_stream("load.bin", _discard, verify=False)))
 
             def probe(user: str) -> dict[str, list[float]]:
-                with session(srv.port, user=user) as c:
+                with session(srv.port, user=user, cafile=cafile) as c:
                     def put() -> None:
                         (res,) = c.put_many([(probe_src, "probe.bin")], verify=False,
                                             overwrite=True)
@@ -127,7 +132,7 @@ class LatencyUnderLoad(Scenario):
                         "ls": lambda: c.ls("folder"),
                     })
 
-            with ours_server(ctx, self.name, users=names) as srv:
+            with ours_server(ctx, self.name, users=names, tls=self.tls) as srv:
                 place(srv.home)
                 with Meter(srv.pid) as m:
                     samples, passes = _run_load(bulk, probe, bulk_users, probe_users, stop,
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=FULL.load_seconds)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--who", default=f"{OURS},{PYFTPD}")
+    parser.add_argument("--tls", action="store_true", help="ours over TLS (pyftpdlib stays plain)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:K=V,...",
                         help="also run ours with these environment variables (A/B of knobs)")
     args = parser.parse_args(argv)
@@ -256,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(ws, sizes, quick=False)
         scenario = LatencyUnderLoad()
+        scenario.tls = args.tls
         scenario.prepare(ctx)
         runs = [(who, who, {}) for who in args.who.split(",")]
         for spec in args.variant:
