@@ -8,15 +8,18 @@ the reactor thread and no connection state is ever touched by two threads.
 Two lanes (issue 17, latency under load): a job wrapped in ``LongJob`` --
 hashing or flushing an upload behind its writer, a commit, a database
 checkpoint: tens to hundreds of milliseconds of disk or CPU -- runs on at most
-``threads - 1`` workers at once, and short jobs (a listing, a begin, a small
-put) are taken before any queued long one.  Measured with 4 uploads of 1 GiB
-running, their ``fdatasync`` jobs (50-200 ms each) held all four workers and a
-100-entry ``ls`` waited up to 100 ms for one; now one worker is always free of
-long jobs.  With one thread there is nothing to reserve: the lanes only order.
+``threads - 1`` workers at once.  Jobs are still taken in the order they came,
+except that a long job is passed over while that many run, so a short job (a
+listing, a begin, a small put) never waits for every worker to finish a long
+one, and long jobs are never starved by a stream of short ones.  Measured with
+4 uploads of 1 GiB running: their ``fdatasync`` jobs (50-200 ms each) held all
+four workers and a 100-entry ``ls`` waited up to 100 ms for one.  With one
+thread there is nothing to reserve: the pool is plain first come, first served.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import socket
@@ -54,8 +57,10 @@ class WorkerPool:
     """
 
     def __init__(self, threads: int, name: str = "worker") -> None:
-        self._short: deque[tuple[Callable[[], Any], Done]] = deque()
-        self._long: deque[tuple[Callable[[], Any], Done]] = deque()
+        # (arrival number, job, done), oldest first, in two lanes.
+        self._short: deque[tuple[int, Callable[[], Any], Done]] = deque()
+        self._long: deque[tuple[int, Callable[[], Any], Done]] = deque()
+        self._arrivals = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self.long_limit = max(1, threads - 1)   # long jobs running at once
         self._long_running = 0
@@ -75,20 +80,23 @@ class WorkerPool:
         """Run ``job()`` on a worker; later call ``done(result, error)`` on the reactor thread."""
         self.pending += 1
         with self._cond:
-            (self._long if type(job) is LongJob else self._short).append((job, done))
+            lane = self._long if type(job) is LongJob else self._short
+            lane.append((next(self._arrivals), job, done))
             self._cond.notify()
 
-    def _next(self) -> tuple[tuple[Callable[[], Any], Done] | None, bool]:
-        """The next job for a worker thread (short ones first; a long one only while
-        fewer than ``long_limit`` run), or None once closing with nothing left."""
+    def _next(self) -> tuple[tuple[int, Callable[[], Any], Done] | None, bool]:
+        """The oldest job a worker thread may take (a long one only while fewer than
+        ``long_limit`` run), or None once closing with nothing left."""
         with self._cond:
             while True:
-                if self._short:
-                    return self._short.popleft(), False
-                if self._long and self._long_running < self.long_limit:
+                short, long = self._short, self._long
+                if long and self._long_running < self.long_limit and \
+                        (not short or long[0][0] < short[0][0]):
                     self._long_running += 1
-                    return self._long.popleft(), True
-                if self._closing and not self._long:
+                    return long.popleft(), True
+                if short:
+                    return short.popleft(), False
+                if self._closing and not long:
                     return None, False
                 self._cond.wait()
 
@@ -97,7 +105,7 @@ class WorkerPool:
             item, long = self._next()
             if item is None:
                 return
-            job, done = item
+            _, job, done = item
             try:
                 result, error = job(), None
             except BaseException as exc:  # handed to the reactor, which decides

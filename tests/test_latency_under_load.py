@@ -33,7 +33,7 @@ WAIT = 10.0     # a bound on waiting for worker threads, never reached when all 
 # ------------------------------------------------------------------ worker lanes
 
 
-def test_a_short_job_starts_before_queued_long_jobs():
+def test_a_short_job_runs_while_long_jobs_fill_their_lane():
     pool = WorkerPool(2)                 # one long job at a time; a thread kept for short ones
     order: list[str] = []
     started, release, finished = threading.Event(), threading.Event(), threading.Event()
@@ -69,6 +69,36 @@ def test_a_short_job_starts_before_queued_long_jobs():
         assert order == ["short", "long"]
     finally:
         release.set()
+        pool.close()
+
+
+def test_a_stream_of_short_jobs_does_not_starve_a_long_one():
+    pool = WorkerPool(2)                 # both threads busy with short jobs at first
+    order: list[str] = []
+    gates = [threading.Event(), threading.Event()]
+    running = threading.Semaphore(0)
+    first = threading.Event()
+
+    def blocker(gate: threading.Event) -> None:
+        running.release()
+        assert gate.wait(WAIT)
+
+    def record(name: str) -> None:
+        order.append(name)
+        first.set()
+
+    try:
+        for gate in gates:
+            pool.submit(lambda gate=gate: blocker(gate), lambda r, e: None)
+        assert running.acquire(timeout=WAIT) and running.acquire(timeout=WAIT)
+        pool.submit(LongJob(lambda: record("long")), lambda r, e: None)
+        pool.submit(lambda: record("short"), lambda r, e: None)
+        gates[0].set()                   # one thread comes free: the older job is the long one
+        assert first.wait(WAIT)
+        assert order[0] == "long"
+    finally:
+        for gate in gates:
+            gate.set()
         pool.close()
 
 
@@ -137,6 +167,14 @@ def test_streaming_connections_past_the_budget_wait_and_go_first_next_turn():
     log.clear()
     turns.dispatch([(_Key(c), 1) for c in conns])
     assert log == ["bulk2", "bulk3"]            # the owed ones first: nobody starves
+
+
+def test_streaming_connections_get_as_long_as_the_requests_took():
+    turns, log, clock, _ = _scheduler()
+    busy = _Conn("requests", False, log, clock, cost=0.010)            # 10 ms of requests
+    conns = [_Conn(f"bulk{i}", True, log, clock) for i in range(5)]    # 3 ms each
+    turns.dispatch([(_Key(busy), 1)] + [(_Key(c), 1) for c in conns])
+    assert log == ["requests", "bulk0", "bulk1", "bulk2", "bulk3"]     # 10 ms for them too
 
 
 def test_the_first_streaming_connection_of_a_turn_is_always_served():
