@@ -72,6 +72,9 @@ class LatencyUnderLoad(Scenario):
     higher_is_better = False
     contestants = (OURS, PYFTPD)
     limit_ms = 25.0
+    #: Ours over TLS (the daemon's default) instead of plain text like pyftpdlib;
+    #: ``python -m bench.latency --tls`` only: the table compares plain text.
+    tls = False
 
     def size_text(self, s: Sizes) -> str:
         return (f"{s.load_bulk_clients} x {_size(s.load_bulk)} moving, {s.load_probe_clients} "
@@ -107,15 +110,17 @@ class LatencyUnderLoad(Scenario):
                     make_random_file(folder / f"f{i:03d}.bin", 1024)
 
         if who == OURS:
+            cafile = ctx.tls()[0] if self.tls else None
+
             def bulk(user: str) -> int:
-                with session(srv.port, user=user) as c:
+                with session(srv.port, user=user, cafile=cafile) as c:
                     return _loop_passes(stop, ready, lambda: (
                         c.put(src, "up.bin", verify=False, overwrite=True)
                         if user in uploaders else
                         c.get_stream("load.bin", _discard, verify=False)))
 
             def probe(user: str) -> dict[str, list[float]]:
-                with session(srv.port, user=user) as c:
+                with session(srv.port, user=user, cafile=cafile) as c:
                     def put() -> None:
                         (res,) = c.put_many([(probe_src, "probe.bin")], verify=False,
                                             overwrite=True)
@@ -127,7 +132,7 @@ class LatencyUnderLoad(Scenario):
                         "ls": lambda: c.ls("folder"),
                     })
 
-            with ours_server(ctx, self.name, users=names) as srv:
+            with ours_server(ctx, self.name, users=names, tls=self.tls) as srv:
                 place(srv.home)
                 with Meter(srv.pid) as m:
                     samples, passes = _run_load(bulk, probe, bulk_users, probe_users, stop,
@@ -225,3 +230,67 @@ def _run_load(bulk: Callable[[str], int], probe: Callable[[str], dict[str, list[
             stop.set()
         passes = sum(f.result(timeout=600) for f in bulk_futures)
     return results, passes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.latency``: this one scenario at a chosen size, contestants
+    interleaved, for profiling (``FTPD_LOOPSTATS=FILE`` reaches our daemon)."""
+    import argparse
+    import dataclasses
+
+    from .common import Workspace, flush_disk
+    from .scenarios import FULL
+
+    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=main.__doc__)
+    parser.add_argument("--bulk-mib", type=int, default=FULL.load_bulk // MiB)
+    parser.add_argument("--bulk-clients", type=int, default=FULL.load_bulk_clients)
+    parser.add_argument("--probes", type=int, default=FULL.load_probe_clients)
+    parser.add_argument("--seconds", type=float, default=FULL.load_seconds)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--who", default=f"{OURS},{PYFTPD}")
+    parser.add_argument("--tls", action="store_true", help="ours over TLS (pyftpdlib stays plain)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:K=V,...",
+                        help="also run ours with these environment variables (A/B of knobs)")
+    args = parser.parse_args(argv)
+    if not (1 <= args.rounds <= 20 and 0 < args.seconds <= 120 and 1 <= args.bulk_clients <= 16
+            and 1 <= args.probes <= 16 and 1 <= args.bulk_mib <= 4096):
+        parser.error("rounds 1-20, seconds <= 120, 1-16 clients, 1-4096 MiB")
+    sizes = dataclasses.replace(FULL, load_bulk=args.bulk_mib * MiB,
+                                load_bulk_clients=args.bulk_clients,
+                                load_probe_clients=args.probes, load_seconds=args.seconds)
+    ws = Workspace()
+    try:
+        ctx = Context(ws, sizes, quick=False)
+        scenario = LatencyUnderLoad()
+        scenario.tls = args.tls
+        scenario.prepare(ctx)
+        runs = [(who, who, {}) for who in args.who.split(",")]
+        for spec in args.variant:
+            label, _, assigns = spec.partition(":")
+            runs.append((label, OURS, dict(a.split("=", 1) for a in assigns.split(",") if a)))
+        for r in range(args.rounds):
+            for label, who, env in runs:
+                flush_disk()
+                saved = {k: os.environ.get(k) for k in env}
+                os.environ.update(env)
+                try:
+                    value, extra = scenario.measure(ctx, who)
+                finally:
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+                kinds = " ".join(f"{k}={extra[f'{k}_p50_ms']:.1f}/{extra[f'{k}_p99_ms']:.1f}"
+                                 for k in ("stat", "ls", "put") if f"{k}_p50_ms" in extra)
+                print(f"round {r + 1} {label:<10} p99 {value:7.1f} ms  p50 {extra['p50_ms']:6.1f}"
+                      f"  max {extra['max_ms']:7.1f}  n={extra['requests']}  [p50/p99 {kinds}]"
+                      f"  bulk {extra['bulk_mib_s']:.0f} MiB/s  server CPU "
+                      f"{extra.get('server_cpu_s', 0):.1f} s", flush=True)
+    finally:
+        ws.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

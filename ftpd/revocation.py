@@ -9,8 +9,9 @@ process (or another daemon process) is seen at once.
 
 Two checks, because each covers what the other cannot:
 
-* **before requests run**: once per read from the socket and once per batch of
-  requests that waited (on the reactor: one indexed read, tens of microseconds
+* **before requests run**: once per read from the socket that carries a request
+  or the last bytes of an upload (``SessionGuard._checks_login``), and once per
+  batch of requests that waited (on the reactor: one indexed read, tens of microseconds
   at most, so a pipelined batch pays it once and a request-reply client once
   per request, beside its own round trip).  This one is what makes "a revoked
   session never touches the files again" hold for every request that arrives

@@ -23,7 +23,7 @@ from typing import Any
 from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
 from storage import Store
 
-from . import __version__, certs, logs
+from . import __version__, certs, logs, loopstats
 from .backend import handlers_for, open_store
 from .config import Config
 from .context import SessionContext
@@ -34,7 +34,8 @@ from .throttle import LoginThrottle
 from .timers import TimerHeap
 from .tls_transport import Refusal, TLSTransport
 from .transport import IOContext, PlainTransport
-from .workers import WorkerPool
+from .turns import TurnScheduler
+from .workers import LongJob, WorkerPool
 
 log = logging.getLogger("ftpd")
 
@@ -102,6 +103,7 @@ class Server:
             self.ctx.user_slots = self.shared.user_slots()
         self.io = IOContext(self.selector, self.timers, config.recv_buffer, config.high_water,
                             config.low_water, config.use_sendfile)
+        self.turns = TurnScheduler(self.io)
         self.connections: set[Session] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.listener: socket.socket | None = None
@@ -116,6 +118,7 @@ class Server:
                                         max_data=config.max_data_frame,
                                         register=config.allow_register,
                                         inline_max=config.inline_max))
+        self.loopstats = loopstats.install_from_env(self)     # profiling only (FTPD_LOOPSTATS)
 
     @property
     def stopping(self) -> bool:
@@ -194,11 +197,7 @@ class Server:
             timeout = log_due if timeout is None else min(timeout, log_due)
         if self.stopping:
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        for key, mask in self.selector.select(timeout):
-            try:
-                key.data.on_event(mask)
-            except Exception:            # transports catch their own; this is the loop's
-                log.exception("event handler failed")
+        self.turns.dispatch(self.selector.select(timeout))   # light first; bulk within a budget
         self.timers.run_due()
         if self._tls_reload:
             self._tls_reload = False
@@ -346,7 +345,7 @@ class Server:
         def run() -> None:
             if self.stopping:
                 return
-            self.pool.submit(self.store.checkpoint, self._checkpoint_done)
+            self.pool.submit(LongJob(self.store.checkpoint), self._checkpoint_done)
             self._schedule_checkpoint()
         self.timers.call_later(CHECKPOINT_INTERVAL, run)
 
@@ -403,6 +402,8 @@ class Server:
         self.store.close()
         if self.shared is not None:
             self.shared.close()
+        if self.loopstats is not None:
+            self.loopstats.dump()
         log.info("stopped")
         logs.flush()
 

@@ -176,7 +176,7 @@ class Session(SessionTransfers, SessionGuard):
             except ProtocolError as exc:
                 self.fatal(error_reply(exc, None))
                 return
-            if self._revoked():                 # once per read, before any request runs
+            if self._checks_login(frames) and self._revoked():    # before any request runs
                 return
             for frame in frames:
                 state = self.state

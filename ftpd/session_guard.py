@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from protocol.codec import MessageStream
 
     from .context import SessionContext
-    from .transfers import DownloadProducer
+    from .transfers import DownloadProducer, UploadTransfer
 
 log = logging.getLogger("ftpd.conn")
 _S = State
@@ -65,6 +65,7 @@ class SessionGuard:
         logbudget: LogBudget | None
         output_paused: bool
         download: DownloadProducer | None
+        upload: UploadTransfer | None
 
         def fatal(self, reply: ErrorReply) -> None: ...
 
@@ -103,6 +104,22 @@ class SessionGuard:
             return False
         self.revoke()
         return True
+
+    def _checks_login(self, frames: list[Any]) -> bool:
+        """Whether this read needs the login check: it does unless it only carries
+        DATA for a running upload and does not complete it -- such bytes run no
+        request, and the once-a-second sweep covers a session streaming them
+        (``ftpd/revocation.py``).  Measured with four uploads streaming: the check
+        on every 1 MiB read was 8 % of the reactor's time (issue 17)."""
+        upload = self.upload
+        if upload is None:
+            return True
+        size = 0
+        for frame in frames:
+            if type(frame) is ControlFrame:
+                return True
+            size += len(frame.data)
+        return size >= upload.remaining()       # the last bytes commit: checked first
 
     def revoke(self) -> None:
         """The login no longer stands (new password, disabled, deleted): end the session.

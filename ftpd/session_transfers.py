@@ -68,6 +68,12 @@ class SessionTransfers:
         def _pump(self) -> None: ...
         def _start_job(self, request_id: int | None, deferred: Deferred) -> None: ...
 
+    def moves_bulk(self) -> bool:
+        """Whether an upload or a download is streaming: the reactor serves this
+        connection after those with requests waiting, within a time budget
+        (``ftpd.turns``)."""
+        return self.upload is not None or self.download is not None
+
     # ------------------------------------------------------------ started by handlers
 
     def start_upload(self, request: Request, upload: Any) -> Outcome:

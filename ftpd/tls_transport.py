@@ -107,7 +107,7 @@ class TLSTransport(PlainTransport):
         if self.sock is None or self._closing or count <= 0 or \
                 not self._layer.handshake_done:
             return 0
-        if self._paused or self._budget <= 0:
+        if self._paused or self._spent():
             return self._blocked()
         buf = _file_buffer(self._io)
         n = os.preadv(fd, [buf[:min(count, len(buf))]], offset)
@@ -169,7 +169,7 @@ class TLSTransport(PlainTransport):
             except TLSError as exc:
                 self._tls_failed(exc)
                 return
-            if n < io.recv_size:
+            if n < io.recv_size or io.turn_over():
                 return
 
     def _wants_bulk(self) -> bool:
@@ -307,6 +307,9 @@ class Refusal:
         pass
 
     def wants_bulk_reads(self) -> bool:
+        return False
+
+    def moves_bulk(self) -> bool:
         return False
 
     def connection_lost(self, exc: BaseException | None) -> None:

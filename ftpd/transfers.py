@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from protocol import MAX_INT, ProtocolError, Request, data_header
 from storage import IntegrityError
 
+from .workers import LongJob
+
 if TYPE_CHECKING:
     from .context import SessionContext
 
@@ -112,11 +114,11 @@ class UploadTransfer:
                 upload.offset - self.hash_mark >= step:
             self.hashing = True
             self.hash_mark = upload.offset
-            pool.submit(upload.hash_behind, self._hashed)
+            pool.submit(LongJob(upload.hash_behind), self._hashed)
         if not self.flushing and upload.offset - self.flush_mark >= step:
             self.flushing = True
             self.flush_mark = upload.offset
-            pool.submit(upload.flush, self._flushed)
+            pool.submit(LongJob(upload.flush), self._flushed)
 
     def _hashed(self, _: Any, error: BaseException | None) -> None:
         self.hashing = False
@@ -132,7 +134,8 @@ class UploadTransfer:
 
     def commit_job(self, sha256: str | None, size: int | None = None) -> Any:
         """The worker's part of the commit: check ``size`` (the client's count, from
-        ``commit``), seal a stream, verify, fsync, publish."""
+        ``commit``), seal a stream, verify, fsync, publish (a long job: the hash's
+        tail and the fsync)."""
         upload = self.upload
         store = self.ctx.store
         stream = self.stream
@@ -148,7 +151,7 @@ class UploadTransfer:
             if stream:
                 store.seal_stream(upload)
             return upload.commit(sha256)
-        return job
+        return LongJob(job)
 
     def end(self, *, released: bool, result: str, user: str | None) -> None:
         """Release the store's upload (or not: committed), free the slot, log the outcome."""

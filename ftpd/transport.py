@@ -16,9 +16,11 @@ The interface is the seam a TLS transport replaces (docs/ARCHITECTURE.md,
 from __future__ import annotations
 
 import logging
+import math
 import os
 import selectors
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,6 +50,7 @@ class TransportProtocol(Protocol):
     def resume_writing(self) -> None: ...
     def connection_lost(self, exc: BaseException | None) -> None: ...
     def wants_bulk_reads(self) -> bool: ...
+    def moves_bulk(self) -> bool: ...
 
 
 class IOContext:
@@ -57,7 +60,7 @@ class IOContext:
     """
 
     __slots__ = ("selector", "timers", "recv_view", "recv_size", "control_recv_size",
-                 "high_water", "low_water", "use_sendfile", "file_view")
+                 "high_water", "low_water", "use_sendfile", "file_view", "turn_deadline")
 
     def __init__(self, selector: selectors.BaseSelector, timers: TimerHeap, recv_buffer: int,
                  high_water: int, low_water: int, use_sendfile: bool) -> None:
@@ -72,6 +75,12 @@ class IOContext:
         #: TLS only: the one reused buffer file bytes are read into before encryption
         #: (made on first use by ftpd/tls_transport.py; plain text uses sendfile)
         self.file_view: memoryview | None = None
+        #: When this turn of the loop should move on (``ftpd.turns``): past it, a
+        #: streaming connection stops after its first buffer of the wake-up.
+        self.turn_deadline = math.inf
+
+    def turn_over(self) -> bool:
+        return time.monotonic() >= self.turn_deadline
 
 
 class PlainTransport:
@@ -152,7 +161,7 @@ class PlainTransport:
         if self.sock is None or self._closing or count <= 0:
             return 0
         if not self._io.use_sendfile:
-            if self._paused or self._budget <= 0:
+            if self._paused or self._spent():
                 return self._blocked()
             chunk = os.pread(fd, min(count, PREAD_CHUNK), offset)
             if not chunk:
@@ -163,7 +172,7 @@ class PlainTransport:
             self._send_queued()
             if self._out is not None or self.sock is None:
                 return self._blocked()
-        if self._budget <= 0:
+        if self._spent():
             return self._blocked()
         try:
             sent = os.sendfile(self.fd, fd, offset, count)
@@ -176,6 +185,11 @@ class PlainTransport:
             raise EOFError("file shrank")
         self._budget -= sent
         return sent
+
+    def moves_bulk(self) -> bool:
+        """Whether this connection streams file bytes (served after the light ones)."""
+        protocol = self._protocol
+        return protocol is not None and protocol.moves_bulk()
 
     def get_write_buffer_size(self) -> int:
         return self._out_size
@@ -263,7 +277,7 @@ class PlainTransport:
                 self._holding = False
             if self._out is not None:
                 self._on_writable()       # the replies to this batch, in one send
-            if n < limit or not bulk:
+            if n < limit or not bulk or io.turn_over():
                 return
             bulk = protocol.wants_bulk_reads()
 
@@ -302,6 +316,12 @@ class PlainTransport:
             out.popleft()
         if not out:
             self._out = None
+
+    def _spent(self) -> bool:
+        """This wake-up's share of sending is used: the byte budget, or the turn's
+        time once something went out (``ftpd.turns``)."""
+        budget = self._budget
+        return budget <= 0 or (budget < SEND_BUDGET and self._io.turn_over())
 
     def _blocked(self) -> int:
         """A producer cannot go on now: it hears resume_writing() when it can."""
