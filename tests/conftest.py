@@ -31,4 +31,4 @@ def examples(local: int) -> int:
 
 
 # Real daemons (subprocess and in-thread) for integration tests.
-pytest_plugins = ["tests.daemon", "tests.objstore_services"]
+pytest_plugins = ["tests.daemon", "tests.objstore_services", "tests.storage_backends"]

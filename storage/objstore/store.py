@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 
@@ -35,6 +36,9 @@ from .upload import ObjectUpload
 from .writer import choose_part_size
 
 __all__ = ["BlobSource", "ObjectStore"]
+
+#: Rounds of read-lock-check ``begin_upload`` makes before it answers ``UPLOAD_BUSY``.
+_BEGIN_ROUNDS = 5
 
 
 class BlobSource:
@@ -62,8 +66,8 @@ class ObjectStore:
                  default_quota: int = 1 << 30, part_size: int = DEFAULT_PART_SIZE,
                  spool_dir: str | None = None, clock: Callable[[], float] = time.time,
                  blob_config_overrides: dict[str, object] | None = None) -> None:
-        import dataclasses
-
+        # Settings first: a bad one must not leave a pool or a client behind.
+        self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
         config = parse_blob_url(blob_url)
         if blob_config_overrides:
             config = dataclasses.replace(config, **blob_config_overrides)  # type: ignore
@@ -73,7 +77,8 @@ class ObjectStore:
         self.partial_ttl = partial_ttl
         self.part_size = part_size
         self.spool_dir = spool_dir
-        self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
+        #: This node's writers, so that deleting a user ends theirs (as ``Store`` does).
+        self._writers: weakref.WeakSet[ObjectUpload] = weakref.WeakSet()
         self._releaser = concurrent.futures.ThreadPoolExecutor(1, "ftpd-lock-release")
         self._releasing: dict[int, concurrent.futures.Future[None]] = {}
         self._logins: LoginLedger | None = None
@@ -118,7 +123,12 @@ class ObjectStore:
         return self.meta.create_user(name, pwhash, quota)
 
     def delete_user(self, name: str) -> None:
+        """Remove the user; this node's writers of their uploads stop at once (another
+        node's writer finds the upload gone at its next part or publish)."""
         self.meta.delete_user(name)
+        for upload in list(self._writers):
+            if upload.user == name:
+                upload.release()
 
     def set_password(self, name: str, password: str) -> None:
         check_password(password)
@@ -253,9 +263,11 @@ class ObjectStore:
         return BlobSource(self.blobs, node.blob, node.size), node.size
 
     def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
+        from ..errors import IsADirectory
+
         node = self.meta.stat(user, path, cwd)
         if node.type != "file" or node.blob is None:
-            return None
+            raise IsADirectory("is a folder", path=node.path)
         if node.sha256:
             return node.sha256, node.size
         return self.meta.cached_hash(node.blob)
@@ -301,37 +313,53 @@ class ObjectStore:
         """
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError("size must be a non-negative integer")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise ValueError("sha256 must be 64 hex digits")
         sha = sha256.lower() if sha256 else None
         if sha is not None and (len(sha) != 64 or not set(sha) <= set("0123456789abcdef")):
             raise ValueError("sha256 must be 64 hex digits")
-        pending = self.meta.get_upload(user, path, cwd)
         restarted = False
-        if pending is not None and (pending.size != size or pending.sha256 != sha):
+        # Bounded: each round loses only to another writer that finished or replaced
+        # the upload between our read and our lock.
+        for _ in range(_BEGIN_ROUNDS):
+            pending = self.meta.get_upload(user, path, cwd)
+            if pending is None or (pending.size, pending.sha256) != (size, sha):
+                replacing = None if pending is None else pending.id
+                if replacing is not None:
+                    self._settle_release(replacing)
+                pending, created = self._create(user, path, size, sha, cwd, overwrite,
+                                                replacing)
+                restarted = restarted or (replacing is not None and created)
             self._settle_release(pending.id)
-            self.meta.abort_upload(user, path, cwd)
-            pending, restarted = None, True
-        if pending is None:
-            pending = self._create(user, path, size, sha, cwd, overwrite)
-        self._settle_release(pending.id)
-        token = self.meta.locks.acquire(pending.id)
-        if token is None:
-            raise UploadBusy("an upload to this path is in progress", path=pending.path)
-        return ObjectUpload(self, pending, token, overwrite=overwrite, restarted=restarted)
+            token = self.meta.locks.acquire(pending.id)
+            if token is None:
+                raise UploadBusy("an upload to this path is in progress", path=pending.path)
+            # Read it again under the lock: published, aborted or replaced meanwhile
+            # (try again), or more parts recorded by the writer before us.
+            current = self.meta.get_upload(user, path, cwd)
+            if current is not None and current.id == pending.id and \
+                    (current.size, current.sha256) == (size, sha):
+                upload = ObjectUpload(self, current, token, overwrite=overwrite,
+                                      restarted=restarted)
+                self._writers.add(upload)
+                return upload
+            self.meta.locks.release(pending.id)
+        raise UploadBusy("an upload to this path keeps changing", path=pending.path)
 
     def _create(self, user: str, path: str, size: int, sha: str | None, cwd: str,
-                overwrite: bool) -> Pending:
+                overwrite: bool, replacing: int | None) -> tuple[Pending, bool]:
         blob = self.blobs.new_blob_id()
         mpu = self.blobs.start_multipart(blob)
         try:
             pending, created = self.meta.create_upload(
                 user, path, size, sha, blob=blob, mpu=mpu, cwd=cwd, overwrite=overwrite,
-                part_size=choose_part_size(size, self.part_size))
+                part_size=choose_part_size(size, self.part_size), replacing=replacing)
         except BaseException:
             self._abort_quietly(blob, mpu)
             raise
         if not created:                         # another node began it meanwhile
             self._abort_quietly(blob, mpu)
-        return pending
+        return pending, created
 
     def _abort_quietly(self, blob: str, mpu: str) -> None:
         try:
