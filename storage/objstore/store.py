@@ -392,6 +392,11 @@ class ObjectStore:
         return self.meta.abort_upload(user, path, cwd)
 
     def expire_uploads(self, now: float | None = None) -> int:
-        """The periodic clean-up: expire stale uploads, then one collector pass."""
+        """The periodic clean-up: expire stale uploads, then one collector pass.
+
+        This node's released uploads are not in use: their lock releases (on the
+        background thread) are waited for first, so expiry does not skip them."""
+        for upload_id in list(self._releasing):
+            self._settle_release(upload_id)
         return collect(self.meta, self.blobs, self.partial_ttl, now=now).expired
 
