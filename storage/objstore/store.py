@@ -22,6 +22,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Sequence
 
+from .. import faults
 from ..errors import AccountDisabled, AuthFailed, NoSuchUser, StorageError, UploadBusy
 from ..logins import USER, LoginLedger
 from ..models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
@@ -350,6 +351,7 @@ class ObjectStore:
                 overwrite: bool, replacing: int | None) -> tuple[Pending, bool]:
         blob = self.blobs.new_blob_id()
         mpu = self.blobs.start_multipart(blob)
+        faults.crash_point("object.after_start_multipart")
         try:
             pending, created = self.meta.create_upload(
                 user, path, size, sha, blob=blob, mpu=mpu, cwd=cwd, overwrite=overwrite,

@@ -30,6 +30,7 @@ import threading
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
+from .. import faults
 from ..errors import IntegrityError, NoSpace, NotFound, OffsetMismatch, StorageIOError
 from ..models import CommitResult
 from .pending import Pending
@@ -162,8 +163,10 @@ class ObjectUpload:
                     self._hashed_parts = number
                 spool.seek(0)
                 etag = blobs.upload_part(self._pending.blob, self._pending.mpu, number, spool)
+                faults.crash_point("object.after_part_sent")
                 part = Part(number, size, etag)
                 meta.record_part(self.upload_id, self._token, part)
+                faults.crash_point("object.after_part_recorded")
                 with self._lock:
                     self._queue.popleft()
                     self._parts.append(part)
@@ -194,8 +197,10 @@ class ObjectUpload:
                 self._discard()
                 raise IntegrityError("SHA-256 of the upload does not match its declaration",
                                      expected=self.sha256, got=digest)
+            faults.crash_point("object.after_complete")
             node = self._store.meta.publish(self.upload_id, self._token, digest,
                                             overwrite=self.overwrite, mtime=mtime)
+            faults.crash_point("object.after_publish")
         except BaseException:
             self.release()
             raise
