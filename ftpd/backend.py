@@ -41,7 +41,8 @@ def open_store(config: Any) -> Any:
 
         return ObjectStore(config.metadata_url, config.blob_url, scrypt_n=config.scrypt_n,
                            partial_ttl=config.partial_ttl,
-                           default_quota=config.default_quota)
+                           default_quota=config.default_quota,
+                           metadata_timeout=config.metadata_timeout)
     return Store(config.root, scrypt_n=config.scrypt_n, partial_ttl=config.partial_ttl,
                  default_quota=config.default_quota,
                  max_partials=config.max_partials_per_user, folder_cost=config.folder_cost)

@@ -94,6 +94,7 @@ class Config:
     # credentials never go here (AWS environment / credentials file, PGPASSWORD / .pgpass)
     metadata_url: str = ""                # postgresql://...
     blob_url: str = ""                    # s3://BUCKET?endpoint=http://HOST:PORT&region=R
+    metadata_timeout: float = 5.0         # seconds a request waits for PostgreSQL, then IO_ERROR
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -115,7 +116,7 @@ class Config:
                      "max_partials_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("login_timeout", "idle_timeout", "stall_timeout"):
+        for name in ("login_timeout", "idle_timeout", "stall_timeout", "metadata_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.folder_cost < 0:

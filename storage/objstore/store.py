@@ -66,6 +66,7 @@ class ObjectStore:
                  scrypt_r: int = 8, scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
                  default_quota: int = 1 << 30, part_size: int = DEFAULT_PART_SIZE,
                  spool_dir: str | None = None, clock: Callable[[], float] = time.time,
+                 metadata_timeout: float = 5.0,
                  blob_config_overrides: dict[str, object] | None = None) -> None:
         # Settings first: a bad one must not leave a pool or a client behind.
         self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
@@ -74,7 +75,8 @@ class ObjectStore:
             config = dataclasses.replace(config, **blob_config_overrides)  # type: ignore
         self.blobs = BlobStore(config)
         self.blobs.ensure_bucket()
-        self.meta = MetaStore(metadata_url, default_quota=default_quota, clock=clock)
+        self.meta = MetaStore(metadata_url, default_quota=default_quota, clock=clock,
+                              timeout=metadata_timeout)
         self.partial_ttl = partial_ttl
         self.part_size = part_size
         self.spool_dir = spool_dir
