@@ -181,7 +181,7 @@ for line in sys.stdin:
 """
 OBJECT_STEPS = ["object.after_start_multipart", "object.after_part_sent",
                 "object.after_part_recorded", "object.after_complete",
-                "object.after_publish", "object.collect_after_delete", "none"]
+                "object.after_publish", "object.collect_after_delete"]
 
 
 @pytest.fixture(scope="module")

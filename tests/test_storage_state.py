@@ -9,7 +9,7 @@ The same machine drives the object backend (``ObjectStorageMachine``: real
 PostgreSQL and SeaweedFS).  There an upload resumes from the parts it sent,
 not from every byte written (``Partial.sent``), and the checks of files on
 disk do not apply.  It runs a fixed, small number of examples, also under the
-ci profile (each step is several network round trips, ~1-2 s an example; 500
+ci profile (each step is several network round trips, ~2 s an example; 500
 would take a quarter of an hour): the exception to "examples come from the
 profile", which the local machine still follows.
 """
@@ -389,7 +389,7 @@ class ObjectStorageMachine(StorageMachine):
 
 
 #: Object-backend examples: fixed, not the profile's (see the module docstring).
-OBJECT_EXAMPLES = 4
+OBJECT_EXAMPLES = 3
 
 
 def test_the_storage_machine_on_the_object_backend(objstore_urls):

@@ -393,14 +393,20 @@ class ObjectStore:
                             updated=p.updated) for p in self.meta.list_uploads(user)]
 
     def abort_upload(self, user: str, path: str, cwd: str = "/") -> str:
+        """``UploadBusy`` while a writer holds it; this node's released writers do not."""
+        self._settle_releases()
         return self.meta.abort_upload(user, path, cwd)
+
+    def _settle_releases(self) -> None:
+        """Wait for this node's lock releases still on the background thread."""
+        for upload_id in list(self._releasing):
+            self._settle_release(upload_id)
 
     def expire_uploads(self, now: float | None = None) -> int:
         """The periodic clean-up: expire stale uploads, then one collector pass.
 
         This node's released uploads are not in use: their lock releases (on the
         background thread) are waited for first, so expiry does not skip them."""
-        for upload_id in list(self._releasing):
-            self._settle_release(upload_id)
+        self._settle_releases()
         return collect(self.meta, self.blobs, self.partial_ttl, now=now).expired
 
