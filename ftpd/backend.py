@@ -7,7 +7,9 @@ the ``ObjectStore`` (PostgreSQL plus an S3 bucket, shared by several nodes).
 ``handlers_for(store, handlers)``: with the object store even the "quick"
 storage calls (``stat``, ``mkdir``, ``mv``, ...) are database round trips, so
 the handlers that run them inline on the reactor are wrapped to run them on a
-worker, and ``get`` streams with ``BlobDownloadProducer``.  The local
+worker, ``get`` streams with ``BlobDownloadProducer``, and ``login``/
+``register`` read the shared login throttle and tokens on a worker first
+(``login_remote``).  The local
 backend keeps the table as it is.
 """
 
@@ -58,6 +60,12 @@ def handlers_for(store: Any, handlers: dict[str, Callable[[Any, Any], Outcome]]
             table[name] = _on_worker(table[name])
     table["cd"] = _cd
     table["get"] = _get
+    # The throttle's shared records and token checks are database reads: on a worker.
+    from . import login_remote
+
+    for name in ("login", "register"):
+        if name in table:
+            table[name] = getattr(login_remote, name)
     return table
 
 

@@ -14,6 +14,7 @@ started again before the test ends.
 from __future__ import annotations
 
 import hashlib
+import select
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -71,6 +72,14 @@ def _recorded(store: ObjectStore, user: str, path: str, deadline: float = 60.0) 
     raise AssertionError(f"no part of {path} was recorded within {deadline}s")
 
 
+def _nothing_to_read(w: Wire) -> bool:
+    """No reply has arrived on ``w`` yet (none buffered, none on the socket)."""
+    pending = getattr(w.sock, "pending", None)          # TLS: bytes already decrypted
+    if pending is not None and pending():
+        return False
+    return not select.select([w.sock], [], [], 0)[0]
+
+
 def _pings(w: Wire) -> bool:
     reply = w.call(m.Ping(id=w.next_id(), payload="alive?"))
     return isinstance(reply, m.Pong)
@@ -109,11 +118,23 @@ def test_a_postgresql_outage_is_io_error_and_the_node_recovers_without_a_restart
     daemon, store = node
     w, user = _login(daemon, store)
     assert isinstance(w.put("/before", b"one"), m.PutDone)
+    with Wire(daemon.host, daemon.port, timeout=60) as first:
+        token = first.login(user, PASSWORD, want_token=True)
+    assert isinstance(token, m.LoginOk) and token.token
     pg_service.stop()                                # every connection of the node is cut
     try:
         reply = w.call(m.Mkdir(id=w.next_id(), path="/after"))
         assert isinstance(reply, m.ErrorReply) and reply.code == "IO_ERROR", reply
         assert _pings(w)                             # the session goes on
+        # A token login waits for the database on a worker, never on the reactor: a
+        # ping sent after it is answered while it still waits.
+        other = Wire(daemon.host, daemon.port, timeout=60)
+        other.send(m.Login(id=other.next_id(), token=token.token))
+        assert _pings(w)
+        assert _nothing_to_read(other), "the token login was answered before the ping"
+        refused = other.recv_reply()
+        assert isinstance(refused, m.ErrorReply) and refused.code == "IO_ERROR", refused
+        other.close()
     finally:
         pg_service.start()
     # The pool replaces its dead connections, the lock session reconnects: the same

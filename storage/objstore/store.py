@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
 import time
 import weakref
 import zlib
@@ -24,13 +23,14 @@ from collections.abc import Callable, Sequence
 
 from .. import faults
 from ..errors import AccountDisabled, AuthFailed, NoSuchUser, StorageError, UploadBusy
-from ..logins import USER, LoginLedger
+from ..logins import USER
 from ..models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from ..names import MAX_PASSWORD_CHARS, check_password, is_valid_username
 from ..passwords import PasswordHasher, ScryptParams
 from ..workdir import WorkDir
 from .blobs import DEFAULT_PART_SIZE, BlobStore, parse_blob_url
 from .collector import collect
+from .logins import CachedLedger, PgLoginLedger
 from .meta import MetaStore
 from .pending import Pending
 from .upload import ObjectUpload
@@ -84,8 +84,7 @@ class ObjectStore:
         self._writers: weakref.WeakSet[ObjectUpload] = weakref.WeakSet()
         self._releaser = concurrent.futures.ThreadPoolExecutor(1, "ftpd-lock-release")
         self._releasing: dict[int, concurrent.futures.Future[None]] = {}
-        self._logins: LoginLedger | None = None
-        self._ledger_db: object = None
+        self._logins: CachedLedger | None = None
         self._closed = False
 
     def close(self) -> None:
@@ -94,9 +93,9 @@ class ObjectStore:
             return
         self._closed = True
         self._releaser.shutdown(wait=True)
+        if self._logins is not None:
+            self._logins.close()
         self.meta.close()
-        if self._ledger_db is not None:
-            self._ledger_db.close()                     # type: ignore[attr-defined]
 
     def __enter__(self) -> ObjectStore:
         return self
@@ -201,21 +200,17 @@ class ObjectStore:
         return self.login_stamp(name) == (uid, generation)
 
     @property
-    def logins(self) -> LoginLedger:
-        """This node's login-throttle records (not shared between nodes yet: the ledger
-        is the local backend's SQLite one, in a private temporary database)."""
+    def logins(self) -> CachedLedger:
+        """The login throttle's records, shared by every node (in PostgreSQL), behind a
+        cache the daemon's reactor reads: ``logins.refresh`` on a worker before each
+        login (ftpd/backend.py), changes sent from a background thread."""
         if self._logins is None:
-            import tempfile
-
-            from ..db import Database
-
-            folder = tempfile.mkdtemp(prefix="ftpd-logins-")
-            self._ledger_db = Database(os.path.join(folder, "logins.db"))
-            self._logins = LoginLedger(self._ledger_db)     # type: ignore[arg-type]
+            self._logins = CachedLedger(PgLoginLedger(self.meta.db), self.meta.clock)
         return self._logins
 
     def unlock_user(self, name: str) -> bool:
-        return self.logins.clear(USER, name)
+        """``ftpd user unlock``: straight to the database (on every node at once)."""
+        return PgLoginLedger(self.meta.db).clear(USER, name)
 
     # ----- tree: metadata transactions only
     def resolve(self, user: str, path: str, cwd: str = "/") -> str:
