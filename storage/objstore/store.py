@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import threading
 import time
 import weakref
 import zlib
@@ -36,7 +37,10 @@ from .pending import Pending
 from .upload import ObjectUpload
 from .writer import choose_part_size
 
-__all__ = ["BlobSource", "ObjectStore"]
+__all__ = ["DEFAULT_SPOOL_LIMIT", "BlobSource", "ObjectStore"]
+
+#: Default bound on the bytes one node's uploads spool locally (docs/OBJSTORE.md).
+DEFAULT_SPOOL_LIMIT = 1 << 30
 
 #: Rounds of read-lock-check ``begin_upload`` makes before it answers ``UPLOAD_BUSY``.
 _BEGIN_ROUNDS = 5
@@ -66,7 +70,7 @@ class ObjectStore:
                  scrypt_r: int = 8, scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
                  default_quota: int = 1 << 30, part_size: int = DEFAULT_PART_SIZE,
                  spool_dir: str | None = None, clock: Callable[[], float] = time.time,
-                 metadata_timeout: float = 5.0,
+                 metadata_timeout: float = 5.0, spool_limit: int = DEFAULT_SPOOL_LIMIT,
                  blob_config_overrides: dict[str, object] | None = None) -> None:
         # Settings first: a bad one must not leave a pool or a client behind.
         self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
@@ -80,6 +84,10 @@ class ObjectStore:
         self.partial_ttl = partial_ttl
         self.part_size = part_size
         self.spool_dir = spool_dir
+        #: Bytes all of this node's uploads may hold in their local spools at once.
+        self.spool_limit = spool_limit
+        self._spooled = 0
+        self._spool_lock = threading.Lock()
         #: This node's writers, so that deleting a user ends theirs (as ``Store`` does).
         self._writers: weakref.WeakSet[ObjectUpload] = weakref.WeakSet()
         self._releaser = concurrent.futures.ThreadPoolExecutor(1, "ftpd-lock-release")
@@ -290,6 +298,23 @@ class ObjectStore:
         return h.hexdigest(), node.size
 
     # ----- uploads
+    def spool_take(self, size: int) -> bool:
+        """Take ``size`` bytes of the node's spool budget; False if it would pass it."""
+        with self._spool_lock:
+            if self._spooled + size > self.spool_limit:
+                return False
+            self._spooled += size
+            return True
+
+    def spool_give(self, size: int) -> None:
+        with self._spool_lock:
+            self._spooled = max(0, self._spooled - size)
+
+    @property
+    def spooled(self) -> int:
+        """Bytes this node's uploads hold in their spools now."""
+        return self._spooled
+
     def release_lock_later(self, upload_id: int) -> None:
         """Give an upload's lock back on the background thread (never on the reactor)."""
         if self._closed:
