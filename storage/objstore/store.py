@@ -125,7 +125,7 @@ class ObjectStore:
 
     def create_user(self, name: str, password: str, quota: int | None = None) -> UserInfo:
         check_password(password)
-        return self.meta.create_user(name, self._hasher.hash(password), quota)
+        return self._stamped(self.meta.create_user(name, self._hasher.hash(password), quota))
 
     def create_user_with_hash(self, name: str, pwhash: str, quota: int | None = None
                               ) -> UserInfo:
@@ -151,7 +151,8 @@ class ObjectStore:
         self.meta.set_disabled(name, disabled)
 
     def get_user(self, name: str) -> UserInfo | None:
-        return self.meta.get_user(name)
+        info = self.meta.get_user(name)
+        return None if info is None else self._stamped(info)
 
     def list_users(self) -> list[UserInfo]:
         return self.meta.list_users()
