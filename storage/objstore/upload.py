@@ -103,6 +103,11 @@ class ObjectUpload:
     def catch_up(self) -> int:
         return self.flush()
 
+    def backlogged(self) -> bool:
+        """Full parts wait for S3: the daemon stops reading this upload until a flush
+        sends them, well before ``write`` would refuse (at ``MAX_WAITING_PARTS``)."""
+        return len(self._queue) >= MAX_WAITING_PARTS // 2
+
     def hash_behind(self) -> int:
         return 0
 
