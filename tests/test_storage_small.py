@@ -36,10 +36,11 @@ def store(make_store):
     return s
 
 
-def test_a_group_of_files_is_stored_visible_and_accounted(store):
-    files = [SmallFile(f"f{i}", os.urandom(1000 + i)) for i in range(20)]
+def test_a_group_of_files_is_stored_visible_and_accounted(store, backend):
+    count = 20 if backend == "local" else 5     # the object backend: 4 round trips a file
+    files = [SmallFile(f"f{i}", os.urandom(1000 + i)) for i in range(count)]
     results = store.store_small_files("alice", files)
-    assert [r.path for r in results] == [f"/f{i}" for i in range(20)]
+    assert [r.path for r in results] == [f"/f{i}" for i in range(count)]
     for f in files:
         assert read_back(store, "alice", f.path) == f.data
     usage = store.usage("alice")
