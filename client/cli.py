@@ -38,6 +38,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from . import tokens
 from .client import Client
@@ -59,6 +60,19 @@ def version() -> str:
         return package_version("ftpd-reactor")
     except PackageNotFoundError:
         return "0.1.0"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for: reading the package metadata costs
+    more than parsing every other argument of a one-shot ``ftpc`` call."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"ftpc {version()}")
+        parser.exit()
 
 
 class Parser(argparse.ArgumentParser):
@@ -168,7 +182,8 @@ def build_parser() -> Parser:
     parser = Parser(prog="ftpc", description="Client for the ftpd file-transfer daemon: "
                     "resumable, SHA-256-verified uploads and downloads.",
                     epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ftpc {version()}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="show program's version number and exit")
     _add_global_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS.values():

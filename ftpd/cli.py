@@ -97,6 +97,19 @@ def _version() -> str:
         return "0.1.0"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for: reading the package metadata costs
+    more than a daemon's whole start otherwise spends on its arguments."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"ftpd {_version()}")
+        parser.exit()
+
+
 def _workers(text: str) -> int | str:
     if text == "auto":
         return text
@@ -109,7 +122,8 @@ def _workers(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftpd",
                                      description="Resumable, verified file-transfer daemon.")
-    parser.add_argument("--version", action="version", version=f"ftpd {_version()}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the daemon")

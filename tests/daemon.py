@@ -74,6 +74,8 @@ class DaemonProcess:
         return certs.default_pair(self.root).fingerprint() if self.tls else None
 
     def start(self, port: int | None = None) -> DaemonProcess:
+        if self.tls and "tls_cert" not in self.settings:
+            _seed_tls_pair(self.root)
         cmd = [sys.executable, "-m", "ftpd.cli", "serve", "--root", str(self.root),
                "--host", self.host, "--port", str(port if port is not None else self.port),
                "--log-level", "INFO"]
@@ -174,6 +176,29 @@ class DaemonProcess:
 
     def thread_count(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/task"))
+
+
+_SEED_PAIR: list[tuple[bytes, bytes]] = []
+
+
+def _seed_tls_pair(root: Path) -> None:
+    """Give a new data root the suite's one self-signed pair before its daemon starts.
+
+    Making a pair means importing ``cryptography`` and generating a key: a fifth of a
+    second of CPU in every one of the suite's hundreds of daemon starts.  The daemon
+    reuses a pair it finds under ``<root>/tls/`` exactly as after its own first start;
+    the tests of making, rotating and reloading pairs call ``ftpd.certs`` themselves.
+    """
+    pair = certs.default_pair(root)
+    if pair.cert.parent.exists():
+        return
+    if not _SEED_PAIR:
+        _SEED_PAIR.append(certs.generate_self_signed())
+    cert_pem, key_pem = _SEED_PAIR[0]
+    pair.cert.parent.mkdir(parents=True, mode=0o700)
+    pair.key.write_bytes(key_pem)
+    pair.key.chmod(0o600)
+    pair.cert.write_bytes(cert_pem)
 
 
 class _Records(logging.Handler):

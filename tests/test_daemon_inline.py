@@ -237,7 +237,7 @@ def test_a_connections_inline_puts_count_as_one_upload_towards_the_per_user_limi
         assert all(isinstance(w.recv_reply(), m.PutDone) for _ in range(20))
 
 
-@settings(max_examples=examples(15), deadline=None,
+@settings(max_examples=examples(15, ci=100), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(0, 9000), min_size=1, max_size=8),
        cuts=st.lists(st.integers(1, 7000), min_size=1, max_size=20),

@@ -88,16 +88,18 @@ def _read(d: Dripper) -> None:
 def test_500_slow_and_idle_connections_are_reaped_by_the_timeouts(server_factory):
     """400 connections drip a hello and 100 logged-in ones drip an ls, one byte per
     connection every 0.25 s: a request would take ~10 s, the login and idle timeouts are
-    1.5 s.  Every one of them must get a TIMEOUT error frame or a close, none before its
+    3 s (long enough that even on a loaded machine, where opening the 100 TLS sessions
+    takes a while, every connection drips several bytes before its clock runs out).
+    Every one of them must get a TIMEOUT error frame or a close, none before its
     timeout; none of their requests may be answered; a normal client completes an upload
     and a download meanwhile; the daemon's descriptors return to their baseline."""
     # (100 sessions of one user: over the default per-user limit of 64, not tested here.)
-    daemon = server_factory(login_timeout=1.5, idle_timeout=1.5, workers=1,
+    daemon = server_factory(login_timeout=3.0, idle_timeout=3.0, workers=1,
                             auth_workers=1, max_connections_per_user=200)
     daemon.add_user(USER, PASSWORD)
     assert normal_round_trip(daemon.host, daemon.port, 64 << 10) == "ok"    # warm-up
     baseline = daemon.fd_count()
-    timeout = 1.5
+    timeout = 3.0
 
     drippers: list[Dripper] = []
     hello = encode(m.Hello(id=1, protocol=1, client="slowloris"))
