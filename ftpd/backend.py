@@ -7,7 +7,9 @@ the ``ObjectStore`` (PostgreSQL plus an S3 bucket, shared by several nodes).
 ``handlers_for(store, handlers)``: with the object store even the "quick"
 storage calls (``stat``, ``mkdir``, ``mv``, ...) are database round trips, so
 the handlers that run them inline on the reactor are wrapped to run them on a
-worker, and ``get`` streams with ``BlobDownloadProducer``.  The local
+worker, ``get`` streams with ``BlobDownloadProducer``, and ``login``/
+``register`` read the shared login throttle and tokens on a worker first
+(``login_remote``).  The local
 backend keeps the table as it is.
 """
 
@@ -41,7 +43,9 @@ def open_store(config: Any) -> Any:
 
         return ObjectStore(config.metadata_url, config.blob_url, scrypt_n=config.scrypt_n,
                            partial_ttl=config.partial_ttl,
-                           default_quota=config.default_quota)
+                           default_quota=config.default_quota,
+                           metadata_timeout=config.metadata_timeout,
+                           spool_limit=config.spool_limit)
     return Store(config.root, scrypt_n=config.scrypt_n, partial_ttl=config.partial_ttl,
                  default_quota=config.default_quota,
                  max_partials=config.max_partials_per_user, folder_cost=config.folder_cost)
@@ -57,6 +61,12 @@ def handlers_for(store: Any, handlers: dict[str, Callable[[Any, Any], Outcome]]
             table[name] = _on_worker(table[name])
     table["cd"] = _cd
     table["get"] = _get
+    # The throttle's shared records and token checks are database reads: on a worker.
+    from . import login_remote
+
+    for name in ("login", "register"):
+        if name in table:
+            table[name] = getattr(login_remote, name)
     return table
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from storage import parse_size
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SIZE_FIELDS = {"default_quota", "max_control_frame", "max_data_frame", "high_water",
+_SIZE_FIELDS = {"default_quota", "spool_limit", "max_control_frame", "max_data_frame", "high_water",
                 "low_water", "recv_buffer", "writeback_bytes", "inline_max",
                 "inline_window_bytes", "folder_cost"}
 
@@ -94,6 +94,8 @@ class Config:
     # credentials never go here (AWS environment / credentials file, PGPASSWORD / .pgpass)
     metadata_url: str = ""                # postgresql://...
     blob_url: str = ""                    # s3://BUCKET?endpoint=http://HOST:PORT&region=R
+    metadata_timeout: float = 5.0         # seconds a request waits for PostgreSQL, then IO_ERROR
+    spool_limit: int = 1 << 30            # bytes all uploads may spool locally before S3
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -115,9 +117,11 @@ class Config:
                      "max_partials_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("login_timeout", "idle_timeout", "stall_timeout"):
+        for name in ("login_timeout", "idle_timeout", "stall_timeout", "metadata_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.spool_limit < 1:
+            raise ValueError("spool_limit must be >= 1 byte")
         if self.folder_cost < 0:
             raise ValueError("folder_cost must be >= 0")
         if self.auth_failure_decay < 0 or self.login_trust_days < 0:

@@ -22,6 +22,12 @@ Two checks, because each covers what the other cannot:
   once per distinct login (not per session), on a worker, and ends every
   session of a login that no longer stands.
 
+On the object backend (``store.remote``) the check before requests is the
+sweep's verdict instead: there ``login_valid`` is a PostgreSQL round trip,
+which must not run on the reactor (nor stall it, or fail, for ``timeout``
+seconds during a database outage).  A revoked session there may go on for
+up to ``SWEEP_INTERVAL`` before the sweep ends it (docs/SECURITY.md).
+
 A revoked session is sent ``LOGIN_REVOKED`` (fatal) and closed; its upload is
 released, never committed (the store already deleted a deleted account's
 partials; after ``passwd`` or ``disable`` the partial stays resumable by the
@@ -69,7 +75,9 @@ class LoginWatch:
         self.sweeping = False
 
     def valid(self, login: Login) -> bool:
-        """The per-request check: one indexed read."""
+        """The per-request check: one indexed read (the sweep's, on a remote store)."""
+        if getattr(self.store, "remote", False):
+            return login in self.logins      # the sweep drops a login it revoked
         return self.store.login_valid(*login)
 
     def watch(self, login: Login, session: Revocable) -> None:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from protocol import PROTOCOL_VERSION, ErrorReply, Greeting, encode
-from storage import Store
+from storage import StorageError, Store
 
 from . import __version__, certs, logs, loopstats
 from .backend import handlers_for, open_store
@@ -356,7 +356,9 @@ class Server:
 
     @staticmethod
     def _cleanup_done(count: Any, error: BaseException | None) -> None:
-        if error is not None:
+        if isinstance(error, StorageError):     # an outage: expected, the next run retries
+            log.warning("partial-upload cleanup failed: %s (%s)", error.code, error.message)
+        elif error is not None:
             log.error("partial-upload cleanup failed", exc_info=error)
         elif count:
             log.info("expired %d stale partial uploads", count)

@@ -443,9 +443,10 @@ class Session(SessionTransfers, SessionGuard):
         a ``cancel`` or a ``ping`` must still be read: there the bound is the
         number of replies held back until the frame ends.
         """
-        inline, download = self.inline, self.download
+        inline, download, upload = self.inline, self.download, self.upload
         if self.state in SERVING and self.job is None and not self.waiting \
                 and (inline is None or not inline.full()) \
+                and (upload is None or not upload.backlogged()) \
                 and (not download.deferred_full() if download is not None
                      else not self.output_paused):
             self.transport.resume_reading()

@@ -79,6 +79,7 @@ class SessionTransfers:
     def start_upload(self, request: Request, upload: Any) -> Outcome:
         """The upload was begun (its slot taken by the handler)."""
         transfer = self.upload = UploadTransfer(self.ctx, request, upload)
+        transfer.on_flushed = self._settle
         self.last_progress = self.ctx.timers.clock()
         self.advance("put")
         if transfer.wants_commit():

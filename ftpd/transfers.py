@@ -37,7 +37,7 @@ class UploadTransfer:
     """
 
     __slots__ = ("ctx", "request", "upload", "start", "started", "hash_mark", "flush_mark",
-                 "hashing", "flushing", "ended")
+                 "hashing", "flushing", "ended", "on_flushed")
 
     def __init__(self, ctx: SessionContext, request: Request, upload: Any) -> None:
         self.ctx = ctx
@@ -51,6 +51,8 @@ class UploadTransfer:
         self.hashing = False            # a worker is hashing this upload's bytes
         self.flushing = False           # a worker is flushing them to disk
         self.ended = False
+        #: Called on the reactor after each background flush (the session reads again).
+        self.on_flushed: Any = None
         if request.defer_sha256:        # type: ignore[attr-defined]
             upload.expect_hash_later()
         upload.mtime = request.mtime    # type: ignore[attr-defined]
@@ -115,7 +117,8 @@ class UploadTransfer:
             self.hashing = True
             self.hash_mark = upload.offset
             pool.submit(LongJob(upload.hash_behind), self._hashed)
-        if not self.flushing and upload.offset - self.flush_mark >= step:
+        if not self.flushing and (upload.offset - self.flush_mark >= step or
+                                  self.backlogged()):
             self.flushing = True
             self.flush_mark = upload.offset
             pool.submit(LongJob(upload.flush), self._flushed)
@@ -131,6 +134,16 @@ class UploadTransfer:
         self.flushing = False
         if error is not None:
             log.warning("background flush of %s failed: %s", self.upload.path, error)
+        elif not self.ended and self.backlogged():
+            self.catch_up()                 # the parts that filled up meanwhile
+        if self.on_flushed is not None:
+            self.on_flushed()
+
+    def backlogged(self) -> bool:
+        """Bytes wait for a flush before more may be read (the object backend's spool:
+        its parts wait for S3); the session stops reading meanwhile."""
+        waiting = getattr(self.upload, "backlogged", None)
+        return waiting is not None and waiting()
 
     def commit_job(self, sha256: str | None, size: int | None = None) -> Any:
         """The worker's part of the commit: check ``size`` (the client's count, from

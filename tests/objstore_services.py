@@ -159,8 +159,9 @@ class SeaweedService:
             try:
                 try:
                     client.create_bucket(Bucket=_READY_BUCKET)
-                except client.exceptions.BucketAlreadyOwnedByYou:
-                    pass
+                except (client.exceptions.BucketAlreadyOwnedByYou,
+                        client.exceptions.BucketAlreadyExists):
+                    pass                # after a restart weed may say either
                 client.put_object(Bucket=_READY_BUCKET, Key="probe", Body=b"ok")
                 if client.get_object(Bucket=_READY_BUCKET, Key="probe")["Body"].read() == b"ok":
                     return

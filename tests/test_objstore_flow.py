@@ -167,6 +167,20 @@ def test_collector_aborts_the_multipart_upload_of_an_aborted_upload(
     assert mpu not in {u.upload_id for u in a.blobs.list_multipart()}
 
 
+def test_collector_deletes_the_blob_of_an_upload_completed_then_aborted(
+        nodes: tuple[_Node, _Node], user: str) -> None:
+    a, _ = nodes
+    up = begin_upload(a.meta, a.blobs, user, "/f", 3, None)
+    up.write(b"abc")
+    up.writer.finish(3, None)            # completed in S3, never published...
+    blob = up.pending.blob
+    up.close()
+    a.meta.abort_upload(user, "/f")      # ... and then the upload is given up
+    collect(a.meta, a.blobs, partial_ttl=3600)
+    with pytest.raises(NotFound):
+        a.blobs.size(blob)
+
+
 def test_collector_killed_after_deleting_runs_again_safely(nodes: tuple[_Node, _Node],
                                                            user: str) -> None:
     a, _ = nodes

@@ -214,3 +214,37 @@ def test_an_unfinished_upload_is_aborted_through_another_node(server_factory: An
     assert isinstance(reply, m.AbortOk), reply
     assert cluster.store.list_uploads(user) == [] and cluster.store.usage(user).reserved == 0
     wb.close()
+
+
+def test_a_user_name_lockout_counts_over_both_nodes_and_ftpd_user_unlock_ends_it(
+        server_factory: Any, cluster: Cluster) -> None:
+    from ftpd.cli import main
+    from tests.test_hostile_support import SourceWire
+
+    throttle = {"lockout_threshold": 3, "lockout_seconds": 600, "auth_delay_base": 0.01,
+                "auth_delay_max": 0.05}
+    a = server_factory(**cluster.settings, **throttle)
+    b = server_factory(**cluster.settings, **throttle)
+    user = cluster.user()
+
+    def attempt(node: Any, source: str, password: str) -> Any:
+        with SourceWire(node.host, node.port, source) as w:
+            return w.login(user, password)
+
+    # One wrong guess from each of three addresses (no address reaches the threshold),
+    # two on A and one on B: together they lock the user name on both nodes.
+    for node, source in ((a, "127.0.0.51"), (a, "127.0.0.52"), (b, "127.0.0.53")):
+        reply = attempt(node, source, "wrong")
+        assert isinstance(reply, m.ErrorReply) and reply.code == "AUTH_FAILED", reply
+    deadline = time.monotonic() + 10              # each node writes its count after replying
+    while cluster.store.meta.db.one(
+            "SELECT failures FROM throttle WHERE kind = 0 AND key = %s", (user,)) != \
+            {"failures": 3}:
+        assert time.monotonic() < deadline, "the failures never reached the database"
+        time.sleep(0.02)
+    refused = attempt(b, "127.0.0.54", PASSWORD)  # B itself saw one failure only
+    assert isinstance(refused, m.ErrorReply) and refused.code == "LOCKED_OUT", refused
+    urls = ["--metadata", cluster.settings["metadata_url"], "--blobs",
+            cluster.settings["blob_url"]]
+    assert main(["user", "unlock", user, *urls]) == 0
+    assert isinstance(attempt(a, "127.0.0.54", PASSWORD), m.LoginOk)

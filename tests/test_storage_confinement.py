@@ -4,6 +4,8 @@ Policy under test: any operation whose path meets a symbolic link (as the final
 component or anywhere on the way) raises ``BadPath`` and touches nothing; the
 exceptions act on a final link itself, never on its target: ``list_dir`` and
 ``stat`` show links as type "other", ``remove`` unlinks the link.
+
+Local backend only: symbolic links on disk (the object backend has no files of its own).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ runs) and checks the promises:
   those bytes are the right prefix, and finishing it gives the complete file.
 
 In the spirit of SQLite's crash-test VFS and the ALICE / CrashMonkey studies.
+
+Local backend only: the local commit's crash points (the object backend's are in
+tests/test_storage_crash.py).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ cannot show a missing fsync -- the page cache survives it -- so these tests
 watch the calls themselves: in-process wrappers around ``os.fsync``,
 ``os.fdatasync``, ``os.link``, ``os.rename``, ``os.replace``, and the
 catalogue's SQL (``sqlite3`` trace callback) for the mark and its COMMIT.
+
+Local backend only: fsync order on the local file system (the object backend's
+durability is PostgreSQL's and the object store's).
 """
 
 from __future__ import annotations

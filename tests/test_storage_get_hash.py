@@ -1,7 +1,11 @@
 """Issue 13, item 12: ``get`` must never announce another file's SHA-256.
 
 ``Store.open_hashed`` opens the file and then hashes it (or asks the cache) through
-that very descriptor, so the digest always belongs to the bytes the fd reads."""
+that very descriptor, so the digest always belongs to the bytes the fd reads.
+
+Local backend only: descriptors of local files (object blobs are immutable, so a
+blob id and its SHA-256 never part).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ leaving nothing visible and nothing half-accounted: ``used`` counts only the
 files really visible, and a reservation stays only where a partial stays
 resumable.  (The daemon's inline puts are group commits here:
 ``Store.store_small_files``.)
+
+Local backend only: ENOSPC/EDQUOT injected at the os boundary of local files (the
+object backend's spool bound is tests/test_objstore_spool.py).
 """
 
 from __future__ import annotations

@@ -1,18 +1,17 @@
-"""Path normalisation: every rejected form and the normal forms."""
+"""Path normalisation: every rejected form and the normal forms (on both backends)."""
 
 from __future__ import annotations
 
 import pytest
 
-from storage import BadPath, BadUsername, Store
+from storage import BadPath, BadUsername
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "root", scrypt_n=2**4)
+def store(make_store):
+    s = make_store(scrypt_n=2**4)
     s.create_user("alice", "pw")
-    yield s
-    s.close()
+    return s
 
 
 @pytest.mark.parametrize(("path", "cwd", "expected"), [

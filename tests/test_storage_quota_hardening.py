@@ -1,7 +1,11 @@
 """Issue 13, storage side: failed commits release their upload (item 2), partials are
 always covered by the quota (item 3), commits re-check it (item 4), unfinished uploads
 are capped and listed in pages (item 7), folders cost quota and listings stream
-(item 8), and replaced files lose their hash-cache rows (item 15)."""
+(item 8), and replaced files lose their hash-cache rows (item 15).
+
+Local backend only: folder costs, partial files, placement and the SQLite catalogue
+(the object backend's quota is in tests/test_storage_uploads.py and test_objstore_*.py).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Accounts: passwords, tokens, quotas and the catalogue's on-disk format."""
+"""Accounts: passwords, tokens, quotas and the catalogue's on-disk format.
+
+Run on both backends (tests/storage_backends.py); the catalogue's on-disk
+format (SQLite, folders) is the local backend's alone.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from storage import (
 )
 from storage.db import SCHEMA_VERSION
 from storage.errors import StorageIOError
+from tests.storage_backends import local_only
 
 
 class FakeClock:
@@ -35,12 +40,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    s = Store(tmp_path / "root", scrypt_n=2**4, clock=clock, default_quota=10_000)
-    yield s
-    s.close()
+def store(make_store, clock):
+    return make_store(scrypt_n=2**4, clock=clock, default_quota=10_000)
 
 
+# Local only: the home and staging folders on disk.
+@local_only
 def test_create_user_makes_home_and_staging_and_returns_info(store, tmp_path, clock):
     info = store.create_user("alice", "secret", quota=5000)
     assert (info.name, info.quota, info.used, info.created, info.disabled) == (
@@ -130,6 +135,8 @@ def test_hash_calls_count_is_exact_across_threads(store):
     assert store.hash_calls == before + 20
 
 
+# Local only: reads the SQLite catalogue.
+@local_only
 def test_stored_hash_records_its_parameters_and_a_per_user_salt(store, tmp_path):
     store.create_user("alice", "same")
     store.create_user("bob", "same")
@@ -141,21 +148,21 @@ def test_stored_hash_records_its_parameters_and_a_per_user_salt(store, tmp_path)
     assert "same" not in hashes["alice"]
 
 
-def test_hashes_made_with_other_parameters_still_verify(tmp_path):
-    with Store(tmp_path / "r", scrypt_n=2**4) as old:
+def test_hashes_made_with_other_parameters_still_verify(make_store):
+    with make_store(scrypt_n=2**4) as old:
         old.create_user("alice", "secret")
-    with Store(tmp_path / "r", scrypt_n=2**5, scrypt_r=4) as new:
+    with make_store(scrypt_n=2**5, scrypt_r=4) as new:
         assert new.verify_password("alice", "secret").name == "alice"
 
 
 @pytest.mark.parametrize("n", [0, 1, 3, 24])
-def test_scrypt_n_must_be_a_power_of_two_above_one(tmp_path, n):
+def test_scrypt_n_must_be_a_power_of_two_above_one(make_store, n):
     with pytest.raises(ValueError):
-        Store(tmp_path / "r", scrypt_n=n)
+        make_store(scrypt_n=n)
 
 
-def test_default_scrypt_parameters_work(tmp_path):
-    with Store(tmp_path / "r") as s:
+def test_default_scrypt_parameters_work(make_store):
+    with make_store() as s:
         s.create_user("alice", "secret")
         assert s.verify_password("alice", "secret").name == "alice"
 
@@ -217,7 +224,7 @@ def test_list_users_is_sorted(store):
     assert [u.name for u in store.list_users()] == ["alice", "bob", "carol"]
 
 
-def test_delete_user_removes_row_home_partials_and_tokens(store, tmp_path):
+def test_delete_user_removes_row_home_partials_and_tokens(store, backend, tmp_path):
     store.create_user("alice", "pw")
     store.mkdir("alice", "/docs")
     up = store.begin_upload("alice", "/docs/f", 10, None)
@@ -225,8 +232,9 @@ def test_delete_user_removes_row_home_partials_and_tokens(store, tmp_path):
     token = store.issue_token("alice")
     store.delete_user("alice")
     assert store.get_user("alice") is None
-    assert not (tmp_path / "root" / "homes" / "alice").exists()
-    assert not (tmp_path / "root" / "staging" / "alice").exists()
+    if backend == "local":          # the object backend has no folders of its own
+        assert not (tmp_path / "root" / "homes" / "alice").exists()
+        assert not (tmp_path / "root" / "staging" / "alice").exists()
     assert not up.active
     with pytest.raises(AuthFailed):
         store.verify_token(token)
@@ -239,6 +247,8 @@ def test_delete_user_removes_row_home_partials_and_tokens(store, tmp_path):
     assert store.usage("alice").used == 0
 
 
+# Local only: a symbolic link planted in a home on disk.
+@local_only
 def test_delete_user_does_not_follow_symlinks(store, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -256,6 +266,8 @@ def test_token_round_trip(store):
     assert store.verify_token(token).name == "alice"
 
 
+# Local only: reads the SQLite files.
+@local_only
 def test_token_is_not_stored_in_clear(store, tmp_path):
     store.create_user("alice", "pw")
     token = store.issue_token("alice")
@@ -308,6 +320,8 @@ def test_token_of_deleted_user_is_refused(store):
         store.verify_token(token)
 
 
+# Local only: SQLite's journal mode and version.
+@local_only
 def test_database_is_in_wal_mode_with_schema_version(store, tmp_path):
     with sqlite3.connect(tmp_path / "root" / "users.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -322,10 +336,10 @@ def test_database_from_a_newer_version_is_refused(tmp_path):
         Store(tmp_path / "r", scrypt_n=2**4)
 
 
-def test_users_survive_reopening(tmp_path):
-    with Store(tmp_path / "r", scrypt_n=2**4) as s:
+def test_users_survive_reopening(make_store):
+    with make_store(scrypt_n=2**4) as s:
         s.create_user("alice", "pw", quota=123)
-    with Store(tmp_path / "r", scrypt_n=2**4) as s:
+    with make_store(scrypt_n=2**4) as s:
         assert s.get_user("alice").quota == 123
         assert s.verify_password("alice", "pw").name == "alice"
 

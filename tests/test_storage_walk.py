@@ -1,5 +1,8 @@
 """Deep paths (issue 13, item 1, storage part): the confined walk is linear, path depth is
-capped, and a session's working folder can be held open (``Store.open_workdir``)."""
+capped, and a session's working folder can be held open (``Store.open_workdir``).
+
+Local backend only: the confined walk of folders on disk and held descriptors.
+"""
 
 from __future__ import annotations
 

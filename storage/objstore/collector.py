@@ -1,8 +1,10 @@
 """The collector: removes blobs nothing points at any more, and abandoned multipart uploads.
 
 Every step stands alone and is idempotent, so a collector killed anywhere
-just runs again: a queued blob is deleted (or its multipart upload aborted)
-*before* its queue row goes, and deleting or aborting twice is harmless.
+just runs again: a queued blob is deleted (or its multipart upload aborted,
+and its blob deleted too: a node may have completed it and died before
+publishing) *before* its queue row goes, and deleting or aborting twice is
+harmless.
 Uploads untouched for ``partial_ttl`` are first expired in the metadata (which
 queues them), and multipart uploads the metadata never heard of (a node died
 between starting one and recording it) are aborted once they are older than
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import faults
 from .blobs import BlobStore
 from .meta import MetaStore
 
@@ -34,8 +37,10 @@ def collect(meta: MetaStore, blobs: BlobStore, partial_ttl: float, *,
     for blob, mpu in meta.take_garbage(batch):
         if mpu:
             blobs.abort(blob, mpu)
+            blobs.delete(blob)      # completed before it was dropped: never published
         else:
             blobs.delete(blob)
+        faults.crash_point("object.collect_after_delete")
         meta.done_garbage(blob, mpu)
         removed += 1
     orphans = blobs.abort_stale(partial_ttl, now, keep=meta.live_multipart_ids())

@@ -63,7 +63,9 @@ class Node:
 
 
 def _node(row: dict[str, Any], path: str) -> Node:
-    return Node(id=row["id"], name=row["name"], path=path, type=row["type"], size=row["size"],
+    """The home folder is called "/" as the local backend calls it (its row's name is '')."""
+    name = row["name"] if row["parent"] is not None else "/"
+    return Node(id=row["id"], name=name, path=path, type=row["type"], size=row["size"],
                 mtime=row["mtime"], mode=row["mode"], blob=row["blob"], sha256=row["sha256"])
 
 
@@ -101,8 +103,8 @@ class NamespaceOps:
         """The entry at ``parts``: ``NotFound``/``NotADirectory`` as the file system says."""
         row, depth = self.walk(conn, user, parts)
         shown = join_user_path(parts)
-        if row is None:
-            raise NotFound("no such file or folder", path=shown)
+        if row is None:                 # every user has a root: no root, no user
+            raise NoSuchUser("no such user", user=user)
         if depth < len(parts):
             if row["type"] != "dir":
                 raise NotADirectory("not a folder", path=join_user_path(parts[:depth]))

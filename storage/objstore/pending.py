@@ -59,6 +59,8 @@ class Pending:
 def _check_sha(sha256: str | None) -> str | None:
     if sha256 is None:
         return None
+    if not isinstance(sha256, str):
+        raise ValueError("sha256 must be 64 hex digits")
     sha = sha256.lower()
     if len(sha) != 64 or not set(sha) <= _SHA_CHARS:
         raise ValueError("sha256 must be 64 hex digits")
@@ -103,17 +105,24 @@ class UploadOps:
 
     def create_upload(self, user: str, path: str, size: int, sha256: str | None, *,
                       blob: str, mpu: str, part_size: int, cwd: str = "/",
-                      overwrite: bool = False) -> tuple[Pending, bool]:
+                      overwrite: bool = False, replacing: int | None = None
+                      ) -> tuple[Pending, bool]:
         """Register a new upload and reserve its quota, in one transaction.
 
         Returns ``(upload, True)``; if an upload of that path already exists
         (begun by any node) returns ``(that upload, False)`` and reserves
         nothing: the caller aborts the multipart upload it started and resumes
-        the existing one (or aborts that first, if the declaration differs).
+        the existing one.  ``replacing`` names an existing upload of the path
+        (with another declaration) to drop in the same transaction, so that a
+        refused new upload (quota, target, busy) leaves the old one as it was.
         ``QuotaExceeded`` with ``free``/``needed``; ``Exists`` if the target is
         a file and not ``overwrite``; ``IsADirectory`` if it is a folder.
+
+        The reservation is the whole size, also over a file it replaces (as the
+        local backend does since issue 13, item 3: abandoned uploads of overwrites
+        must be covered too); publishing counts only the difference.
         """
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError("size must be a non-negative integer")
         sha = _check_sha(sha256)
         parts = self.locate(user, path, cwd)
@@ -124,24 +133,30 @@ class UploadOps:
             urow = self.lock_user(conn, user)
             old = conn.execute("SELECT * FROM uploads WHERE owner = %s AND path = %s",
                                (user, shown)).fetchone()
-            if old is not None:
+            if old is not None and old["id"] != replacing:
                 return self._pending(conn, old), False
+            if old is not None and not conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
+                    (LOCK_NS_UPLOAD, old["id"])).fetchone()["ok"]:
+                raise UploadBusy("an upload to this path is in progress", path=shown)
             parent = self.find_parent(conn, user, parts)
             target = self.child(conn, parent["id"], parts[-1])
-            replaced = 0
             if target is not None:
                 if target["type"] == "dir":
                     raise IsADirectory("is a folder", path=shown)
                 if not overwrite:
                     raise Exists("already exists", path=shown)
-                replaced = target["size"]
-            need = max(0, size - replaced)
+            need = size                 # whole, also over a file: see the docstring
             others = conn.execute("SELECT COALESCE(SUM(reserved), 0) AS s FROM uploads "
                                   "WHERE owner = %s", (user,)).fetchone()["s"]
+            if old is not None:
+                others -= old["reserved"]
             free = urow["quota"] - urow["used"] - int(others)
             if need > free:
                 raise QuotaExceeded("not enough quota for this upload", free=max(0, free),
                                     needed=need)
+            if old is not None:
+                self._drop_upload(conn, old)
             now = self.clock()
             row = conn.execute(
                 "INSERT INTO uploads (owner, path, size, sha256, reserved, blob, mpu, part_size,"

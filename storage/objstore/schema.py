@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Advisory-lock key space.  The two-int form ``pg_advisory_lock(ns, id)`` keeps
 #: our locks apart from anybody else's in a shared database.
@@ -97,6 +97,19 @@ CREATE TABLE garbage (                     -- the collector's queue; safe to rep
 """
 
 
+#: Version 2: the throttle keeps the local ledger's records (``since``, for decay) and
+#: the addresses trusted per account (storage/objstore/logins.py).
+_SCHEMA_V2 = """
+ALTER TABLE throttle ADD COLUMN since double precision NOT NULL DEFAULT 0;
+CREATE TABLE login_trust (
+    username text NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    addr     text NOT NULL,
+    last     double precision NOT NULL,
+    PRIMARY KEY (username, addr)
+);
+"""
+
+
 def migrate(conn: Any) -> None:
     """Create or upgrade the schema; safe when several nodes start at once.
 
@@ -113,6 +126,8 @@ def migrate(conn: Any) -> None:
                                f"({SCHEMA_VERSION})")
         if version < 1:
             conn.execute(_SCHEMA_V1)
+        if version < 2:
+            conn.execute(_SCHEMA_V2)
         if row is None:
             conn.execute("INSERT INTO ftpd_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
         else:

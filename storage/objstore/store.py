@@ -16,25 +16,34 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
+import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 
+from .. import faults
 from ..errors import AccountDisabled, AuthFailed, NoSuchUser, StorageError, UploadBusy
-from ..logins import USER, LoginLedger
+from ..logins import USER
 from ..models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from ..names import MAX_PASSWORD_CHARS, check_password, is_valid_username
 from ..passwords import PasswordHasher, ScryptParams
 from ..workdir import WorkDir
 from .blobs import DEFAULT_PART_SIZE, BlobStore, parse_blob_url
 from .collector import collect
+from .logins import CachedLedger, PgLoginLedger
 from .meta import MetaStore
 from .pending import Pending
 from .upload import ObjectUpload
 from .writer import choose_part_size
 
-__all__ = ["BlobSource", "ObjectStore"]
+__all__ = ["DEFAULT_SPOOL_LIMIT", "BlobSource", "ObjectStore"]
+
+#: Default bound on the bytes one node's uploads spool locally (docs/OBJSTORE.md).
+DEFAULT_SPOOL_LIMIT = 1 << 30
+
+#: Rounds of read-lock-check ``begin_upload`` makes before it answers ``UPLOAD_BUSY``.
+_BEGIN_ROUNDS = 5
 
 
 class BlobSource:
@@ -61,23 +70,29 @@ class ObjectStore:
                  scrypt_r: int = 8, scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
                  default_quota: int = 1 << 30, part_size: int = DEFAULT_PART_SIZE,
                  spool_dir: str | None = None, clock: Callable[[], float] = time.time,
+                 metadata_timeout: float = 5.0, spool_limit: int = DEFAULT_SPOOL_LIMIT,
                  blob_config_overrides: dict[str, object] | None = None) -> None:
-        import dataclasses
-
+        # Settings first: a bad one must not leave a pool or a client behind.
+        self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
         config = parse_blob_url(blob_url)
         if blob_config_overrides:
             config = dataclasses.replace(config, **blob_config_overrides)  # type: ignore
         self.blobs = BlobStore(config)
         self.blobs.ensure_bucket()
-        self.meta = MetaStore(metadata_url, default_quota=default_quota, clock=clock)
+        self.meta = MetaStore(metadata_url, default_quota=default_quota, clock=clock,
+                              timeout=metadata_timeout)
         self.partial_ttl = partial_ttl
         self.part_size = part_size
         self.spool_dir = spool_dir
-        self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
+        #: Bytes all of this node's uploads may hold in their local spools at once.
+        self.spool_limit = spool_limit
+        self._spooled = 0
+        self._spool_lock = threading.Lock()
+        #: This node's writers, so that deleting a user ends theirs (as ``Store`` does).
+        self._writers: weakref.WeakSet[ObjectUpload] = weakref.WeakSet()
         self._releaser = concurrent.futures.ThreadPoolExecutor(1, "ftpd-lock-release")
         self._releasing: dict[int, concurrent.futures.Future[None]] = {}
-        self._logins: LoginLedger | None = None
-        self._ledger_db: object = None
+        self._logins: CachedLedger | None = None
         self._closed = False
 
     def close(self) -> None:
@@ -86,9 +101,9 @@ class ObjectStore:
             return
         self._closed = True
         self._releaser.shutdown(wait=True)
+        if self._logins is not None:
+            self._logins.close()
         self.meta.close()
-        if self._ledger_db is not None:
-            self._ledger_db.close()                     # type: ignore[attr-defined]
 
     def __enter__(self) -> ObjectStore:
         return self
@@ -110,7 +125,7 @@ class ObjectStore:
 
     def create_user(self, name: str, password: str, quota: int | None = None) -> UserInfo:
         check_password(password)
-        return self.meta.create_user(name, self._hasher.hash(password), quota)
+        return self._stamped(self.meta.create_user(name, self._hasher.hash(password), quota))
 
     def create_user_with_hash(self, name: str, pwhash: str, quota: int | None = None
                               ) -> UserInfo:
@@ -118,7 +133,12 @@ class ObjectStore:
         return self.meta.create_user(name, pwhash, quota)
 
     def delete_user(self, name: str) -> None:
+        """Remove the user; this node's writers of their uploads stop at once (another
+        node's writer finds the upload gone at its next part or publish)."""
         self.meta.delete_user(name)
+        for upload in list(self._writers):
+            if upload.user == name:
+                upload.release()
 
     def set_password(self, name: str, password: str) -> None:
         check_password(password)
@@ -131,7 +151,8 @@ class ObjectStore:
         self.meta.set_disabled(name, disabled)
 
     def get_user(self, name: str) -> UserInfo | None:
-        return self.meta.get_user(name)
+        info = self.meta.get_user(name)
+        return None if info is None else self._stamped(info)
 
     def list_users(self) -> list[UserInfo]:
         return self.meta.list_users()
@@ -188,21 +209,17 @@ class ObjectStore:
         return self.login_stamp(name) == (uid, generation)
 
     @property
-    def logins(self) -> LoginLedger:
-        """This node's login-throttle records (not shared between nodes yet: the ledger
-        is the local backend's SQLite one, in a private temporary database)."""
+    def logins(self) -> CachedLedger:
+        """The login throttle's records, shared by every node (in PostgreSQL), behind a
+        cache the daemon's reactor reads: ``logins.refresh`` on a worker before each
+        login (ftpd/backend.py), changes sent from a background thread."""
         if self._logins is None:
-            import tempfile
-
-            from ..db import Database
-
-            folder = tempfile.mkdtemp(prefix="ftpd-logins-")
-            self._ledger_db = Database(os.path.join(folder, "logins.db"))
-            self._logins = LoginLedger(self._ledger_db)     # type: ignore[arg-type]
+            self._logins = CachedLedger(PgLoginLedger(self.meta.db), self.meta.clock)
         return self._logins
 
     def unlock_user(self, name: str) -> bool:
-        return self.logins.clear(USER, name)
+        """``ftpd user unlock``: straight to the database (on every node at once)."""
+        return PgLoginLedger(self.meta.db).clear(USER, name)
 
     # ----- tree: metadata transactions only
     def resolve(self, user: str, path: str, cwd: str = "/") -> str:
@@ -253,9 +270,11 @@ class ObjectStore:
         return BlobSource(self.blobs, node.blob, node.size), node.size
 
     def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
+        from ..errors import IsADirectory
+
         node = self.meta.stat(user, path, cwd)
         if node.type != "file" or node.blob is None:
-            return None
+            raise IsADirectory("is a folder", path=node.path)
         if node.sha256:
             return node.sha256, node.size
         return self.meta.cached_hash(node.blob)
@@ -295,6 +314,23 @@ class ObjectStore:
         return h.hexdigest(), node.size
 
     # ----- uploads
+    def spool_take(self, size: int) -> bool:
+        """Take ``size`` bytes of the node's spool budget; False if it would pass it."""
+        with self._spool_lock:
+            if self._spooled + size > self.spool_limit:
+                return False
+            self._spooled += size
+            return True
+
+    def spool_give(self, size: int) -> None:
+        with self._spool_lock:
+            self._spooled = max(0, self._spooled - size)
+
+    @property
+    def spooled(self) -> int:
+        """Bytes this node's uploads hold in their spools now."""
+        return self._spooled
+
     def release_lock_later(self, upload_id: int) -> None:
         """Give an upload's lock back on the background thread (never on the reactor)."""
         if self._closed:
@@ -316,37 +352,54 @@ class ObjectStore:
         """
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError("size must be a non-negative integer")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise ValueError("sha256 must be 64 hex digits")
         sha = sha256.lower() if sha256 else None
         if sha is not None and (len(sha) != 64 or not set(sha) <= set("0123456789abcdef")):
             raise ValueError("sha256 must be 64 hex digits")
-        pending = self.meta.get_upload(user, path, cwd)
         restarted = False
-        if pending is not None and (pending.size != size or pending.sha256 != sha):
+        # Bounded: each round loses only to another writer that finished or replaced
+        # the upload between our read and our lock.
+        for _ in range(_BEGIN_ROUNDS):
+            pending = self.meta.get_upload(user, path, cwd)
+            if pending is None or (pending.size, pending.sha256) != (size, sha):
+                replacing = None if pending is None else pending.id
+                if replacing is not None:
+                    self._settle_release(replacing)
+                pending, created = self._create(user, path, size, sha, cwd, overwrite,
+                                                replacing)
+                restarted = restarted or (replacing is not None and created)
             self._settle_release(pending.id)
-            self.meta.abort_upload(user, path, cwd)
-            pending, restarted = None, True
-        if pending is None:
-            pending = self._create(user, path, size, sha, cwd, overwrite)
-        self._settle_release(pending.id)
-        token = self.meta.locks.acquire(pending.id)
-        if token is None:
-            raise UploadBusy("an upload to this path is in progress", path=pending.path)
-        return ObjectUpload(self, pending, token, overwrite=overwrite, restarted=restarted)
+            token = self.meta.locks.acquire(pending.id)
+            if token is None:
+                raise UploadBusy("an upload to this path is in progress", path=pending.path)
+            # Read it again under the lock: published, aborted or replaced meanwhile
+            # (try again), or more parts recorded by the writer before us.
+            current = self.meta.get_upload(user, path, cwd)
+            if current is not None and current.id == pending.id and \
+                    (current.size, current.sha256) == (size, sha):
+                upload = ObjectUpload(self, current, token, overwrite=overwrite,
+                                      restarted=restarted)
+                self._writers.add(upload)
+                return upload
+            self.meta.locks.release(pending.id)
+        raise UploadBusy("an upload to this path keeps changing", path=pending.path)
 
     def _create(self, user: str, path: str, size: int, sha: str | None, cwd: str,
-                overwrite: bool) -> Pending:
+                overwrite: bool, replacing: int | None) -> tuple[Pending, bool]:
         blob = self.blobs.new_blob_id()
         mpu = self.blobs.start_multipart(blob)
+        faults.crash_point("object.after_start_multipart")
         try:
             pending, created = self.meta.create_upload(
                 user, path, size, sha, blob=blob, mpu=mpu, cwd=cwd, overwrite=overwrite,
-                part_size=choose_part_size(size, self.part_size))
+                part_size=choose_part_size(size, self.part_size), replacing=replacing)
         except BaseException:
             self._abort_quietly(blob, mpu)
             raise
         if not created:                         # another node began it meanwhile
             self._abort_quietly(blob, mpu)
-        return pending
+        return pending, created
 
     def _abort_quietly(self, blob: str, mpu: str) -> None:
         try:
@@ -376,9 +429,20 @@ class ObjectStore:
                             updated=p.updated) for p in self.meta.list_uploads(user)]
 
     def abort_upload(self, user: str, path: str, cwd: str = "/") -> str:
+        """``UploadBusy`` while a writer holds it; this node's released writers do not."""
+        self._settle_releases()
         return self.meta.abort_upload(user, path, cwd)
 
+    def _settle_releases(self) -> None:
+        """Wait for this node's lock releases still on the background thread."""
+        for upload_id in list(self._releasing):
+            self._settle_release(upload_id)
+
     def expire_uploads(self, now: float | None = None) -> int:
-        """The periodic clean-up: expire stale uploads, then one collector pass."""
+        """The periodic clean-up: expire stale uploads, then one collector pass.
+
+        This node's released uploads are not in use: their lock releases (on the
+        background thread) are waited for first, so expiry does not skip them."""
+        self._settle_releases()
         return collect(self.meta, self.blobs, self.partial_ttl, now=now).expired
 

@@ -18,6 +18,13 @@ and leaves every network call to the worker-thread methods:
 
 The resume offset another node sees is the sum of the recorded parts: what
 sat in this node's spool when it died is resent by the client.
+
+The spool is bounded (docs/OBJSTORE.md, docs/SECURITY.md): an upload holds at
+most the part being filled and ``MAX_WAITING_PARTS`` full parts not yet sent
+(more means the object store is not keeping up with the client), and all the
+node's uploads together at most the store's ``spool_limit`` bytes.  A write
+past either bound is ``IO_ERROR`` and ends this writer; the client resumes
+later from the recorded parts.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import threading
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
+from .. import faults
 from ..errors import IntegrityError, NoSpace, NotFound, OffsetMismatch, StorageIOError
 from ..models import CommitResult
 from .pending import Pending
@@ -42,6 +50,8 @@ __all__ = ["ObjectUpload"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ = 1 << 20
+#: Full parts one upload may hold in its spool before they are sent.
+MAX_WAITING_PARTS = 4
 
 
 class ObjectUpload:
@@ -71,6 +81,7 @@ class ObjectUpload:
         self._lock = threading.Lock()          # the queue, the current part, the state
         self._send_lock = threading.Lock()     # one sender at a time
         self._state = "active"                 # -> released | committed | discarded
+        self._spooled = 0                      # bytes taken from the store's spool budget
 
     def __repr__(self) -> str:
         return f"<ObjectUpload {self.user}:{self.path} {self.offset}/{self.size} {self._state}>"
@@ -92,6 +103,11 @@ class ObjectUpload:
     def catch_up(self) -> int:
         return self.flush()
 
+    def backlogged(self) -> bool:
+        """Full parts wait for S3: the daemon stops reading this upload until a flush
+        sends them, well before ``write`` would refuse (at ``MAX_WAITING_PARTS``)."""
+        return len(self._queue) >= MAX_WAITING_PARTS // 2
+
     def hash_behind(self) -> int:
         return 0
 
@@ -106,6 +122,12 @@ class ObjectUpload:
                 raise OffsetMismatch("data would pass the declared size", expected=self.offset,
                                      got=self.offset + length, size=self.size)
             part_size = self._pending.part_size
+            waiting = len(self._queue) + (self._current_size + length) // part_size
+            if waiting > MAX_WAITING_PARTS or not self._store.spool_take(length):
+                self._spent()
+                raise StorageIOError("the upload spool is full: the object store is not "
+                                     "keeping up; resume later", path=self.path)
+            self._spooled += length
             try:
                 while view:
                     if self._current is None:
@@ -120,13 +142,18 @@ class ObjectUpload:
                     if self._current_size == part_size:
                         self._queue_current()
             except OSError as exc:
-                self._state = "released"       # spent: the client resumes from the parts
-                self._drop_files()
-                self._store.release_lock_later(self.upload_id)
+                self._spent()
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise NoSpace("no space left for the upload spool", path=self.path)
                 raise StorageIOError("spool write failed", path=self.path)
             return length
+
+    def _spent(self) -> None:
+        """A failed write ends this writer (caller holds ``_lock``); the client resumes
+        from the recorded parts."""
+        self._state = "released"
+        self._drop_files()
+        self._store.release_lock_later(self.upload_id)
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         with self._lock:
@@ -162,11 +189,14 @@ class ObjectUpload:
                     self._hashed_parts = number
                 spool.seek(0)
                 etag = blobs.upload_part(self._pending.blob, self._pending.mpu, number, spool)
+                faults.crash_point("object.after_part_sent")
                 part = Part(number, size, etag)
                 meta.record_part(self.upload_id, self._token, part)
+                faults.crash_point("object.after_part_recorded")
                 with self._lock:
                     self._queue.popleft()
                     self._parts.append(part)
+                    self._give_back(size)
                 spool.close()
 
     def commit(self, sha256: str | None = None, *, mtime: float | None = None) -> CommitResult:
@@ -194,8 +224,10 @@ class ObjectUpload:
                 self._discard()
                 raise IntegrityError("SHA-256 of the upload does not match its declaration",
                                      expected=self.sha256, got=digest)
+            faults.crash_point("object.after_complete")
             node = self._store.meta.publish(self.upload_id, self._token, digest,
                                             overwrite=self.overwrite, mtime=mtime)
+            faults.crash_point("object.after_publish")
         except BaseException:
             self.release()
             raise
@@ -264,6 +296,13 @@ class ObjectUpload:
             self._current.close()
             self._current = None
         self._current_size = 0
+        self._give_back(self._spooled)
+
+    def _give_back(self, size: int) -> None:
+        """Return spool budget (caller holds ``_lock``)."""
+        size = min(size, self._spooled)
+        self._spooled -= size
+        self._store.spool_give(size)
 
     def _check_active(self) -> None:
         if not self.active:
