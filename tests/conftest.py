@@ -34,7 +34,8 @@ def examples(local: int, ci: int | None = None) -> int:
 
 
 # Real daemons (subprocess and in-thread) for integration tests.
-pytest_plugins = ["tests.daemon", "tests.objstore_services", "tests.storage_backends"]
+pytest_plugins = ["tests.daemon", "tests.objstore_services", "tests.storage_backends",
+                  "tests.bench_background"]
 
 
 def pytest_sessionstart(session: object) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.bench_background import background_run, start
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,25 +50,23 @@ ALLOWED_SKIPS = {
 LEFT_TO_MAKE_BENCH_QUICK = {"s3-upload", "s3-download", "metadata"}
 
 
-def _suite_scenarios() -> list[Any]:
+def suite_scenarios() -> list[Any]:
     from bench.registry import SCENARIOS
 
     return [s for s in SCENARIOS if s.name not in LEFT_TO_MAKE_BENCH_QUICK]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
-    out = tmp_path_factory.mktemp("bench")
-    only = ",".join(s.name for s in _suite_scenarios())
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--results-dir", str(out),
-         "--max-seconds", "270", "--only", only],
-        cwd=REPO, capture_output=True, text=True, timeout=290, stdin=subprocess.DEVNULL)
-    output = f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    assert proc.returncode == 0, output
-    files = list(out.glob("bench-*-quick.json"))
+def quick_run() -> tuple[dict[str, Any], str, Path]:
+    """The quick run ``tests/bench_background.py`` started at collection (these tests
+    run last, so it has overlapped the suite), or one started now."""
+    run = background_run() or start([s.name for s in suite_scenarios()])
+    status, stdout, stderr = run.wait(timeout=420)
+    output = f"--- stdout\n{stdout[-6000:]}\n--- stderr\n{stderr[-6000:]}"
+    assert status == 0, output
+    files = list(run.results.glob("bench-*-quick.json"))
     assert len(files) == 1, output
-    return json.loads(files[0].read_text()), proc.stdout, files[0]
+    return json.loads(files[0].read_text()), stdout, files[0]
 
 
 @pytest.mark.slow
@@ -83,8 +81,8 @@ def test_bench_quick_mode_runs_every_scenario(quick_run: tuple[dict[str, Any], s
         assert report["machine"][key], key
 
     assert {s.name for s in SCENARIOS} > LEFT_TO_MAKE_BENCH_QUICK
-    assert set(report["scenarios"]) == {s.name for s in _suite_scenarios()}
-    for scenario in _suite_scenarios():
+    assert set(report["scenarios"]) == {s.name for s in suite_scenarios()}
+    for scenario in suite_scenarios():
         entry = report["scenarios"][scenario.name]
         assert set(entry["results"]) == set(scenario.contestants), scenario.name
         for who, result in entry["results"].items():
@@ -101,7 +99,7 @@ def test_bench_quick_mode_runs_every_scenario(quick_run: tuple[dict[str, Any], s
         assert entry["targets"], scenario.name
 
     # The printed table names every scenario.
-    for scenario in _suite_scenarios():
+    for scenario in suite_scenarios():
         assert f"| {scenario.name} |" in stdout
 
 
@@ -149,7 +147,7 @@ def test_bench_quick_draws_one_chart_per_family(
     if importlib.util.find_spec("matplotlib") is None:
         assert "charts: matplotlib is not installed" in stdout
         return
-    ran = {s.name for s in _suite_scenarios()}
+    ran = {s.name for s in suite_scenarios()}
     for family in (f for f, names in FAMILIES.items() if ran & set(names)):
         png = json_path.with_name(f"{json_path.stem}-{family}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", family
