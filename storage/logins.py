@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from .db import Database
 
-__all__ = ["ADDR", "USER", "FailureState", "LoginLedger"]
+__all__ = ["ADDR", "USER", "FailureState", "LoginLedger", "decayed", "one_more_failure"]
 
 USER = 0
 ADDR = 1
@@ -49,8 +50,8 @@ class FailureState:
         return max(0.0, self.locked_until - now)
 
 
-def _decayed(row: sqlite3.Row | None, now: float, decay: float,
-             threshold: int) -> tuple[int, float, float]:
+def decayed(row: Any, now: float, decay: float,
+            threshold: int) -> tuple[int, float, float]:
     """``(failures, since, locked_until)`` of ``row`` at ``now``."""
     if row is None:
         return 0, now, 0.0
@@ -67,6 +68,22 @@ def _decayed(row: sqlite3.Row | None, now: float, decay: float,
     return failures, since, locked_until
 
 
+def one_more_failure(row: Any, now: float, *, decay: float, threshold: int,
+                     lockout: float) -> tuple[int, float, float, bool]:
+    """``(failures, since, locked_until, started)`` after one more failure of ``row``
+    (a mapping with ``failures``, ``since``, ``locked_until``, or None): the one rule
+    every ledger counts by, whatever holds its rows (SQLite, PostgreSQL, a node's cache).
+    ``started`` is whether this failure began a lockout."""
+    failures, since, locked_until = decayed(row, now, decay, threshold)
+    if failures == 0:
+        since = now
+    failures += 1
+    started = failures >= threshold and locked_until <= now
+    if started:
+        locked_until = now + lockout
+    return failures, since, locked_until, started
+
+
 class LoginLedger:
     """Failed-login records and trusted addresses in one ``Database``."""
 
@@ -80,7 +97,7 @@ class LoginLedger:
         """The record of ``key`` at ``now`` (a read; nothing changes)."""
         row = self.db.one("SELECT failures, since, locked_until FROM login_failures "
                           "WHERE kind = ? AND key = ?", (kind, key))
-        failures, _, locked_until = _decayed(row, now, decay, threshold)
+        failures, _, locked_until = decayed(row, now, decay, threshold)
         return FailureState(failures, locked_until)
 
     def fail(self, kind: int, key: str, now: float, *, decay: float, threshold: int,
@@ -90,13 +107,8 @@ class LoginLedger:
         with self.db.write() as conn:
             row = conn.execute("SELECT failures, since, locked_until FROM login_failures "
                                "WHERE kind = ? AND key = ?", (kind, key)).fetchone()
-            failures, since, locked_until = _decayed(row, now, decay, threshold)
-            if failures == 0:
-                since = now
-            failures += 1
-            started = failures >= threshold and locked_until <= now
-            if started:
-                locked_until = now + lockout
+            failures, since, locked_until, started = one_more_failure(
+                row, now, decay=decay, threshold=threshold, lockout=lockout)
             conn.execute(
                 "INSERT INTO login_failures (kind, key, failures, since, locked_until, last) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET "

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StorageError
-from ..logins import ADDR, USER, FailureState, _decayed
+from ..logins import ADDR, USER, FailureState, decayed, one_more_failure
 from .pg import Database
 
 __all__ = ["CachedLedger", "PgLoginLedger"]
@@ -47,7 +47,7 @@ class PgLoginLedger:
               threshold: int) -> FailureState:
         row = self.db.one("SELECT failures, since, locked_until FROM throttle "
                           "WHERE kind = %s AND key = %s", (kind, key))
-        failures, _, locked_until = _decayed(row, now, decay, threshold)  # type: ignore[arg-type]
+        failures, _, locked_until = decayed(row, now, decay, threshold)
         return FailureState(failures, locked_until)
 
     def fail(self, kind: int, key: str, now: float, *, decay: float, threshold: int,
@@ -60,13 +60,8 @@ class PgLoginLedger:
                 (kind, key, now, now)).rowcount
             row = conn.execute("SELECT failures, since, locked_until FROM throttle "
                                "WHERE kind = %s AND key = %s FOR UPDATE", (kind, key)).fetchone()
-            failures, since, locked_until = _decayed(row, now, decay, threshold)
-            if failures == 0:
-                since = now
-            failures += 1
-            started = failures >= threshold and locked_until <= now
-            if started:
-                locked_until = now + lockout
+            failures, since, locked_until, started = one_more_failure(
+                row, now, decay=decay, threshold=threshold, lockout=lockout)
             conn.execute("UPDATE throttle SET failures = %s, since = %s, locked_until = %s, "
                          "last = %s WHERE kind = %s AND key = %s",
                          (failures, since, locked_until, now, kind, key))
@@ -184,8 +179,8 @@ class CachedLedger:
             row = self._rows.get((kind, key))
         if row is None:
             return FailureState()
-        failures, _, locked_until = _decayed(
-            {"failures": row[0], "since": row[1], "locked_until": row[2]},  # type: ignore
+        failures, _, locked_until = decayed(
+            {"failures": row[0], "since": row[1], "locked_until": row[2]},
             now, decay, threshold)
         return FailureState(failures, locked_until)
 
@@ -195,13 +190,8 @@ class CachedLedger:
             row = self._rows.get((kind, key))
             cached = None if row is None else \
                 {"failures": row[0], "since": row[1], "locked_until": row[2]}
-            failures, since, locked_until = _decayed(cached, now, decay, threshold)  # type: ignore
-            if failures == 0:
-                since = now
-            failures += 1
-            started = failures >= threshold and locked_until <= now
-            if started:
-                locked_until = now + lockout
+            failures, since, locked_until, started = one_more_failure(
+                cached, now, decay=decay, threshold=threshold, lockout=lockout)
             self._rows[(kind, key)] = (failures, since, locked_until)
         self._send(lambda: self.ledger.fail(kind, key, now, decay=decay, threshold=threshold,
                                             lockout=lockout, max_rows=max_rows))
