@@ -326,6 +326,22 @@ def test_begin_refuses_existing_target_without_overwrite(store):
         store.begin_upload("alice", "/f", 3, None)
 
 
+def test_an_existing_target_is_exists_before_a_running_writer_is_upload_busy(store):
+    """The target checks come before the writer check, also when the upload would
+    resume a running one: without ``overwrite`` a file there is ``Exists`` on both
+    backends (the object backend said ``UploadBusy``; the state machine found it)."""
+    put(store, "/f", b"old")
+    data = b"new!"
+    writer = store.begin_upload("alice", "/f", len(data), sha(data), overwrite=True)
+    try:
+        with pytest.raises(Exists):
+            store.begin_upload("alice", "/f", len(data), sha(data))
+        with pytest.raises(UploadBusy):
+            store.begin_upload("alice", "/f", len(data), sha(data), overwrite=True)
+    finally:
+        writer.release()
+
+
 def test_begin_refuses_folders_and_missing_parents(store):
     store.mkdir("alice", "/d")
     with pytest.raises(IsADirectory):

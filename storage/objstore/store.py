@@ -23,7 +23,16 @@ import zlib
 from collections.abc import Callable, Sequence
 
 from .. import faults
-from ..errors import AccountDisabled, AuthFailed, NoSuchUser, StorageError, UploadBusy
+from ..errors import (
+    AccountDisabled,
+    AuthFailed,
+    Exists,
+    IsADirectory,
+    NoSuchUser,
+    NotFound,
+    StorageError,
+    UploadBusy,
+)
 from ..logins import USER
 from ..models import CommitResult, Entry, PartialInfo, SmallFile, Usage, UserInfo
 from ..names import MAX_PASSWORD_CHARS, check_password, is_valid_username
@@ -362,6 +371,8 @@ class ObjectStore:
         # the upload between our read and our lock.
         for _ in range(_BEGIN_ROUNDS):
             pending = self.meta.get_upload(user, path, cwd)
+            if pending is not None and (pending.size, pending.sha256) == (size, sha):
+                self._check_target(user, path, cwd, overwrite)     # as a new upload would
             if pending is None or (pending.size, pending.sha256) != (size, sha):
                 replacing = None if pending is None else pending.id
                 if replacing is not None:
@@ -384,6 +395,19 @@ class ObjectStore:
                 return upload
             self.meta.locks.release(pending.id)
         raise UploadBusy("an upload to this path keeps changing", path=pending.path)
+
+    def _check_target(self, user: str, path: str, cwd: str, overwrite: bool) -> None:
+        """A resumed upload meets the target checks a new one meets in ``create_upload``
+        (a folder there, or a file without ``overwrite``), before the writer check:
+        the order of the local backend, so that both answer ``EXISTS`` alike."""
+        try:
+            node = self.meta.stat(user, path, cwd)
+        except NotFound:
+            return
+        if node.type == "dir":
+            raise IsADirectory("is a folder", path=node.path)
+        if not overwrite:
+            raise Exists("already exists", path=node.path)
 
     def _create(self, user: str, path: str, size: int, sha: str | None, cwd: str,
                 overwrite: bool, replacing: int | None) -> tuple[Pending, bool]:
