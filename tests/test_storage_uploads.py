@@ -723,3 +723,16 @@ def test_commit_refuses_a_hash_that_contradicts_the_declared_one(store):
     with pytest.raises(ValueError):
         up.commit(sha256=sha(b"other"))
     assert up.commit(sha256=sha(b"abcd")).sha256 == sha(b"abcd")
+
+
+def test_a_commit_names_no_digest_when_the_upload_declared_none(store):
+    """``CommitResult.sha256`` is the declared digest, None when none was declared, on
+    both backends (the object backend returned the one it computed; the state machine
+    found it with an empty file)."""
+    for path, data in (("/empty", b""), ("/ten", b"0123456789")):
+        up = store.begin_upload("alice", path, len(data), None)
+        up.write(data)
+        try:
+            assert up.commit().sha256 is None, path
+        finally:
+            up.release()

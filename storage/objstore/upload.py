@@ -234,7 +234,10 @@ class ObjectUpload:
         with self._lock:
             self._state = "committed"
         self._store.release_lock_later(self.upload_id)
-        return CommitResult(path=node.path, size=node.size, sha256=digest)
+        # The facade's contract: the declared digest, None when none was declared (the
+        # entry keeps the computed one either way, for the hash cache).
+        return CommitResult(path=node.path, size=node.size,
+                            sha256=digest if self.sha256 is not None else None)
 
     def _finish(self) -> str:
         blobs, pending = self._store.blobs, self._pending
