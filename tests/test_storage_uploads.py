@@ -336,6 +336,8 @@ def test_an_existing_target_is_exists_before_a_running_writer_is_upload_busy(sto
     try:
         with pytest.raises(Exists):
             store.begin_upload("alice", "/f", len(data), sha(data))
+        with pytest.raises(Exists):             # another declaration: it would replace
+            store.begin_upload("alice", "/f", 3, None)
         with pytest.raises(UploadBusy):
             store.begin_upload("alice", "/f", len(data), sha(data), overwrite=True)
     finally:

@@ -371,8 +371,8 @@ class ObjectStore:
         # the upload between our read and our lock.
         for _ in range(_BEGIN_ROUNDS):
             pending = self.meta.get_upload(user, path, cwd)
-            if pending is not None and (pending.size, pending.sha256) == (size, sha):
-                self._check_target(user, path, cwd, overwrite)     # as a new upload would
+            if pending is not None:     # before the writer check, as a new upload would
+                self._check_target(user, path, cwd, overwrite)
             if pending is None or (pending.size, pending.sha256) != (size, sha):
                 replacing = None if pending is None else pending.id
                 if replacing is not None:
@@ -397,9 +397,10 @@ class ObjectStore:
         raise UploadBusy("an upload to this path keeps changing", path=pending.path)
 
     def _check_target(self, user: str, path: str, cwd: str, overwrite: bool) -> None:
-        """A resumed upload meets the target checks a new one meets in ``create_upload``
-        (a folder there, or a file without ``overwrite``), before the writer check:
-        the order of the local backend, so that both answer ``EXISTS`` alike."""
+        """Where an upload of the path exists (to resume or to replace), the target
+        checks a new one meets in ``create_upload`` (a folder there, a file without
+        ``overwrite``) come before the writer check: the local backend's order, so that
+        both answer ``EXISTS`` alike while another writer holds the path."""
         try:
             node = self.meta.stat(user, path, cwd)
         except NotFound:
