@@ -90,13 +90,16 @@ def _read_frames(sock: socket.socket, stream: MessageStream, want_id: int,
                 return
 
 
-def open_idle_ours(port: int, token: str, count: int, deadline: Deadline) -> list[socket.socket]:
-    """``count`` connections logged in with ``token`` and then left idle.
+def open_idle_ours(port: int, token: str, count: int, deadline: Deadline,
+                   cafile: Path | None = None) -> list[socket.socket]:
+    """``count`` connections logged in with ``token`` and then left idle; over TLS 1.3
+    trusting ``cafile`` when it is given (every handshake a full one).
 
     Bare sockets, not ``Client`` objects (which carry a 1 MiB receive buffer
     each): hello and login are pipelined right after connect, and the
     greeting, hello and login replies read back.  Opened in batches.
     """
+    ctx = client_context(cafile) if cafile is not None else None
     hello = encode(Hello(id=1, protocol=1, client="bench-idle"))
     login = encode(Login(id=2, token=token))
     socks: list[socket.socket] = []
@@ -106,6 +109,12 @@ def open_idle_ours(port: int, token: str, count: int, deadline: Deadline) -> lis
             for _ in range(min(BATCH, count - len(socks))):
                 deadline.check("opening idle connections")
                 s = socket.create_connection((HOST, port), timeout=max(1.0, deadline.left()))
+                if ctx is not None:
+                    try:
+                        s = ctx.wrap_socket(s, server_hostname=HOST)
+                    except BaseException:
+                        s.close()
+                        raise
                 batch.append(s)
                 socks.append(s)
                 s.sendall(hello + login)
@@ -114,38 +123,6 @@ def open_idle_ours(port: int, token: str, count: int, deadline: Deadline) -> lis
         return socks
     except BaseException:
         close_all(socks)
-        raise
-
-
-def open_idle_ours_tls(port: int, token: str, count: int, cafile: Path,
-                       deadline: Deadline) -> list[ssl.SSLSocket]:
-    """``count`` TLS connections logged in with ``token`` and then left idle: the
-    bare-socket version of ``open_idle_ours`` over TLS 1.3 trusting ``cafile``
-    (every handshake a full one; ``Client`` objects would cost the harness a
-    receive buffer each)."""
-    ctx = client_context(cafile)
-    hello = encode(Hello(id=1, protocol=1, client="bench-idle"))
-    login = encode(Login(id=2, token=token))
-    socks: list[ssl.SSLSocket] = []
-    try:
-        while len(socks) < count:
-            batch = []
-            for _ in range(min(BATCH, count - len(socks))):
-                deadline.check("opening idle TLS connections")
-                raw = socket.create_connection((HOST, port), timeout=max(1.0, deadline.left()))
-                try:
-                    s = ctx.wrap_socket(raw, server_hostname=HOST)
-                except BaseException:
-                    raw.close()
-                    raise
-                batch.append(s)
-                socks.append(s)
-                s.sendall(hello + login)
-            for s in batch:
-                _read_frames(s, MessageStream("client"), 2, deadline)
-        return socks
-    except BaseException:
-        close_all(socks)  # type: ignore[arg-type]
         raise
 
 

@@ -180,12 +180,12 @@ class TlsIdle(Scenario):
             # spreads them), so their one-off allocations are not counted.
             warm = min(200, n)
             pause, samples = (0.2, 2) if ctx.quick else (0.5, 5)
-            clients.close_all(clients.open_idle_ours_tls(srv.port, token, warm, cafile,
-                                                         deadline))
+            clients.close_all(clients.open_idle_ours(srv.port, token, warm, deadline,
+                                                     cafile=cafile))
             time.sleep(pause)                   # let the warm-up connections close
             before = _settled_tree_rss(srv.pid, samples)
             with timed() as t:
-                socks = clients.open_idle_ours_tls(srv.port, token, n, cafile, deadline)
+                socks = clients.open_idle_ours(srv.port, token, n, deadline, cafile=cafile)
             try:
                 time.sleep(2 * pause)
                 after = _settled_tree_rss(srv.pid, samples)
