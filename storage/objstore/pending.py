@@ -135,17 +135,17 @@ class UploadOps:
                                (user, shown)).fetchone()
             if old is not None and old["id"] != replacing:
                 return self._pending(conn, old), False
-            if old is not None and not conn.execute(
-                    "SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
-                    (LOCK_NS_UPLOAD, old["id"])).fetchone()["ok"]:
-                raise UploadBusy("an upload to this path is in progress", path=shown)
             parent = self.find_parent(conn, user, parts)
             target = self.child(conn, parent["id"], parts[-1])
-            if target is not None:
+            if target is not None:          # the target, then the writer: the local order
                 if target["type"] == "dir":
                     raise IsADirectory("is a folder", path=shown)
                 if not overwrite:
                     raise Exists("already exists", path=shown)
+            if old is not None and not conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
+                    (LOCK_NS_UPLOAD, old["id"])).fetchone()["ok"]:
+                raise UploadBusy("an upload to this path is in progress", path=shown)
             need = size                 # whole, also over a file: see the docstring
             others = conn.execute("SELECT COALESCE(SUM(reserved), 0) AS s FROM uploads "
                                   "WHERE owner = %s", (user,)).fetchone()["s"]

@@ -371,8 +371,6 @@ class ObjectStore:
         # the upload between our read and our lock.
         for _ in range(_BEGIN_ROUNDS):
             pending = self.meta.get_upload(user, path, cwd)
-            if pending is not None:     # before the writer check, as a new upload would
-                self._check_target(user, path, cwd, overwrite)
             if pending is None or (pending.size, pending.sha256) != (size, sha):
                 replacing = None if pending is None else pending.id
                 if replacing is not None:
@@ -380,6 +378,8 @@ class ObjectStore:
                 pending, created = self._create(user, path, size, sha, cwd, overwrite,
                                                 replacing)
                 restarted = restarted or (replacing is not None and created)
+            else:       # a resume: the checks create_upload makes, before the writer's
+                self._check_target(user, path, cwd, overwrite)
             self._settle_release(pending.id)
             token = self.meta.locks.acquire(pending.id)
             if token is None:
@@ -397,10 +397,10 @@ class ObjectStore:
         raise UploadBusy("an upload to this path keeps changing", path=pending.path)
 
     def _check_target(self, user: str, path: str, cwd: str, overwrite: bool) -> None:
-        """Where an upload of the path exists (to resume or to replace), the target
-        checks a new one meets in ``create_upload`` (a folder there, a file without
-        ``overwrite``) come before the writer check: the local backend's order, so that
-        both answer ``EXISTS`` alike while another writer holds the path."""
+        """A resumed upload meets the target checks a new one meets in ``create_upload``
+        (a folder there, a file without ``overwrite``) before the writer check: the
+        local backend's order, so that both answer ``EXISTS`` while another writer
+        holds the path."""
         try:
             node = self.meta.stat(user, path, cwd)
         except NotFound:
