@@ -183,10 +183,13 @@ class TLSTransport(PlainTransport):
         assert protocol is not None
         if not layer.handshake_done:
             done = layer.do_handshake()
+            if done:
+                # The greeting rides with the session tickets OpenSSL wrote at the
+                # handshake's end: one segment, one wake-up of the client, not two.
+                self._release_early()
             self._push_ciphertext()
             if not done or self.sock is None:
                 return
-            self._release_early()
             if self._close_when_ready:
                 self.close()
                 return
