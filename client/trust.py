@@ -183,7 +183,17 @@ def terminal_prompt(question: str) -> str:
 
 
 _contexts: dict[str | None, ssl.SSLContext] = {}
-_sessions: dict[tuple[str, int], ssl.SSLSession] = {}
+#: (host key, context id) -> (the session to resume, when it was stored: monotonic s)
+_sessions: dict[tuple[str, int], tuple[ssl.SSLSession, float]] = {}
+
+#: A resumed connection keeps resuming with the ticket it used for this long before
+#: the newest ticket replaces it.  Fetching a session from CPython's ``ssl`` copies it
+#: (certificate chain included) and costs about as much CPU as the resumed handshake
+#: itself; a quick reconnect loop would pay it every time.  RFC 8446 (C.4) advises
+#: against reusing a ticket because the ticket links connections for an observer:
+#: within these seconds they already share the client's address, and the tickets a
+#: server hands out are reused nowhere else.  A full handshake always stores its ticket.
+TICKET_REUSE_S = 300.0
 
 
 def _chain_context(cacert: str | None) -> ssl.SSLContext:
@@ -208,11 +218,19 @@ def _pin_context() -> ssl.SSLContext:
 
 
 def remember_session(sock: socket.socket, key: str) -> None:
-    """Keep an authenticated connection's session for the next connect to ``key``."""
-    if isinstance(sock, ssl.SSLSocket):
-        session = sock.session
-        if session is not None and session.has_ticket:
-            _sessions[(key, id(sock.context))] = session
+    """Keep an authenticated connection's session for the next connect to ``key``
+    (a resumed one keeps the ticket it came with for ``TICKET_REUSE_S``)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return
+    where = (key, id(sock.context))
+    now = time.monotonic()
+    if sock.session_reused:
+        held = _sessions.get(where)
+        if held is not None and now - held[1] < TICKET_REUSE_S:
+            return
+    session = sock.session
+    if session is not None and session.has_ticket:
+        _sessions[where] = (session, now)
 
 
 def forget_sessions() -> None:
@@ -323,8 +341,9 @@ def _handshake(raw: socket.socket, ctx: ssl.SSLContext, host: str, key: str,
     deadline = None if timeout is None else time.monotonic() + timeout
     peek = raw.dup()                    # the raw stream, to look at the first byte
     try:
+        held = _sessions.get((key, id(ctx)))
         sock = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False,
-                               session=_sessions.get((key, id(ctx))))
+                               session=held[0] if held is not None else None)
     except (OSError, ValueError) as exc:
         peek.close()
         raw.close()

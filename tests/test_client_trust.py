@@ -275,6 +275,27 @@ def test_a_reconnect_resumes_the_tls_session(self_signed):
     assert self_signed.resumed == [False, True]
 
 
+def test_quick_reconnects_resume_with_the_ticket_of_the_full_handshake(self_signed):
+    c = connect(self_signed, trust=self_signed.fingerprint)
+    first = next(iter(trust._sessions.values()))
+    c.reconnect()
+    c.reconnect()
+    c.close()
+    assert self_signed.resumed == [False, True, True]
+    assert next(iter(trust._sessions.values())) is first
+
+
+def test_a_resumed_connection_takes_a_fresh_ticket_once_the_old_one_aged(self_signed,
+                                                                         monkeypatch):
+    c = connect(self_signed, trust=self_signed.fingerprint)
+    first = next(iter(trust._sessions.values()))
+    monkeypatch.setattr(trust, "TICKET_REUSE_S", 0.0)
+    c.reconnect()
+    c.close()
+    assert self_signed.resumed == [False, True]
+    assert next(iter(trust._sessions.values()))[0] is not first[0]
+
+
 # ------------------------------------------------------------ plain text
 
 
