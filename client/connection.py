@@ -22,7 +22,6 @@ import itertools
 import os
 import select
 import socket
-import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
@@ -41,6 +40,7 @@ from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Reque
 
 from . import trust as trusting
 from .errors import ConnectionLost, FtpError, error_for
+from .tls_stream import TLSStream
 
 #: Receive buffer for control replies, made with each connection: small, since most
 #: replies are a few hundred bytes (a big listing page just takes several reads).
@@ -85,7 +85,7 @@ class Connection:
         self.hello: HelloOk | None = None         # the server's hello reply, once read
         self.closed = False
         #: TLS: the server was authenticated before anything was sent to it
-        self.encrypted = isinstance(sock, ssl.SSLSocket)
+        self.encrypted = isinstance(sock, TLSStream)
         self._file_buffer: memoryview | None = None   # TLS uploads, made on the first one
 
     # ------------------------------------------------------------ setup

@@ -31,7 +31,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import select
 import socket
 import ssl
 import sys
@@ -41,15 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConnectionLost, ServerAuthError
+from .tls_stream import TLSStream
 
 #: Whether Client() and ftpc use TLS when neither tls= nor --plaintext says.
 TLS_BY_DEFAULT = True
 FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 #: TLS record types a server's first byte may be: handshake, or an alert refusing us.
 _TLS_FIRST_BYTES = (0x16, 0x15)
-#: OpenSSL's reasons for a first record that is no TLS record at all.
-_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG",
-                              "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
 #: A prompt: shows the question, returns the answer line.
 Prompt = Callable[[str], str]
 
@@ -220,7 +217,7 @@ def _pin_context() -> ssl.SSLContext:
 def remember_session(sock: socket.socket, key: str) -> None:
     """Keep an authenticated connection's session for the next connect to ``key``
     (a resumed one keeps the ticket it came with for ``TICKET_REUSE_S``)."""
-    if not isinstance(sock, ssl.SSLSocket):
+    if not isinstance(sock, TLSStream):
         return
     where = (key, id(sock.context))
     now = time.monotonic()
@@ -241,7 +238,7 @@ def forget_sessions() -> None:
 
 
 def open_tls(dial: Callable[[], socket.socket], host: str, port: int,
-             options: TrustOptions, timeout: float | None) -> ssl.SSLSocket:
+             options: TrustOptions, timeout: float | None) -> TLSStream:
     """A TLS socket to an authenticated server, or ``ServerAuthError``/``ConnectionLost``."""
     key = host_key(host, port)
     pinned = options.known_hosts.lookup(key)
@@ -275,8 +272,8 @@ def open_tls(dial: Callable[[], socket.socket], host: str, port: int,
         f"({options.trust}); not connecting")
 
 
-def _unknown(sock: ssl.SSLSocket, key: str, options: TrustOptions,
-             chain_error: str) -> ssl.SSLSocket:
+def _unknown(sock: TLSStream, key: str, options: TrustOptions,
+             chain_error: str) -> TLSStream:
     fp = fingerprint(sock.getpeercert(binary_form=True) or b"")
     if options.prompt is not None:
         question = (f"The authenticity of server '{key}' can't be established "
@@ -336,69 +333,58 @@ def _changed_message(key: str, fp: str, pinned: tuple[str, int],
 
 
 def _handshake(raw: socket.socket, ctx: ssl.SSLContext, host: str, key: str,
-               timeout: float | None) -> ssl.SSLSocket:
+               timeout: float | None) -> TLSStream:
     """TLS handshake on a connected socket, telling a plain-text server apart."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    peek = raw.dup()                    # the raw stream, to look at the first byte
+    held = _sessions.get((key, id(ctx)))
     try:
-        held = _sessions.get((key, id(ctx)))
-        sock = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False,
-                               session=held[0] if held is not None else None)
+        stream = TLSStream(raw, ctx, host, held[0] if held is not None else None)
     except (OSError, ValueError) as exc:
-        peek.close()
         raw.close()
         raise ConnectionLost("CONNECTION_FAILED", f"TLS to {key}: {exc}")
-    checked = False
-    not_tls = ConnectionLost(
-        "TLS_UNAVAILABLE",
-        f"the server at {key} does not speak TLS (a plain-text daemon, ftpd serve "
-        "--plaintext): connect with --plaintext, only on a network you trust")
+    first = True
     try:
-        sock.setblocking(False)
-        peek.setblocking(False)
         while True:
-            if not checked:             # look before OpenSSL reads the server's first byte
-                try:
-                    first = peek.recv(1, socket.MSG_PEEK)
-                    checked = True
-                    if first and first[0] not in _TLS_FIRST_BYTES:
-                        raise not_tls
-                except (BlockingIOError, InterruptedError):
-                    pass
             try:
-                sock.do_handshake()
+                stream.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                _wait(sock, False, deadline, key)
-            except ssl.SSLWantWriteError:
-                _wait(sock, True, deadline, key)
-        sock.settimeout(timeout)
-        return sock
+                pass
+            data = _recv(raw, deadline, key)
+            if first and data:
+                first = False               # look before OpenSSL reads the server's first byte
+                if data[0] not in _TLS_FIRST_BYTES:
+                    raise ConnectionLost(
+                        "TLS_UNAVAILABLE",
+                        f"the server at {key} does not speak TLS (a plain-text daemon, "
+                        "ftpd serve --plaintext): connect with --plaintext, only on a "
+                        "network you trust")
+            stream.feed(data)
+        raw.settimeout(timeout)
+        return stream
     except ssl.SSLCertVerificationError:
-        sock.close()
+        raw.close()
         raise
     except ssl.SSLError as exc:
-        sock.close()
-        if not checked and exc.reason in _NOT_TLS_REASONS:
-            raise not_tls   # the server's first bytes came with OpenSSL's first read
+        raw.close()
         raise ConnectionLost("TLS_FAILED", f"TLS handshake with {key} failed: "
                              f"{exc.reason or exc}")
     except OSError as exc:
-        sock.close()
+        raw.close()
         raise ConnectionLost("CONNECTION_LOST", f"TLS handshake with {key}: "
                              f"{exc.strerror or exc}")
     except BaseException:
-        sock.close()
+        raw.close()
         raise
-    finally:
-        peek.close()
 
 
-def _wait(sock: socket.socket, write: bool, deadline: float | None, key: str) -> None:
+def _recv(raw: socket.socket, deadline: float | None, key: str) -> bytes:
+    """The server's next bytes during the handshake, within what is left of the timeout."""
     left = None if deadline is None else deadline - time.monotonic()
     if left is not None and left <= 0:
         raise ConnectionLost("TIMEOUT", f"TLS handshake with {key} timed out")
-    r, w = ([], [sock]) if write else ([sock], [])
-    ready = select.select(r, w, [], left)
-    if not any(ready):
-        raise ConnectionLost("TIMEOUT", f"TLS handshake with {key} timed out")
+    raw.settimeout(left)
+    try:
+        return raw.recv(65536)
+    except TimeoutError:
+        raise ConnectionLost("TIMEOUT", f"TLS handshake with {key} timed out") from None
