@@ -155,13 +155,26 @@ def _login_ok(session: Session, req: m.Login, info: Any) -> Outcome:
         raise ProtocolError(f"at most {ctx.config.max_connections_per_user} sessions at once "
                             "per user", code="TOO_MANY_CONNECTIONS")
     ctx.throttle.success(user, session.ip)
-    token = ctx.store.issue_token(user, ctx.config.token_ttl) if req.want_token else None
-    session.user = user
-    session.cwd = "/"
-    session.advance("login")
-    log.info("login ok %s user=%s via=%s", session.peer, user,
-             "token" if req.token else "password")
-    return m.LoginOk(id=req.id, user=user, cwd="/", token=token)
+
+    def logged_in(token: str | None) -> Outcome:
+        session.user = user
+        session.cwd = "/"
+        session.advance("login")
+        log.info("login ok %s user=%s via=%s", session.peer, user,
+                 "token" if req.token else "password")
+        return m.LoginOk(id=req.id, user=user, cwd="/", token=token)
+
+    if not req.want_token:
+        return logged_in(None)
+    if getattr(ctx.store, "remote", False):
+        # On the object backend a new token is a PostgreSQL insert: a worker's job,
+        # never a round trip (or an outage's timeout) on the reactor.
+        def failed(error: BaseException) -> Outcome:
+            session.end_login()
+            raise error
+        return Deferred(lambda: ctx.store.issue_token(user, ctx.config.token_ttl),
+                        logged_in, failed=failed, operation="login")
+    return logged_in(ctx.store.issue_token(user, ctx.config.token_ttl))
 
 
 @handles("logout")

@@ -33,6 +33,7 @@ from protocol import (
 )
 from protocol.errors import ERROR_CODES
 from storage import Store
+from storage.errors import StorageIOError
 from tests.daemon import TEST_SCRYPT_N
 
 USER, PASSWORD = "ada", "correct horse"
@@ -190,6 +191,43 @@ def test_garbage_gets_a_fatal_error_without_id_and_closes(h):
     [reply] = h.replies()
     assert reply.code == "BAD_MESSAGE" and reply.id is None
     assert h.session.state is State.CLOSED and h.forgotten == [h.session]
+
+
+def _remote_store_token_login(h: Any, issue: Any) -> list[Any]:
+    """A password login asking for a token, on a store that says it is remote."""
+    h.store.create_user(USER, PASSWORD)
+    h.store.remote = True
+    made: list[Any] = []
+
+    def issue_token(*args: Any) -> Any:
+        made.append(args)
+        return issue(*args)
+    h.store.issue_token = issue_token
+    h.feed(m.Hello(id=1, protocol=1),
+           m.Login(id=2, user=USER, password=PASSWORD, want_token=True))
+    h.auth_pool.run()                                   # the password check
+    return made
+
+
+def test_on_a_remote_store_the_new_token_is_made_on_a_worker_not_on_the_reactor(h):
+    made = _remote_store_token_login(h, h.store.issue_token)
+    assert made == [] and [type(r) for r in h.replies()] == [m.HelloOk]
+    assert h.pool.jobs                                  # waiting for a file worker
+    h.run_jobs()
+    [reply] = h.replies()
+    assert isinstance(reply, m.LoginOk) and reply.token and len(made) == 1
+    assert h.store.verify_token(reply.token).name == USER
+
+
+def test_on_a_remote_store_a_token_that_cannot_be_made_gives_the_session_slot_back(h):
+    def fail(*args: Any) -> Any:
+        raise StorageIOError("the database is away")
+    _remote_store_token_login(h, fail)
+    h.run_jobs()
+    [_, reply] = h.replies()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "IO_ERROR"
+    assert h.ctx.user_slots.held(USER) == 0
+    assert h.session.state is State.ANONYMOUS
 
 
 def test_a_password_check_stops_reading_and_later_requests_wait_in_order(h):
