@@ -135,19 +135,33 @@ class InlinePipeline:
     # ------------------------------------------------------------ storing
 
     def _start_batches(self) -> None:
-        """Hand received puts to workers, a group at a time (group commit)."""
+        """Hand received puts to workers, a group at a time (group commit).
+
+        A group that is not full starts only when none is running: while one is
+        stored, the puts that arrive wait and go together when it ends (or as
+        soon as they fill a group).  A lone put is stored at once; a pipelined
+        stream makes few, full groups instead of a group per put that arrived
+        while the workers were busy (measured: 55 of 91 groups held one file
+        for 1000 x 64 KiB, each paying a group's transactions and syncs).
+        """
         cfg = self.ctx.config
         store, user = self.ctx.store, self.user
+        enough = max(1, cfg.inline_window_bytes // max(1, cfg.inline_batches))
         while self.batch and self.batches_running < cfg.inline_batches:
             # A group never overlaps a running one on a target: puts of one file stay
             # in request order (the store orders those inside one group itself).
             items = []
+            size = 0
             for item in self.batch[:cfg.inline_batch_files]:
                 if item.target in self.storing:
                     break
                 items.append(item)
+                size += item.request.size                        # type: ignore[attr-defined]
             if not items:
                 return
+            if self.batches_running and len(items) < cfg.inline_batch_files \
+                    and size < enough:
+                return         # a running group's end starts it (_batch_done)
             del self.batch[:len(items)]
             for item in items:
                 self.storing[item.target] = self.storing.get(item.target, 0) + 1
