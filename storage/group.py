@@ -136,14 +136,19 @@ class GroupCommit:
                     settle(self.ctx, user, row["path"])
             now = self.ctx.clock()
             try:
-                with self.ctx.db.write() as conn:
+                with self.ctx.db.write() as conn, contextlib.ExitStack() as opened:
                     ledger = QuotaLedger(conn, user, [p.target.path for p in group])
+                    folders: dict[tuple[str, ...], int] = {}   # each folder opened once
                     for p in group:
                         target = p.target
                         claimed = False
                         try:
-                            with user_parent(self.ctx, user, target.parts) as pfd:
-                                replaced_size(pfd, target)
+                            pfd = folders.get(target.parts[:-1])
+                            if pfd is None:
+                                pfd = opened.enter_context(
+                                    user_parent(self.ctx, user, target.parts))
+                                folders[target.parts[:-1]] = pfd
+                            replaced_size(pfd, target)
                             claimed = self.registry.try_claim(user, target.path, INLINE)
                             if not claimed:       # across processes: storage.registry
                                 raise UploadBusy("an upload to this path is in progress",
