@@ -61,7 +61,7 @@ class InlinePipeline:
     """
 
     __slots__ = ("ctx", "user", "on_progress", "receiving", "inflight", "inflight_bytes",
-                 "batch", "batches_running", "storing", "slot", "log_budget")
+                 "batch", "batch_bytes", "batches_running", "storing", "slot", "log_budget")
 
     def __init__(self, ctx: SessionContext, user: str, on_progress: Callable[[], None],
                  log_budget: Callable[[], LogBudget] | None = None) -> None:
@@ -74,6 +74,7 @@ class InlinePipeline:
         self.inflight: list[InlinePut] = []       # puts not answered yet, in order
         self.inflight_bytes = 0                   # their buffered bytes
         self.batch: list[InlinePut] = []          # received, not yet handed to a worker
+        self.batch_bytes = 0                      # their declared sizes
         self.batches_running = 0
         self.storing: dict[str, int] = {}         # targets of the groups being stored
         self.slot = False                         # holds one of the user's upload slots
@@ -130,25 +131,44 @@ class InlinePipeline:
     def _received(self, item: InlinePut) -> None:
         if item.reply is None:
             self.batch.append(item)
+            self.batch_bytes += item.request.size      # type: ignore[attr-defined]
             self._start_batches()
 
     # ------------------------------------------------------------ storing
 
     def _start_batches(self) -> None:
-        """Hand received puts to workers, a group at a time (group commit)."""
+        """Hand received puts to workers, a group at a time (group commit).
+
+        A group that is not full starts only when none is running: while one is
+        stored, the puts that arrive wait and go together when it ends (or as
+        soon as they fill a group).  A lone put is stored at once; a pipelined
+        stream makes few, full groups instead of a group per put that arrived
+        while the workers were busy (measured: 55 of 91 groups held one file
+        for 1000 x 64 KiB, each paying a group's transactions and syncs).
+        """
         cfg = self.ctx.config
         store, user = self.ctx.store, self.user
+        enough = max(1, cfg.inline_window_bytes // max(1, cfg.inline_batches))
         while self.batch and self.batches_running < cfg.inline_batches:
+            if self.batches_running and len(self.batch) < cfg.inline_batch_files \
+                    and self.batch_bytes < enough:
+                return         # not a full group yet: a running group's end starts it
             # A group never overlaps a running one on a target: puts of one file stay
             # in request order (the store orders those inside one group itself).
             items = []
+            size = 0
             for item in self.batch[:cfg.inline_batch_files]:
                 if item.target in self.storing:
                     break
                 items.append(item)
+                size += item.request.size                        # type: ignore[attr-defined]
             if not items:
                 return
+            if self.batches_running and len(items) < cfg.inline_batch_files \
+                    and size < enough:
+                return         # cut short by a target being stored: its end starts it
             del self.batch[:len(items)]
+            self.batch_bytes -= size
             for item in items:
                 self.storing[item.target] = self.storing.get(item.target, 0) + 1
             files = [SmallFile(path=it.request.path, data=it.buf,   # type: ignore[arg-type]
@@ -217,6 +237,7 @@ class InlinePipeline:
         self.receiving = None
         self.inflight.clear()
         self.batch.clear()
+        self.batch_bytes = 0
         self.release_if_idle()
 
     def release_if_idle(self) -> None:

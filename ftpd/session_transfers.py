@@ -218,8 +218,9 @@ class SessionTransfers:
         inline = self.inline
         if inline is None:
             return
-        for data in inline.ready_replies():
-            self.transport.write(data)
+        ready = inline.ready_replies()
+        if ready:       # one send for a group's replies, not one per file (one client wake-up)
+            self.transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
         if inline.idle():
             self.inline = None
             self.last_request = self.ctx.timers.clock()  # server work is not idling

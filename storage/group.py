@@ -4,7 +4,8 @@ Each file goes through exactly what ``begin`` + ``write`` + ``commit`` would do
 to it, in the same crash-safe order (:mod:`storage.commit`), but every step is
 done for the whole group at once: one transaction to begin them all, one
 write-back kick before the fsyncs, one transaction to mark them, one to account
-them, one fsync per target folder.
+them, one fsync per target folder.  Each of the first two transactions reads
+the quota once for all its files (:class:`storage.reservations.QuotaLedger`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .partials import (
 )
 from .placement import Target, place, replaced_size, replaced_stat
 from .registry import INLINE, WriterRegistry
-from .reservations import CommitMark, account, check_quota, mark, upsert
+from .reservations import CommitMark, QuotaLedger, account, mark, upsert
 
 __all__ = ["GroupCommit"]
 
@@ -135,19 +136,25 @@ class GroupCommit:
                     settle(self.ctx, user, row["path"])
             now = self.ctx.clock()
             try:
-                with self.ctx.db.write() as conn:
+                with self.ctx.db.write() as conn, contextlib.ExitStack() as opened:
+                    ledger = QuotaLedger(conn, user, [p.target.path for p in group])
+                    folders: dict[tuple[str, ...], int] = {}   # each folder opened once
                     for p in group:
                         target = p.target
                         claimed = False
                         try:
-                            with user_parent(self.ctx, user, target.parts) as pfd:
-                                replaced_size(pfd, target)
+                            pfd = folders.get(target.parts[:-1])
+                            if pfd is None:
+                                pfd = opened.enter_context(
+                                    user_parent(self.ctx, user, target.parts))
+                                folders[target.parts[:-1]] = pfd
+                            replaced_size(pfd, target)
                             claimed = self.registry.try_claim(user, target.path, INLINE)
                             if not claimed:       # across processes: storage.registry
                                 raise UploadBusy("an upload to this path is in progress",
                                                  path=target.path)
                             need = len(p.data)    # the whole file (storage.uploads)
-                            check_quota(conn, user, target.path, need)
+                            ledger.check(target.path, need)
                             # Before the row changes: never splice (storage.commit).
                             unlink_quietly(sfd, part_name(target.path))
                         except (StorageError, OSError) as exc:
@@ -159,6 +166,7 @@ class GroupCommit:
                         live.append(p)            # claimed: dropped if anything below fails
                         upsert(conn, user, target.path, len(p.data), p.sha256, need, now,
                                resume=False)
+                        ledger.reserve(target.path, need)
             except StorageError as exc:       # the transaction failed: none of them begun
                 for p in live:
                     self.registry.drop(user, p.target.path, INLINE)
@@ -216,6 +224,7 @@ class GroupCommit:
             with self.ctx.user_lock(user):
                 marked: list[Pending] = []
                 with db.write() as conn:
+                    ledger = QuotaLedger(conn, user, [p.target.path for p in ready])
                     for p in ready:
                         try:
                             pfd = folders.get(p.target.parts[:-1])
@@ -227,7 +236,7 @@ class GroupCommit:
                             p.old_st = replaced_stat(pfd, p.target, at_commit=True)
                             p.old = 0 if p.old_st is None else p.old_st.st_size
                             # The quota again, as at a commit (issue 13, item 4).
-                            check_quota(conn, user, p.target.path, len(p.data) - p.old)
+                            ledger.check(p.target.path, len(p.data) - p.old)
                             st = os.fstat(p.fd)
                         except StorageError as exc:
                             results[p.index] = exc

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from .db import to_i64
 from .errors import NoSuchUser, QuotaExceeded
 
-__all__ = ["CommitMark", "account", "check_quota", "forget", "mark", "touch", "upsert"]
+__all__ = ["CommitMark", "QuotaLedger", "account", "check_quota", "forget", "mark", "touch",
+           "upsert"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,66 @@ def check_quota(conn: sqlite3.Connection, user: str, path: str, need: int) -> No
     if need > free:
         raise QuotaExceeded("not enough quota for this upload", free=max(0, free),
                             needed=need)
+
+
+class QuotaLedger:
+    """``check_quota`` for many files of one write transaction, at one read.
+
+    The user's quota, usage and total reservation, and the reservations of the
+    given paths, are read once (on the first check); ``reserve`` follows each
+    ``upsert`` the caller makes.  Inside its ``BEGIN IMMEDIATE`` nobody else
+    changes them, so every check answers what ``check_quota`` would have at that
+    point -- without a ``SUM`` over the user's uploads per file (a group commit
+    made two per file).  Valid only in the transaction it was made for, while
+    the caller changes the user's rows through ``reserve`` alone.
+    """
+
+    __slots__ = ("conn", "user", "paths", "quota", "used", "reserved", "own", "missing")
+
+    _CHUNK = 500                         # paths per IN (...) read, well under SQLite's limit
+
+    def __init__(self, conn: sqlite3.Connection, user: str, paths: list[str]) -> None:
+        self.conn, self.user, self.paths = conn, user, paths
+        self.own: dict[str, int] | None = None      # read on the first check
+        self.quota = self.used = self.reserved = 0
+        self.missing = False
+
+    def _load(self) -> dict[str, int]:
+        row = self.conn.execute(
+            "SELECT quota, used, (SELECT COALESCE(SUM(reserved), 0) FROM uploads"
+            " WHERE user = ?) AS reserved FROM users WHERE name = ?",
+            (self.user, self.user)).fetchone()
+        own: dict[str, int] = {}
+        if row is None:
+            self.missing = True
+        else:
+            self.quota, self.used, self.reserved = row["quota"], row["used"], row["reserved"]
+            paths = list(dict.fromkeys(self.paths))
+            for i in range(0, len(paths), self._CHUNK):
+                chunk = paths[i:i + self._CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for r in self.conn.execute(
+                        "SELECT path, reserved FROM uploads WHERE user = ?"
+                        f" AND path IN ({marks})", (self.user, *chunk)):
+                    own[r["path"]] = r["reserved"]
+        self.own = own
+        return own
+
+    def check(self, path: str, need: int) -> None:
+        """As ``check_quota(conn, user, path, need)`` (``path`` must be one of the paths)."""
+        own = self.own if self.own is not None else self._load()
+        if self.missing:
+            raise NoSuchUser("no such user", user=self.user)
+        free = self.quota - self.used - (self.reserved - own.get(path, 0))
+        if need > free:
+            raise QuotaExceeded("not enough quota for this upload", free=max(0, free),
+                                needed=need)
+
+    def reserve(self, path: str, reserved: int) -> None:
+        """The row of ``path`` now reserves ``reserved`` (the caller's ``upsert``)."""
+        own = self.own if self.own is not None else self._load()
+        self.reserved += reserved - own.get(path, 0)
+        own[path] = reserved
 
 
 def mark(conn: sqlite3.Connection, user: str, path: str, commit: CommitMark | None) -> None:

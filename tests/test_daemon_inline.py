@@ -329,3 +329,32 @@ def test_kill_9_during_pipelined_inline_puts_keeps_every_acknowledged_file(serve
                           ).fetchone()[0] == 0
     finally:
         db.close()
+
+
+def test_puts_arriving_while_a_group_is_stored_go_together_not_one_group_each(inproc_server):
+    """Group commit: a lone put is stored at once; the puts that arrive while its
+    group is on a worker wait for it and then go as one group, instead of a
+    group each that pays its own transactions and folder fsync."""
+    daemon = inproc_server(inline_batches=4, inline_batch_files=32)
+    gate = threading.Event()
+    sizes: list[int] = []
+    real = daemon.store.store_small_files
+
+    def held(user: str, files: Any) -> Any:
+        sizes.append(len(files))
+        gate.wait(20)                          # the first group is "slow" until told
+        return real(user, files)
+
+    daemon.store.store_small_files = held       # type: ignore[method-assign]
+    daemon.add_user(USER, PASSWORD)
+    with Wire(daemon.host, daemon.port).logged_in(USER, PASSWORD) as w:
+        w.send_raw(inline(1, "first", b"a" * 1000))
+        assert wait_until(lambda: sizes == [1], 10)      # the first put's group is stored
+        w.send_raw(b"".join(inline(2 + i, f"f{i}", b"b" * 1000) for i in range(9)))
+        conn = next(iter(daemon.server.connections))
+        assert wait_until(lambda: conn.inline is not None and len(conn.inline.inflight) == 10
+                          and conn.inline.receiving is None, 10)       # all ten read
+        gate.set()
+        replies = [w.recv_reply() for _ in range(10)]
+    assert all(isinstance(r, m.PutDone) for r in replies)
+    assert sizes == [1, 9]

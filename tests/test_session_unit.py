@@ -386,3 +386,22 @@ def test_the_session_has_no_flag_for_what_the_state_table_expresses(h):
     assert _bool_slots(h.session) <= PEER_FACTS        # mid-upload too
     for state in State:                                 # the table knows these, not flags
         assert state.name.lower() not in names
+
+
+def test_the_replies_of_a_stored_group_of_inline_puts_leave_in_one_write(h):
+    h.logged_in()
+    writes: list[bytes] = []
+    real = h.transport.write
+
+    def recording(data: bytes | memoryview) -> None:
+        writes.append(bytes(data))
+        real(data)
+
+    h.transport.write = recording                            # type: ignore[method-assign]
+    h.feed(*[x for i in range(5) for x in (
+        m.Put(id=10 + i, path=f"f{i}", size=3, inline=True), encode_data(b"abc"))])
+    h.run_jobs()
+    per_write = [len(MessageStream("client").feed(w)) for w in writes]
+    assert sum(per_write) == 5
+    assert max(per_write) >= 4          # the puts stored together are answered together
+    assert all(isinstance(r, m.PutDone) for r in h.replies())

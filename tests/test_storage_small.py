@@ -79,6 +79,23 @@ def test_a_file_replaces_the_unfinished_upload_of_its_path(store):
     assert (store.usage("alice").used, store.usage("alice").reserved) == (3, 0)
 
 
+def test_the_files_of_a_group_share_the_quota_in_order_as_single_commits_would(store):
+    """Each file is checked against what the files before it reserved, other unfinished
+    uploads count, and the upload a file replaces does not count against it."""
+    for path, size in (("p", 600_000), ("o", 100_000)):   # leftovers: 700_000 reserved
+        store.begin_upload("alice", path, size, None).release()
+    quota = 1 << 20
+    fits_last = quota - 100_000 - 700_000
+    results = store.store_small_files("alice", [
+        SmallFile("p", b"p" * 700_000),          # fits only without its own old reservation
+        SmallFile("q", b"q" * (fits_last + 1)),  # one byte more than what p and o leave
+        SmallFile("r", b"r" * fits_last)])       # exactly what they leave
+    assert [type(r).__name__ for r in results] == ["CommitResult", "QuotaExceeded",
+                                                   "CommitResult"]
+    usage = store.usage("alice")
+    assert (usage.used, usage.reserved) == (700_000 + fits_last, 100_000)
+
+
 def test_a_path_being_written_by_a_resumable_upload_is_busy(store):
     up = store.begin_upload("alice", "p", 10, None)
     try:
