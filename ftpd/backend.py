@@ -45,7 +45,9 @@ def open_store(config: Any) -> Any:
                            partial_ttl=config.partial_ttl,
                            default_quota=config.default_quota,
                            metadata_timeout=config.metadata_timeout,
-                           spool_limit=config.spool_limit)
+                           spool_limit=config.spool_limit,
+                           max_partials=config.max_partials_per_user,
+                           folder_cost=config.folder_cost)
     return Store(config.root, scrypt_n=config.scrypt_n, partial_ttl=config.partial_ttl,
                  default_quota=config.default_quota,
                  max_partials=config.max_partials_per_user, folder_cost=config.folder_cost)

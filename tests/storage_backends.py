@@ -42,9 +42,6 @@ object_only = pytest.mark.parametrize("backend", ["object"], indirect=True)
 #: Every table of the object backend's schema (storage/objstore/schema.py), in an order
 #: that deletes referencing rows first.
 _TABLES = "upload_parts, uploads, tokens, throttle, hashes, garbage, entries, users"
-#: ``Store`` settings the object backend does not have; dropped when they ask for
-#: what the object backend does anyway (folders cost nothing there).
-_LOCAL_ONLY_SETTINGS = {"folder_cost": 0}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -70,10 +67,6 @@ def open_object_store(urls: tuple[str, str], **kwargs: Any) -> Any:
     from storage.objstore.store import ObjectStore
     from tests.objstore_services import S3_ACCESS_KEY, S3_SECRET_KEY
 
-    for name, value in _LOCAL_ONLY_SETTINGS.items():
-        if kwargs.get(name, value) != value:
-            raise TypeError(f"the object backend has no {name}={kwargs[name]!r}")
-        kwargs.pop(name, None)
     kwargs.setdefault("part_size", MIN_PART_SIZE)
     return ObjectStore(*urls, blob_config_overrides={"access_key": S3_ACCESS_KEY,
                                                      "secret_key": S3_SECRET_KEY},

@@ -16,6 +16,7 @@ pytest.importorskip("psycopg", reason="needs the objstore extra: pip install -e 
 from ftpd.cli import main
 from storage import Store
 from storage.objstore.store import ObjectStore
+from storage.store import DEFAULT_FOLDER_COST
 from tests.objstore_services import S3_ACCESS_KEY, S3_SECRET_KEY, unique_name
 
 MIB = 1 << 20
@@ -61,6 +62,7 @@ def test_migrate_copies_users_folders_and_files(tmp_path: Path, urls: tuple[str,
         _put(src, alice, "/big.bin", big)
         _put(src, alice, "/empty", b"")
         src.set_disabled(bob, True)
+        used = src.usage(alice).used            # the files' bytes and two folders' cost
     argv = ["migrate", "--from-root", str(root), "--metadata", urls[0], "--blobs", urls[1]]
     assert main(argv) == 0
     assert "3 files" in capsys.readouterr().out
@@ -72,10 +74,10 @@ def test_migrate_copies_users_folders_and_files(tmp_path: Path, urls: tuple[str,
     assert _read(dest, alice, "/docs/a.txt") == b"alpha"
     assert _read(dest, alice, "/big.bin") == big
     assert dest.file_hash(alice, "/big.bin") == (hashlib.sha256(big).hexdigest(), len(big))
-    assert dest.usage(alice).used == len(big) + 5
-    # Run again (as after an interruption): nothing is copied twice.
+    assert dest.usage(alice).used == used == len(big) + 5 + 2 * DEFAULT_FOLDER_COST
+    # Run again (as after an interruption): nothing is copied (or charged) twice.
     assert main(argv) == 0
-    assert dest.usage(alice).used == len(big) + 5
+    assert dest.usage(alice).used == used
 
 
 def test_migrate_refuses_a_missing_source(tmp_path: Path, urls: tuple[str, str]) -> None:

@@ -3,8 +3,12 @@ always covered by the quota (item 3), commits re-check it (item 4), unfinished u
 are capped and listed in pages (item 7), folders cost quota and listings stream
 (item 8), and replaced files lose their hash-cache rows (item 15).
 
-Local backend only: folder costs, partial files, placement and the SQLite catalogue
-(the object backend's quota is in tests/test_storage_uploads.py and test_objstore_*.py).
+The limits against one user's hoarding (the cap on unfinished uploads, the cost of
+folders) go through the facade and run on both backends (``either``, built by
+``make_store``, tests/storage_backends.py); the rest is local only: partial files,
+placement and the SQLite catalogue (the object backend's quota is in
+tests/test_storage_uploads.py and test_objstore_*.py, its two-node races in
+tests/test_objstore_limits.py).
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ def store(root: Path):
     s = open_store(root, 10_000, folder_cost=0)
     yield s
     s.close()
+
+
+def open_either(make_store, quota: int, **kw: object):
+    """This test's store on either backend (``make_store``), with ``USER`` at ``quota``."""
+    store = make_store(scrypt_n=2**4, **kw)
+    store.create_user(USER, "pw", quota=quota)
+    return store
 
 
 def put(store: Store, path: str, data: bytes, overwrite: bool = False) -> None:
@@ -258,17 +269,27 @@ def test_parallel_overwrites_with_moves_never_commit_past_the_quota(root):
 
 
 # ----- item 7: unfinished uploads are capped and listed in pages
-def test_unfinished_uploads_per_user_are_capped(root):
-    store = open_store(root, 10_000, max_partials=5)
+def test_unfinished_uploads_per_user_are_capped(make_store):
+    store = open_either(make_store, 10_000, max_partials=5)
     for i in range(5):
         store.begin_upload(USER, f"/p{i}", 10, None).release()
     with pytest.raises(TooManyPartials) as info:
         store.begin_upload(USER, "/p5", 10, None)
     assert info.value.code == "TOO_MANY_PARTIALS" and info.value.details == {"limit": 5}
     store.begin_upload(USER, "/p0", 10, None).release()      # resuming one is fine
+    store.begin_upload(USER, "/p1", 20, None).release()      # so is restarting one
+    assert len(store.list_uploads(USER)) == 5
     store.abort_upload(USER, "/p1")
     store.begin_upload(USER, "/p5", 10, None).release()      # room again
-    store.close()
+
+
+def test_inline_puts_are_not_counted_against_the_partials_cap(make_store):
+    store = open_either(make_store, 10_000, max_partials=2)
+    for i in range(2):
+        store.begin_upload(USER, f"/p{i}", 10, None).release()
+    [result] = store.store_small_files(USER, [SmallFile("/small", b"abc", sha(b"abc"))])
+    assert not isinstance(result, Exception) and result.path == "/small"
+    assert [p.path for p in store.list_uploads(USER)] == ["/p0", "/p1"]
 
 
 def test_unfinished_uploads_are_listed_page_by_page_in_path_order(store):
@@ -286,17 +307,27 @@ def test_unfinished_uploads_are_listed_page_by_page_in_path_order(store):
 
 
 # ----- item 8: folders cost quota; listings stream
-def test_a_user_with_a_tiny_quota_cannot_make_folders(root):
-    store = open_store(root, 1024)
+def test_a_user_with_a_tiny_quota_cannot_make_folders(make_store):
+    store = open_either(make_store, 1024)
     for i in range(50):
         with pytest.raises(QuotaExceeded):
             store.mkdir(USER, f"/d{i}")
     assert store.list_dir(USER, "/") == []
-    store.close()
+    assert store.usage(USER).used == 0
 
 
-def test_each_folder_costs_a_block_and_rmdir_gives_it_back(root):
-    store = open_store(root, 3 * DEFAULT_FOLDER_COST)
+def test_a_user_whose_files_fill_the_quota_cannot_make_a_folder(make_store):
+    store = open_either(make_store, DEFAULT_FOLDER_COST + 100)
+    put(store, "/f", b"x" * 101)
+    with pytest.raises(QuotaExceeded) as info:
+        store.mkdir(USER, "/d")
+    assert info.value.details == {"free": DEFAULT_FOLDER_COST - 1, "needed": DEFAULT_FOLDER_COST}
+    with pytest.raises(NotFound):
+        store.stat(USER, "/d")
+
+
+def test_each_folder_costs_a_block_and_rmdir_gives_it_back(make_store):
+    store = open_either(make_store, 3 * DEFAULT_FOLDER_COST)
     store.mkdir(USER, "/a/b/c", parents=True)
     assert store.usage(USER).used == 3 * DEFAULT_FOLDER_COST
     with pytest.raises(QuotaExceeded):
@@ -304,15 +335,41 @@ def test_each_folder_costs_a_block_and_rmdir_gives_it_back(root):
     store.rmdir(USER, "/a/b/c")
     assert store.usage(USER).used == 2 * DEFAULT_FOLDER_COST
     store.mkdir(USER, "/e")
-    store.close()
 
 
-def test_folders_and_unfinished_uploads_share_the_quota(root):
-    store = open_store(root, 2 * DEFAULT_FOLDER_COST)
+def test_mkdir_p_past_the_quota_keeps_the_levels_that_fit(make_store):
+    # As mkdir -p on a file system: each level is made (and charged) in turn.
+    store = open_either(make_store, 2 * DEFAULT_FOLDER_COST + 100)
+    with pytest.raises(QuotaExceeded) as info:
+        store.mkdir(USER, "/a/b/c", parents=True)
+    assert info.value.details == {"free": 100, "needed": DEFAULT_FOLDER_COST}
+    assert store.is_dir(USER, "/a/b") == "/a/b"
+    assert store.usage(USER).used == 2 * DEFAULT_FOLDER_COST
+
+
+def test_a_move_over_an_empty_folder_gives_its_cost_back(make_store):
+    store = open_either(make_store, 10 * DEFAULT_FOLDER_COST)
+    store.mkdir(USER, "/a")
+    store.mkdir(USER, "/b")
+    store.rename(USER, "/a", "/b", overwrite=True)
+    assert store.usage(USER).used == DEFAULT_FOLDER_COST
+    store.rmdir(USER, "/b")
+    assert store.usage(USER).used == 0
+
+
+def test_removing_a_folder_made_while_folders_were_free_leaves_used_at_zero(make_store):
+    make_store(scrypt_n=2**4, folder_cost=0).create_user(USER, "pw", quota=10_000)
+    make_store(scrypt_n=2**4, folder_cost=0).mkdir(USER, "/old")
+    store = make_store(scrypt_n=2**4)             # the same data, now with folder costs
+    store.rmdir(USER, "/old")
+    assert store.usage(USER).used == 0
+
+
+def test_folders_and_unfinished_uploads_share_the_quota(make_store):
+    store = open_either(make_store, 2 * DEFAULT_FOLDER_COST)
     store.begin_upload(USER, "/big", DEFAULT_FOLDER_COST + 1, None).release()
     with pytest.raises(QuotaExceeded):
         store.mkdir(USER, "/d")
-    store.close()
 
 
 def test_iter_dir_yields_bounded_pages_of_the_whole_folder(store):

@@ -374,7 +374,8 @@ class ObjectStorageMachine(StorageMachine):
     urls: tuple[str, str] = ("", "")
 
     def _open(self) -> Store:
-        store = open_object_store(self.urls, scrypt_n=2**4, partial_ttl=TTL, clock=self.clock)
+        store = open_object_store(self.urls, scrypt_n=2**4, partial_ttl=TTL, clock=self.clock,
+                                  folder_cost=0)      # as the local one: file bytes only
         if not hasattr(self, "store"):          # a new example starts from empty tables
             reset_object_store(store)
         return store

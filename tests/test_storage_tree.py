@@ -166,15 +166,14 @@ def test_remove_refuses_folders(store):
         store.remove("alice", "/")
 
 
-def test_rename_moves_files_and_folders(store, backend):
+def test_rename_moves_files_and_folders(store):
     put(store, "/f", b"data")
     store.mkdir("alice", "/d")
     assert store.rename("alice", "f", "d/g") == ("/f", "/d/g")
     assert store.rename("alice", "/d", "/e") == ("/d", "/e")
     assert [e.path for e in store.list_dir("alice", "/e")] == ["/e/g"]
-    # The file and one folder (the object backend charges nothing for a folder).
-    folder = DEFAULT_FOLDER_COST if backend == "local" else 0
-    assert store.usage("alice").used == 4 + folder
+    # The file and one folder (a folder costs a block on either backend).
+    assert store.usage("alice").used == 4 + DEFAULT_FOLDER_COST
 
 
 def test_rename_refuses_existing_destination_without_overwrite(store):

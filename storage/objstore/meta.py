@@ -23,11 +23,12 @@ from typing import Any
 from ..errors import AccountDisabled, AuthFailed, NoSuchUser, UserExists
 from ..models import Usage, UserInfo
 from ..names import check_username, is_valid_username
+from ..store import DEFAULT_FOLDER_COST, DEFAULT_MAX_PARTIALS
 from .namespace import DIR_MODE, NamespaceOps
 from .pending import UploadOps
 from .pg import Database, UploadLocks
 
-__all__ = ["MetaStore"]
+__all__ = ["MetaStore", "check_limits"]
 
 _TOKEN_FAILED = "invalid or expired token"
 THROTTLE_USER = 0
@@ -49,17 +50,34 @@ def _check_quota(quota: object) -> int:
     return quota
 
 
+def check_limits(max_partials: object, folder_cost: object) -> None:
+    """``ValueError`` for the limits ``storage.Store`` refuses (the same rules)."""
+    if not isinstance(max_partials, int) or max_partials < 1:
+        raise ValueError("max_partials must be a positive integer")
+    if not isinstance(folder_cost, int) or folder_cost < 0:
+        raise ValueError("folder_cost must be a non-negative integer")
+
+
 class MetaStore(NamespaceOps, UploadOps):
     """The PostgreSQL half of the object-store backend; thread-safe.
 
     ``url`` is a libpq URI (``postgresql://user@host:port/db`` or
     ``postgresql:///db?host=/socket/dir``); a password belongs in ``PGPASSWORD``
     or ``~/.pgpass`` rather than the URL, and is never logged.
+
+    One user's hoarding is bounded as on the local backend (issue 13): at most
+    ``max_partials`` unfinished uploads each, and ``folder_cost`` bytes of quota
+    per folder.
     """
 
     def __init__(self, url: str, *, default_quota: int = 1 << 30, pool_size: int = 8,
-                 timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+                 timeout: float = 5.0, clock: Callable[[], float] = time.time,
+                 max_partials: int = DEFAULT_MAX_PARTIALS,
+                 folder_cost: int = DEFAULT_FOLDER_COST) -> None:
         self.default_quota = _check_quota(default_quota)
+        check_limits(max_partials, folder_cost)
+        self.max_partials = max_partials
+        self.folder_cost = folder_cost
         self.clock = clock
         self.db = Database(url, max_size=pool_size, timeout=timeout)
         self.locks = UploadLocks(self.db)

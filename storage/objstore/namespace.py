@@ -5,6 +5,10 @@ Same contract as :class:`storage.tree.FileTree` (paths normalised by
 touches a blob: removing a file queues its blob for the collector in the same
 transaction, and moving a folder is one ``UPDATE`` of its row.
 
+Every folder costs ``folder_cost`` bytes of quota, as on the local backend
+(issue 13, item 8): ``mkdir`` charges each folder it makes in the same
+transaction as its row, ``rmdir`` and a ``mv`` over an empty folder give it back.
+
 Path lookup is one recursive query that walks the components from the
 user's root.  Every changing transaction first locks the user's row
 (``SELECT ... FOR UPDATE``): a user's tree changes one transaction at a time
@@ -18,7 +22,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadPath, Exists, IsADirectory, NoSuchUser, NotADirectory, NotEmpty, NotFound
+from ..errors import (
+    BadPath,
+    Exists,
+    IsADirectory,
+    NoSuchUser,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    QuotaExceeded,
+)
 from ..models import Entry
 from ..names import check_username
 from ..paths import join_user_path, split_user_path
@@ -78,6 +91,8 @@ class NamespaceOps:
 
     db: Any
     clock: Any
+    #: Quota bytes one folder costs (``ObjectStore(folder_cost=)``; 0: folders are free).
+    folder_cost: int
 
     # ----- helpers usable inside a caller's transaction
     @staticmethod
@@ -122,6 +137,21 @@ class NamespaceOps:
     def child(conn: Any, parent_id: int, name: str) -> dict[str, Any] | None:
         return conn.execute("SELECT * FROM entries WHERE parent = %s AND name = %s",
                             (parent_id, name)).fetchone()
+
+    @staticmethod
+    def free_quota(conn: Any, urow: dict[str, Any]) -> int:
+        """Quota left beside what is used and what every unfinished upload reserves
+        (``urow`` is the user's row, locked by ``lock_user``); negative when over."""
+        reserved = conn.execute("SELECT COALESCE(SUM(reserved), 0) AS s FROM uploads "
+                                "WHERE owner = %s", (urow["name"],)).fetchone()["s"]
+        return int(urow["quota"] - urow["used"] - reserved)
+
+    def give_back_folder(self, conn: Any, user: str) -> None:
+        """A folder left the tree: its ``folder_cost`` goes back (``used`` never below 0;
+        folders made before the cost existed were never counted)."""
+        if self.folder_cost:
+            conn.execute("UPDATE users SET used = GREATEST(0, used - %s) WHERE name = %s",
+                         (self.folder_cost, user))
 
     def drop_file(self, conn: Any, user: str, row: dict[str, Any]) -> None:
         """Delete a file row: its bytes go back to the quota, its blob to the collector."""
@@ -170,8 +200,9 @@ class NamespaceOps:
     def mkdir(self, user: str, path: str, cwd: str = "/", parents: bool = False) -> str:
         parts = self.locate(user, path, cwd)
         shown = join_user_path(parts)
+        refused: QuotaExceeded | None = None
         with self.db.tx() as conn:
-            self.lock_user(conn, user)
+            urow = self.lock_user(conn, user)
             row, depth = self.walk(conn, user, parts)
             if row is None:
                 raise NoSuchUser("no such user", user=user)
@@ -184,12 +215,27 @@ class NamespaceOps:
             if depth < len(parts) - 1 and not parents:
                 raise NotFound("parent folder does not exist",
                                path=join_user_path(parts[: depth + 1]))
-            parent, now = row["id"], self.clock()
+            parent, now, cost = row["id"], self.clock(), self.folder_cost
+            free = self.free_quota(conn, urow) if cost else 0
+            made = 0
             for name in parts[depth:]:
+                # Each folder must fit beside what is used and reserved, checked level by
+                # level as the local backend (and mkdir -p) does: the levels that fit are
+                # kept, the first that does not is refused with the local details.
+                if cost and cost > free - made * cost:
+                    refused = QuotaExceeded("not enough quota for this upload",
+                                            free=max(0, free - made * cost), needed=cost)
+                    break
                 parent = conn.execute(
                     "INSERT INTO entries (owner, parent, name, type, mtime, mode) "
                     "VALUES (%s, %s, %s, 'dir', %s, %s) RETURNING id",
                     (user, parent, name, now, DIR_MODE)).fetchone()["id"]
+                made += 1
+            if made and cost:
+                conn.execute("UPDATE users SET used = used + %s WHERE name = %s",
+                             (made * cost, user))
+        if refused is not None:
+            raise refused
         return shown
 
     def rmdir(self, user: str, path: str, cwd: str = "/") -> str:
@@ -206,6 +252,7 @@ class NamespaceOps:
                             (row["id"],)).fetchone():
                 raise NotEmpty("folder is not empty", path=shown)
             conn.execute("DELETE FROM entries WHERE id = %s", (row["id"],))
+            self.give_back_folder(conn, user)
         return shown
 
     def remove(self, user: str, path: str, cwd: str = "/") -> str:
@@ -252,6 +299,7 @@ class NamespaceOps:
                                     (drow["id"],)).fetchone():
                         raise NotEmpty("destination folder is not empty", path=dshown)
                     conn.execute("DELETE FROM entries WHERE id = %s", (drow["id"],))
+                    self.give_back_folder(conn, user)    # an empty folder was replaced
                 else:
                     self.drop_file(conn, user, drow)
             conn.execute("UPDATE entries SET parent = %s, name = %s WHERE id = %s",

@@ -8,7 +8,8 @@ recorded part sizes, whichever node recorded them.
 Quota: a reservation is taken in the same transaction that locks the user's
 row (``FOR UPDATE``), so concurrent begins on any number of nodes are
 serialised per user and the sum of usage and reservations never exceeds the
-quota.
+quota.  The user's unfinished uploads are counted in that transaction too, so
+no number of nodes lets one user hold more than ``max_partials`` of them.
 
 One writer per upload: the writer takes ``UploadLocks.acquire(id)`` (an
 advisory lock on its node's lock session) and passes the token it got to
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Exists, IsADirectory, NotFound, QuotaExceeded, UploadBusy
+from ..errors import Exists, IsADirectory, NotFound, QuotaExceeded, TooManyPartials, UploadBusy
 from ..paths import join_user_path
 from .namespace import FILE_MODE, Node
 from .pg import FENCE_SQL
@@ -72,6 +73,8 @@ class UploadOps:
 
     db: Any
     clock: Any
+    #: Unfinished uploads one user may hold (``ObjectStore(max_partials=)``).
+    max_partials: int
 
     # provided by NamespaceOps
     locate: Any
@@ -105,8 +108,8 @@ class UploadOps:
 
     def create_upload(self, user: str, path: str, size: int, sha256: str | None, *,
                       blob: str, mpu: str, part_size: int, cwd: str = "/",
-                      overwrite: bool = False, replacing: int | None = None
-                      ) -> tuple[Pending, bool]:
+                      overwrite: bool = False, replacing: int | None = None,
+                      counted: bool = True) -> tuple[Pending, bool]:
         """Register a new upload and reserve its quota, in one transaction.
 
         Returns ``(upload, True)``; if an upload of that path already exists
@@ -116,7 +119,11 @@ class UploadOps:
         (with another declaration) to drop in the same transaction, so that a
         refused new upload (quota, target, busy) leaves the old one as it was.
         ``QuotaExceeded`` with ``free``/``needed``; ``Exists`` if the target is
-        a file and not ``overwrite``; ``IsADirectory`` if it is a folder.
+        a file and not ``overwrite``; ``IsADirectory`` if it is a folder;
+        ``TooManyPartials`` (details ``limit``) if the user already holds
+        ``max_partials`` unfinished uploads and this one is new (a replace of
+        ``replacing`` is not, as a restart is not on the local backend; nor is
+        an inline put's, ``counted=False``, which its caller never leaves behind).
 
         The reservation is the whole size, also over a file it replaces (as the
         local backend does since issue 13, item 3: abandoned uploads of overwrites
@@ -147,8 +154,12 @@ class UploadOps:
                     (LOCK_NS_UPLOAD, old["id"])).fetchone()["ok"]:
                 raise UploadBusy("an upload to this path is in progress", path=shown)
             need = size                 # whole, also over a file: see the docstring
-            others = conn.execute("SELECT COALESCE(SUM(reserved), 0) AS s FROM uploads "
-                                  "WHERE owner = %s", (user,)).fetchone()["s"]
+            mine = conn.execute("SELECT COUNT(*) AS n, COALESCE(SUM(reserved), 0) AS s "
+                                "FROM uploads WHERE owner = %s", (user,)).fetchone()
+            if old is None and counted and mine["n"] >= self.max_partials:
+                raise TooManyPartials("too many unfinished uploads; finish or abort one",
+                                      limit=self.max_partials)
+            others = mine["s"]
             if old is not None:
                 others -= old["reserved"]
             free = urow["quota"] - urow["used"] - int(others)
@@ -250,6 +261,18 @@ class UploadOps:
                 raise UploadBusy("an upload to this path is in progress", path=shown)
             self._drop_upload(conn, row)
         return shown
+
+    def forget_upload(self, upload_id: int) -> bool:
+        """Drop the upload ``upload_id`` (not whatever now has its path) unless a writer
+        holds it: what an inline put that failed leaves.  True if it was dropped."""
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT * FROM uploads WHERE id = %s", (upload_id,)).fetchone()
+            if row is None or not conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s::int, %s::int) AS ok",
+                    (LOCK_NS_UPLOAD, upload_id)).fetchone()["ok"]:
+                return False
+            self._drop_upload(conn, row)
+        return True
 
     def expire_uploads(self, ttl: float, now: float | None = None) -> int:
         """Abort uploads untouched for ``ttl`` seconds, skipping any a writer holds."""

@@ -41,7 +41,7 @@ from ..workdir import WorkDir
 from .blobs import DEFAULT_PART_SIZE, BlobStore, parse_blob_url
 from .collector import collect
 from .logins import CachedLedger, PgLoginLedger
-from .meta import MetaStore
+from .meta import DEFAULT_FOLDER_COST, DEFAULT_MAX_PARTIALS, MetaStore, check_limits
 from .pending import Pending
 from .upload import ObjectUpload
 from .writer import choose_part_size
@@ -80,8 +80,11 @@ class ObjectStore:
                  default_quota: int = 1 << 30, part_size: int = DEFAULT_PART_SIZE,
                  spool_dir: str | None = None, clock: Callable[[], float] = time.time,
                  metadata_timeout: float = 5.0, spool_limit: int = DEFAULT_SPOOL_LIMIT,
-                 blob_config_overrides: dict[str, object] | None = None) -> None:
+                 blob_config_overrides: dict[str, object] | None = None,
+                 max_partials: int = DEFAULT_MAX_PARTIALS,
+                 folder_cost: int = DEFAULT_FOLDER_COST) -> None:
         # Settings first: a bad one must not leave a pool or a client behind.
+        check_limits(max_partials, folder_cost)     # Store's limits, defaults and checks
         self._hasher = PasswordHasher(ScryptParams(scrypt_n, scrypt_r, scrypt_p))
         config = parse_blob_url(blob_url)
         if blob_config_overrides:
@@ -89,7 +92,8 @@ class ObjectStore:
         self.blobs = BlobStore(config)
         self.blobs.ensure_bucket()
         self.meta = MetaStore(metadata_url, default_quota=default_quota, clock=clock,
-                              timeout=metadata_timeout)
+                              timeout=metadata_timeout, max_partials=max_partials,
+                              folder_cost=folder_cost)
         self.partial_ttl = partial_ttl
         self.part_size = part_size
         self.spool_dir = spool_dir
@@ -352,12 +356,14 @@ class ObjectStore:
             future.result(timeout=10)
 
     def begin_upload(self, user: str, path: str, size: int, sha256: str | None, *,
-                     cwd: str = "/", overwrite: bool = False) -> ObjectUpload:
+                     cwd: str = "/", overwrite: bool = False, inline: bool = False
+                     ) -> ObjectUpload:
         """Start or resume (on any node) the upload of ``size`` bytes to ``path``.
 
         As ``storage.objstore.begin_upload``: an upload of the path with another
         declaration is aborted first (``restarted``); ``UploadBusy`` while a
-        writer on any node holds it.  SLOW (network): a worker's job.
+        writer on any node holds it; ``TooManyPartials`` for a new path past
+        ``max_partials`` unless ``inline``.  SLOW (network): a worker's job.
         """
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError("size must be a non-negative integer")
@@ -376,7 +382,7 @@ class ObjectStore:
                 if replacing is not None:
                     self._settle_release(replacing)
                 pending, created = self._create(user, path, size, sha, cwd, overwrite,
-                                                replacing)
+                                                replacing, not inline)
                 restarted = restarted or (replacing is not None and created)
             else:       # a resume: the checks create_upload makes, before the writer's
                 self._check_target(user, path, cwd, overwrite)
@@ -411,14 +417,16 @@ class ObjectStore:
             raise Exists("already exists", path=node.path)
 
     def _create(self, user: str, path: str, size: int, sha: str | None, cwd: str,
-                overwrite: bool, replacing: int | None) -> tuple[Pending, bool]:
+                overwrite: bool, replacing: int | None, counted: bool
+                ) -> tuple[Pending, bool]:
         blob = self.blobs.new_blob_id()
         mpu = self.blobs.start_multipart(blob)
         faults.crash_point("object.after_start_multipart")
         try:
             pending, created = self.meta.create_upload(
                 user, path, size, sha, blob=blob, mpu=mpu, cwd=cwd, overwrite=overwrite,
-                part_size=choose_part_size(size, self.part_size), replacing=replacing)
+                part_size=choose_part_size(size, self.part_size), replacing=replacing,
+                counted=counted)
         except BaseException:
             self._abort_quietly(blob, mpu)
             raise
@@ -434,15 +442,22 @@ class ObjectStore:
 
     def store_small_files(self, user: str,
                           files: Sequence[SmallFile]) -> list[CommitResult | StorageError]:
-        """Each file through the same begin/write/commit as a resumable upload."""
+        """Each file through the same begin/write/commit as a resumable upload; one
+        that fails leaves nothing behind (as the local group commit), so these uploads
+        are not counted against ``max_partials``."""
         results: list[CommitResult | StorageError] = []
         for f in files:
             try:
                 upload = self.begin_upload(user, f.path, len(f.data), f.sha256, cwd=f.cwd,
-                                           overwrite=f.overwrite)
+                                           overwrite=f.overwrite, inline=True)
                 try:
                     upload.write(f.data)
                     results.append(upload.commit())
+                except BaseException:       # nothing left behind (see above)
+                    upload.release()
+                    self._settle_release(upload.upload_id)
+                    self.meta.forget_upload(upload.upload_id)
+                    raise
                 finally:
                     upload.release()
             except StorageError as exc:
