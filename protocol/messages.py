@@ -18,12 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .digests import DIGESTS as _DIGESTS
 from .errors import BadRequest, UnknownCommand
 from .schema import Message, fld
 
 __all__ = [
     "MAX_INT", "MAX_MODE", "MAX_PATH_CHARS", "PROTOCOL_VERSION", "REPLIES", "REQUESTS",
-    "SHA256_RE", "Abort",
+    "BLAKE3_RE", "DIGEST_NAME_RE", "SHA256_RE", "Abort",
     "AbortOk", "Cancel", "CancelOk", "Cd", "CdOk", "Commit", "Entry", "ErrorReply", "Get",
     "GetDone", "GetReady", "Greeting", "Hash", "HashOk", "Hello", "HelloOk", "Login", "LoginOk",
     "Logout", "LogoutOk", "Ls", "LsOk", "Message", "Mkdir", "MkdirOk", "Mv", "MvOk", "Ping",
@@ -37,6 +38,10 @@ PROTOCOL_VERSION = 1
 MAX_INT = 2**53 - 1
 MAX_PATH_CHARS = 4096
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: A BLAKE3 digest as sent: its default 32-byte output, 64 lower-case hex digits.
+BLAKE3_RE = SHA256_RE
+#: A digest name in ``hello``'s offer (names this revision does not know are ignored).
+DIGEST_NAME_RE = re.compile(r"[a-z0-9-]{1,32}")
 #: Permission bits a put may carry: the file mode's 12 low bits (the server keeps
 #: only the 0o777 ones, masked by its umask; never setuid, setgid or sticky).
 MAX_MODE = 0o7777
@@ -72,6 +77,7 @@ class UploadInfo(Message):
     offset: int = fld(min=0, max=MAX_INT)
     updated: float = fld(min=0)
     sha256: str | None = fld(None, pattern=SHA256_RE)
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
 
 
 # ---------------------------------------------------------------- requests
@@ -109,6 +115,8 @@ class Hello(Request):
     client: str = fld("", max_len=256)
     #: Largest DATA frame the client accepts; the server sends no larger.
     max_data: int | None = fld(None, min=4096, max=64 * 1024 * 1024)
+    #: the digests the client can verify with (protocol.digests); absent: SHA-256 only
+    digests: tuple[str, ...] | None = fld(None, max=16, pattern=DIGEST_NAME_RE)
 
 
 @dataclass(frozen=True)
@@ -212,7 +220,9 @@ class Put(Request):
     """Begin or resume an upload of ``size`` bytes to ``path``.
 
     With ``defer_sha256`` the client hashes while it sends and names the
-    SHA-256 after the last byte, in ``commit``, instead of up front.  With
+    SHA-256 after the last byte, in ``commit``, instead of up front.  ``blake3``
+    and ``defer_blake3`` are the same for BLAKE3, in a session whose ``hello``
+    chose it; a put declares one digest at most.  With
     ``inline`` the client sends all ``size`` bytes right behind the request,
     without waiting for ``put.ready`` (there is none); the server never resumes
     such an upload and answers ``put.done`` or an error only.  With ``stream``
@@ -230,20 +240,35 @@ class Put(Request):
     overwrite: bool = False
     defer_sha256: bool = False
     inline: bool = False
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
+    defer_blake3: bool | None = None  # omitted unless true, like stream
     stream: bool | None = None        # omitted unless true: older servers see no change
     size_hint: int | None = fld(None, min=0, max=MAX_INT)
     mtime: float | None = fld(None, min=0, max=MAX_INT)
     mode: int | None = fld(None, min=0, max=MAX_MODE)
 
+    @property
+    def deferred(self) -> str | None:
+        """The digest named later, in ``commit`` (``sha256``/``blake3``), or None."""
+        return "sha256" if self.defer_sha256 else "blake3" if self.defer_blake3 else None
+
+    @property
+    def declared(self) -> str | None:
+        """The digest declared up front (``sha256``/``blake3``), or None."""
+        return "sha256" if self.sha256 is not None else \
+            "blake3" if self.blake3 is not None else None
+
     def _check(self) -> None:
-        if self.defer_sha256 and self.sha256 is not None:
-            raise BadRequest("put: give sha256 up front or defer it, not both")
-        if self.defer_sha256 and self.inline:
-            raise BadRequest("put: an inline upload cannot defer its sha256")
+        given = [self.sha256 is not None, self.blake3 is not None, self.defer_sha256,
+                 bool(self.defer_blake3)]
+        if sum(given) > 1:
+            raise BadRequest("put: declare one digest, up front or deferred, not several")
+        if self.deferred and self.inline:
+            raise BadRequest("put: an inline upload cannot defer its digest")
         if self.stream:
             if self.size is not None:
                 raise BadRequest("put: a stream has no size up front (name it in commit)")
-            if not self.defer_sha256:
+            if not self.deferred:
                 raise BadRequest("put: a stream needs defer_sha256 (its digest comes last)")
         else:
             if self.size is None:
@@ -254,24 +279,32 @@ class Put(Request):
 
 @dataclass(frozen=True)
 class Commit(Request):
-    """Finish a ``defer_sha256`` upload: verify against ``sha256`` and publish."""
+    """Finish a deferred upload: verify against ``sha256`` (``defer_sha256``) or
+    ``blake3`` (``defer_blake3``) and publish.  Exactly one of the two."""
 
     cmd = "commit"
     id: int = _id()
-    sha256: str = fld(pattern=SHA256_RE)
+    sha256: str | None = fld(None, pattern=SHA256_RE)
     #: the bytes sent in all; required for a ``stream`` upload, checked if given
     size: int | None = fld(None, min=0, max=MAX_INT)
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
+
+    def _check(self) -> None:
+        if (self.sha256 is None) == (self.blake3 is None):
+            raise BadRequest("commit: name exactly one digest, sha256 or blake3")
 
 
 @dataclass(frozen=True)
 class Get(Request):
-    """Download ``path`` from ``offset``; ``verify`` asks for the file's SHA-256."""
+    """Download ``path`` from ``offset``; ``verify`` asks for the file's digest:
+    SHA-256, or the one ``digest`` names (BLAKE3, where ``hello`` chose it)."""
 
     cmd = "get"
     id: int = _id()
     path: str = _path()
     offset: int = fld(0, min=0, max=MAX_INT)
     verify: bool = True
+    digest: str | None = fld(None, choices=_DIGESTS)
 
 
 @dataclass(frozen=True)
@@ -305,9 +338,12 @@ class Quota(Request):
 
 @dataclass(frozen=True)
 class Hash(Request):
+    """The file's SHA-256, or the digest ``digest`` names (BLAKE3 where negotiated)."""
+
     cmd = "hash"
     id: int = _id()
     path: str = _path()
+    digest: str | None = fld(None, choices=_DIGESTS)
 
 
 @dataclass(frozen=True)
@@ -377,6 +413,8 @@ class HelloOk(Reply):
     streams: bool = False
     #: the server keeps ``mtime``/``mode`` of a put and sends them in ``get.ready``
     metadata: bool = False
+    #: the digest chosen from the hello's ``digests`` (absent: an older server, SHA-256)
+    digest: str = fld("sha256", pattern=DIGEST_NAME_RE)
 
 
 @dataclass(frozen=True)
@@ -488,6 +526,7 @@ class PutDone(Reply):
     path: str = _path()
     size: int = fld(min=0, max=MAX_INT)
     sha256: str | None = fld(None, pattern=SHA256_RE)
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
 
 
 @dataclass(frozen=True)
@@ -503,6 +542,7 @@ class GetReady(Reply):
     #: the file's modification time and permission bits (0o777 at most)
     mtime: float | None = fld(None, min=0)
     mode: int | None = fld(None, min=0, max=0o777)
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
 
 
 @dataclass(frozen=True)
@@ -550,7 +590,13 @@ class HashOk(Reply):
     id: int = _id()
     path: str = _path()
     size: int = fld(min=0, max=MAX_INT)
-    sha256: str = fld(pattern=SHA256_RE)
+    #: the digest the request asked for: ``sha256`` by default, else ``blake3``
+    sha256: str | None = fld(None, pattern=SHA256_RE)
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
+
+    def _check(self) -> None:
+        if (self.sha256 is None) == (self.blake3 is None):
+            raise BadRequest("hash: exactly one digest, sha256 or blake3")
 
 
 @dataclass(frozen=True)
