@@ -81,9 +81,11 @@ class PutPolicy:
             st = os.fstat(fileobj.fileno())
             if not stat_module.S_ISREG(st.st_mode):
                 raise IsADirectoryError(f"{self.local} is not a regular file")
+            retry = Retry(self.client.reconnect, opts.retries, self.client.retry_backoff,
+                          opts.notice)
             sha256 = None       # (of self.algo: SHA-256 or, where negotiated, BLAKE3)
-            if opts.verify:
-                self.algo = self.client._require().digest()
+            if opts.verify:     # (reading hello's reply may find the connection gone)
+                self.algo = retry.run(lambda _n: self.client._require().digest())
             if opts.verify and not self.deferred:
                 sha256 = hash_file(fileobj, algo=self.algo).hexdigest()
                 if identity(fileobj) != before:
@@ -96,8 +98,6 @@ class PutPolicy:
                             max(0.0, st.st_mtime) if opts.times else None,
                             stat_module.S_IMODE(st.st_mode) & 0o777 if opts.perms else None,
                             self.algo)
-            retry = Retry(self.client.reconnect, opts.retries, self.client.retry_backoff,
-                          opts.notice)
             try:
                 done = retry.run(lambda _n: self._attempt(job))
                 if self.deferred:
