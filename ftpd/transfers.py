@@ -55,7 +55,7 @@ class UploadTransfer:
         self.on_flushed: Any = None
         if request.defer_sha256:        # type: ignore[attr-defined]
             upload.expect_hash_later()
-        elif request.defer_blake3:      # type: ignore[attr-defined]
+        elif getattr(request, "defer_blake3", None):
             upload.expect_hash_later("blake3")   # (only a store that lists BLAKE3)
         upload.mtime = request.mtime    # type: ignore[attr-defined]
         upload.mode = request.mode      # type: ignore[attr-defined]
@@ -68,7 +68,14 @@ class UploadTransfer:
     @property
     def deferred_hash(self) -> bool:
         """The client names the digest in a ``commit`` after the last byte."""
-        return self.request.deferred is not None        # type: ignore[attr-defined]
+        return self._deferred() is not None
+
+    def _deferred(self) -> str | None:
+        """The digest the put deferred to ``commit``: "sha256", "blake3" or None."""
+        request = self.request
+        if request.defer_sha256:                        # type: ignore[attr-defined]
+            return "sha256"
+        return "blake3" if getattr(request, "defer_blake3", None) else None
 
     def remaining(self) -> int:
         """Bytes the client may still send (a stream: no limit but the quota)."""
@@ -93,7 +100,7 @@ class UploadTransfer:
         if not self.deferred_hash:
             raise ProtocolError("commit needs an upload declared with defer_sha256",
                                 code="BAD_STATE")
-        deferred = self.request.deferred                # type: ignore[attr-defined]
+        deferred = self._deferred()
         named = "sha256" if getattr(request, "sha256", None) is not None else "blake3"
         if named != deferred:
             raise ProtocolError(f"commit names a {named} digest; the put deferred a {deferred}",
