@@ -65,7 +65,7 @@ from protocol.messages import (
     WhoamiOk,
 )
 
-from .connection import Connection
+from .connection import OFFERED, Connection
 from .errors import AuthError, ConnectionLost, FtpError, RequestError
 from .files import STDIO, open_in_place, rename_target, write_all, writes_in_place
 from .get_policy import STALE_PART_NOTICE, GetOptions, GetPolicy, StreamPolicy
@@ -108,10 +108,13 @@ class Client:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2121, *,
                  timeout: float | None = 30.0, tls: bool | None = None,
-                 **trust: Any) -> None:
+                 digests: tuple[str, ...] | None = None, **trust: Any) -> None:
         #: TLS and server authentication (client/trust.py): ``tls=False`` is plain
         #: text; ``trust`` takes cacert=, trust=, known_hosts=, prompt=, notice=.
         self.security = Security.make(tls, **trust)
+        #: What hello offers to verify with (default: BLAKE3 where installed, and
+        #: SHA-256); ``("sha256",)`` keeps every digest a SHA-256.
+        self.digests = tuple(digests) if digests is not None else OFFERED
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -129,7 +132,7 @@ class Client:
         Replaces any old connection."""
         self.close()
         self._conn = Connection.open(self.host, self.port, self.timeout,
-                                     self.security.options)
+                                     self.security.options, self.digests)
         assert self._conn.greeting is not None
         return self._conn.greeting
 
@@ -323,9 +326,11 @@ class Client:
         r = self._call(Quota, QuotaOk)
         return QuotaInfo(r.used, r.reserved, r.limit, r.free)
 
-    def hash(self, path: str) -> HashResult:
-        r = self._call(Hash, HashOk, path=path)
-        return HashResult(r.path, r.size, r.sha256)
+    def hash(self, path: str, digest: str = "sha256") -> HashResult:
+        """The remote file's SHA-256 (as ``sha256sum``), or its BLAKE3 with
+        ``digest="blake3"`` (as ``b3sum``; a server that chose BLAKE3 at hello)."""
+        r = self._call(Hash, HashOk, path=path, digest=None if digest == "sha256" else digest)
+        return HashResult(r.path, r.size, r.sha256, r.blake3)
 
     # ------------------------------------------------------------ transfers
 

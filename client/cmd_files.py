@@ -165,11 +165,13 @@ def do_mv(app: App, a: argparse.Namespace) -> Outcome:
         return Outcome(app.client.mv(a.src, dst, overwrite=a.overwrite))
 
 
-@command("hash", "print a remote file's SHA-256 (like sha256sum)", arg("path"))
+@command("hash", "print a remote file's SHA-256 (like sha256sum)", arg("path"),
+         arg("--blake3", action="store_true",
+             help="print its BLAKE3 instead (like b3sum; a server that offers BLAKE3)"))
 def do_hash(app: App, a: argparse.Namespace) -> Outcome:
     with about(a.path):
-        h = app.client.hash(a.path)
-    return Outcome(h, f"{h.sha256}  {h.path}")
+        h = app.client.hash(a.path, digest="blake3" if a.blake3 else "sha256")
+    return Outcome(h, f"{h.blake3 if a.blake3 else h.sha256}  {h.path}")
 
 
 @command("uploads", "list your unfinished (resumable) uploads")

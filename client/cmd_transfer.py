@@ -41,7 +41,7 @@ def transfer_line(r: PutResult | GetResult, source: str, target: str) -> str:
         notes.append(f"resumed from {r.resumed_from}")
     if r.restarted:
         notes.append("stale partial restarted")
-    if r.sha256:
+    if r.sha256 or r.blake3:
         notes.append("verified")
     return f"{source} -> {target} ({', '.join(notes)})"
 

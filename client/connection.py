@@ -36,6 +36,7 @@ from protocol import (
     encode,
 )
 from protocol.codec import Event
+from protocol.digests import SHA256, supported
 from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Request
 
 from . import trust as trusting
@@ -52,6 +53,9 @@ CLIENT_MAX_DATA = DEFAULT_MAX_DATA
 #: Never send DATA frames bigger than this, whatever the greeting allows.
 SEND_FRAME_CAP = 64 * 1024 * 1024
 CLIENT_NAME = "ftpc/0.1.0"
+#: The digests offered at hello, preferred first: BLAKE3 (where the package is
+#: installed) and SHA-256 (issue 17; protocol.digests).
+OFFERED = supported()
 #: Under TLS, file bytes go through Python: read into this one buffer, send, repeat.
 TLS_FILE_CHUNK = 256 * 1024
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
@@ -66,9 +70,11 @@ class Connection:
     reply is read (and checked) before any other.
     """
 
-    def __init__(self, sock: socket.socket, greeting: Greeting | None = None) -> None:
+    def __init__(self, sock: socket.socket, greeting: Greeting | None = None,
+                 digests: tuple[str, ...] = OFFERED) -> None:
         self.sock = sock
         self.greeting = greeting
+        self.offered = digests                    # hello's digests (protocol.digests)
         #: DATA frame size limits: what the server sends us, what we may send it.
         self.recv_max_data = CLIENT_MAX_DATA
         self.send_max_data = CLIENT_MAX_DATA
@@ -92,9 +98,10 @@ class Connection:
 
     @classmethod
     def open(cls, host: str, port: int, timeout: float | None,
-             tls: trusting.TrustOptions | None = None) -> Connection:
+             tls: trusting.TrustOptions | None = None,
+             digests: tuple[str, ...] = OFFERED) -> Connection:
         """Connect, authenticate the server (with ``tls``; None: plain text), read
-        the greeting and queue ``hello``."""
+        the greeting and queue ``hello`` (which offers ``digests``)."""
 
         def dial() -> socket.socket:
             try:
@@ -109,7 +116,7 @@ class Connection:
             return sock
 
         sock = dial() if tls is None else trusting.open_tls(dial, host, port, tls, timeout)
-        conn = cls(sock)
+        conn = cls(sock, digests=digests)
         try:
             conn._handshake()
         except BaseException:
@@ -126,7 +133,7 @@ class Connection:
             # daemon (which waits for a ClientHello) sees a non-TLS first byte and
             # answers with its one plain-text refusal frame instead of waiting.
             early_hello = self.next_id()
-            self.send(_hello_frame(early_hello))
+            self.send(_hello_frame(early_hello, self.offered))
         first = self.next_event()
         if isinstance(first, ErrorReply):
             if (first.details or {}).get("tls") == "required":
@@ -148,7 +155,7 @@ class Connection:
             self._hello_id = early_hello
             return
         self._hello_id = self.next_id()
-        self._outbox = _hello_frame(self._hello_id)
+        self._outbox = _hello_frame(self._hello_id, self.offered)
 
     def _finish_hello(self) -> None:
         hello_id, self._hello_id = self._hello_id, None
@@ -169,6 +176,16 @@ class Connection:
         if self._hello_id is not None:
             self._finish_hello()
         return bool(getattr(self.hello, feature, False))
+
+    def digest(self) -> str:
+        """The digest this session verifies with, as the hello reply chose it from the
+        client's offer: ``"blake3"`` or ``"sha256"`` (an older server names none)."""
+        self.supports("digest")
+        chosen = self.hello.digest if self.hello is not None else SHA256
+        if chosen not in self.offered and chosen != SHA256:
+            raise self.violation(f"the server chose the digest {chosen!r}, "
+                                 "which was not offered")
+        return chosen
 
     # ------------------------------------------------------------ sending
 
@@ -396,10 +413,10 @@ class Connection:
 
 
 @functools.lru_cache(maxsize=4)
-def _hello_frame(request_id: int) -> bytes:
+def _hello_frame(request_id: int, digests: tuple[str, ...] = OFFERED) -> bytes:
     """The same for every connection (its id is always 1): encoded once."""
     return encode(Hello(id=request_id, protocol=PROTOCOL_VERSION, client=CLIENT_NAME,
-                        max_data=CLIENT_MAX_DATA))
+                        max_data=CLIENT_MAX_DATA, digests=digests))
 
 
 def _describe(event: Event) -> str:

@@ -9,11 +9,12 @@ a thread while the caller sends it (``hashlib`` and ``preadv`` release the GIL).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as stat_module
 import threading
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
+
+from protocol.digests import SHA256, new_hasher
 
 BLOCK = 1024 * 1024
 PART_SUFFIX = ".part"
@@ -30,12 +31,13 @@ def identity(fileobj: BinaryIO) -> Identity:
     return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def hash_file(fileobj: BinaryIO, length: int | None = None) -> hashlib._Hash:
-    """SHA-256 of the first ``length`` bytes (all if None), read from the start.
+def hash_file(fileobj: BinaryIO, length: int | None = None, algo: str = SHA256) -> Any:
+    """SHA-256 (or the ``algo`` digest) of the first ``length`` bytes (all if None),
+    read from the start.
 
     Returns the hash object so a download can keep feeding it after the prefix.
     """
-    digest = hashlib.sha256()
+    digest = new_hasher(algo)
     buf = bytearray(BLOCK)
     view = memoryview(buf)
     fileobj.seek(0)
@@ -64,7 +66,8 @@ def _read_at(fd: int, view: memoryview, offset: int) -> int:
 
 
 class BackgroundHash:
-    """SHA-256 of the first ``length`` bytes of ``fd``, computed in a thread.
+    """SHA-256 (or the ``algo`` digest) of the first ``length`` bytes of ``fd``,
+    computed in a thread.
 
     Reads with ``pread`` (the file position is not touched, so the caller can
     ``sendfile`` from the same descriptor meanwhile) into one 1 MiB buffer.
@@ -75,8 +78,9 @@ class BackgroundHash:
 
     THREAD_MIN = BLOCK
 
-    def __init__(self, fd: int, length: int) -> None:
+    def __init__(self, fd: int, length: int, algo: str = SHA256) -> None:
         self._fd = fd
+        self.algo = algo
         self._length = length
         self._stop = threading.Event()
         self._digest: str | None = None
@@ -88,7 +92,7 @@ class BackgroundHash:
 
     def _run(self) -> None:
         try:
-            digest = hashlib.sha256()
+            digest = new_hasher(self.algo)
             view = memoryview(bytearray(min(BLOCK, max(1, self._length))))
             pos, end = 0, self._length
             while pos < end and not self._stop.is_set():

@@ -10,18 +10,18 @@ a callable instead of a file and resumes from the position it reached.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from protocol.digests import BLAKE3, SHA256, new_hasher
 from protocol.messages import GetReady
 
 from .errors import FtpError, IntegrityError
 from .files import commit, hash_file, part_path, remove_quietly, write_all
 from .results import GetResult
 from .retry import Notice, Retry, ignore
-from .transfer import Progress, Sink, receive_download, start_download
+from .transfer import Progress, Sink, named_digest, receive_download, start_download
 
 if TYPE_CHECKING:
     from .client import Client
@@ -40,6 +40,19 @@ class GetOptions:
     notice: Notice = ignore
     times: bool = True          # give the file the remote modification time (rsync -t)
     perms: bool = False         # and the remote permission bits (rsync -p)
+
+
+def _result(ready: GetReady, algo: str, verified: bool, resumed_from: int,
+            local: str | None) -> GetResult:
+    """The ``GetResult`` of a download; its digest (of ``algo``) only if ``verified``."""
+    digest = named_digest(ready, algo) if verified else None
+    return GetResult(ready.path, ready.size, digest if algo == SHA256 else None, resumed_from,
+                     local, blake3=digest if algo == BLAKE3 else None)
+
+
+def verified(result: GetResult) -> bool:
+    """Whether a download was verified (with SHA-256 or BLAKE3)."""
+    return result.sha256 is not None or result.blake3 is not None
 
 
 def apply_metadata(path: str, ready: GetReady, options: GetOptions) -> None:
@@ -69,38 +82,39 @@ class GetPolicy:
         result = retry.run(self._attempt)
         reused = 0 if self.restarted else self.starts[0]
         return GetResult(result.path, result.size, result.sha256, reused, self.local,
-                         self.restarted, len(self.starts))
+                         self.restarted, len(self.starts), result.blake3)
 
     def _attempt(self, _n: int) -> GetResult:
         while True:
             result = self._once()
             self.restarted = self.restarted or result.restarted
-            if result.sha256 is not None or not self.options.verify:
+            if verified(result) or not self.options.verify:
                 return result
             remove_quietly(self.part)
             if result.resumed_from == 0 or self.restarted:
-                raise IntegrityError("INTEGRITY", f"SHA-256 of the downloaded {self.remote!r} "
+                raise IntegrityError("INTEGRITY", f"the digest of the downloaded {self.remote!r} "
                                      "differs from the server's; the download was deleted")
             self.restarted = True
             self.options.notice(STALE_PART_NOTICE)
 
     def _once(self) -> GetResult:
-        """One download attempt.  ``sha256`` None with ``verify`` means mismatch."""
+        """One download attempt.  No digest with ``verify`` means mismatch."""
         opts, part = self.options, self.part
         try:
             offset = os.stat(part).st_size
         except FileNotFoundError:
             offset = 0
         digest = None
+        conn = self.client._require()
+        algo = conn.digest() if opts.verify else SHA256     # BLAKE3 where hello chose it
         if opts.verify:
             if offset:
                 with open(part, "rb") as prefix:
-                    digest = hash_file(prefix, offset)
+                    digest = hash_file(prefix, offset, algo)
             else:
-                digest = hashlib.sha256()
-        conn = self.client._require()
+                digest = new_hasher(algo)
         try:
-            rid, ready = start_download(conn, self.remote, offset, opts.verify)
+            rid, ready = start_download(conn, self.remote, offset, opts.verify, algo)
         except FtpError as exc:
             if exc.code != "OFFSET_MISMATCH" or not offset:
                 raise
@@ -121,11 +135,11 @@ class GetPolicy:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if digest is not None and digest.hexdigest() != ready.sha256:
-            return GetResult(ready.path, ready.size, None, offset, self.local)
+        if digest is not None and digest.hexdigest() != named_digest(ready, algo):
+            return _result(ready, algo, False, offset, self.local)
         apply_metadata(part, ready, opts)
         commit(part, self.local, fsync=opts.fsync)
-        return GetResult(ready.path, ready.size, ready.sha256, offset, self.local)
+        return _result(ready, algo, opts.verify, offset, self.local)
 
 
 class StreamPolicy:
@@ -143,7 +157,8 @@ class StreamPolicy:
         self.sink = sink
         self.offset = self.position = offset
         self.options = options
-        self.digest = hashlib.sha256() if options.verify else None
+        self.digest = None          # made on the first attempt, of the session's digest
+        self.algo = SHA256
 
     def _counting_sink(self, view: memoryview) -> None:
         self.sink(view)
@@ -151,18 +166,23 @@ class StreamPolicy:
 
     def _attempt(self, _n: int) -> GetResult:
         conn = self.client._require()
-        rid, ready = start_download(conn, self.remote, self.position, self.options.verify)
+        if self.options.verify and self.digest is None:
+            self.algo = conn.digest()
+            self.digest = new_hasher(self.algo)
+        rid, ready = start_download(conn, self.remote, self.position, self.options.verify,
+                                    self.algo)
         receive_download(self.client._require(), rid, ready, self._counting_sink, self.digest,
                          self.options.progress)
-        return GetResult(ready.path, ready.size, ready.sha256, self.offset)
+        return _result(ready, self.algo, self.options.verify, self.offset, None)
 
     def run(self) -> GetResult:
         opts = self.options
         retry = Retry(self.client.reconnect, opts.retries, self.client.retry_backoff,
                       opts.notice)
         result = retry.run(self._attempt)
-        if self.digest is not None and self.digest.hexdigest() != result.sha256:
-            raise IntegrityError("INTEGRITY", f"SHA-256 of the streamed {self.remote!r} "
+        expected = result.blake3 if self.algo == BLAKE3 else result.sha256
+        if self.digest is not None and self.digest.hexdigest() != expected:
+            raise IntegrityError("INTEGRITY", f"{self.algo} of the streamed {self.remote!r} "
                                  "differs from the server's")
         return result
 

@@ -17,6 +17,7 @@ import stat as stat_module
 import time
 from typing import TYPE_CHECKING
 
+from protocol.digests import BLAKE3, SHA256
 from protocol.messages import PutDone, PutReady
 
 from . import transfer
@@ -24,7 +25,7 @@ from .errors import IntegrityError, ServerError
 from .files import BackgroundHash, hash_file, identity
 from .results import PutResult
 from .retry import Notice, Retry, ignore
-from .transfer import Parked, Progress, UploadJob, changed_during_upload
+from .transfer import Parked, Progress, UploadJob, changed_during_upload, named_digest
 
 if TYPE_CHECKING:
     from .client import Client
@@ -66,6 +67,7 @@ class PutPolicy:
         self.readies: list[PutReady] = []
         self.restarted = False
         self.hasher: BackgroundHash | None = None
+        self.algo = SHA256          # the session's digest (hello), fixed for every attempt
         self._fd = -1
         self._size = 0
 
@@ -79,9 +81,13 @@ class PutPolicy:
             st = os.fstat(fileobj.fileno())
             if not stat_module.S_ISREG(st.st_mode):
                 raise IsADirectoryError(f"{self.local} is not a regular file")
-            sha256 = None
+            retry = Retry(self.client.reconnect, opts.retries, self.client.retry_backoff,
+                          opts.notice)
+            sha256 = None       # (of self.algo: SHA-256 or, where negotiated, BLAKE3)
+            if opts.verify:     # (reading hello's reply may find the connection gone)
+                self.algo = retry.run(lambda _n: self.client._require().digest())
             if opts.verify and not self.deferred:
-                sha256 = hash_file(fileobj).hexdigest()
+                sha256 = hash_file(fileobj, algo=self.algo).hexdigest()
                 if identity(fileobj) != before:
                     raise IntegrityError("INTEGRITY", f"local file {self.local!r} changed "
                                          "while it was being hashed; try again once it is "
@@ -90,9 +96,8 @@ class PutPolicy:
                             opts.overwrite, opts.progress, self._on_ready,
                             self._whole_file_sha256 if self.deferred else None,
                             max(0.0, st.st_mtime) if opts.times else None,
-                            stat_module.S_IMODE(st.st_mode) & 0o777 if opts.perms else None)
-            retry = Retry(self.client.reconnect, opts.retries, self.client.retry_backoff,
-                          opts.notice)
+                            stat_module.S_IMODE(st.st_mode) & 0o777 if opts.perms else None,
+                            self.algo)
             try:
                 done = retry.run(lambda _n: self._attempt(job))
                 if self.deferred:
@@ -105,15 +110,19 @@ class PutPolicy:
         return self._checked(done, before.size, sha256)
 
     def _checked(self, done: PutDone, size: int, sha256: str | None) -> PutResult:
-        if self.deferred and done.sha256 is None:
+        algo = self.algo
+        if self.deferred and named_digest(done, algo) is None:
             # A server without commit published it unverified: check what it stored.
-            done = dataclasses.replace(done, sha256=self.client.hash(done.path).sha256)
-        if done.size != size or (sha256 is not None and done.sha256 != sha256):
+            stored = self.client.hash(done.path, digest=algo)
+            done = dataclasses.replace(done, sha256=stored.sha256, blake3=stored.blake3)
+        got = named_digest(done, algo)
+        if done.size != size or (sha256 is not None and got != sha256):
             raise IntegrityError("INTEGRITY", f"the server stored {done.size} bytes with "
-                                 f"SHA-256 {done.sha256}, not what was sent")
+                                 f"{algo} {got}, not what was sent")
         resumed_from = 0 if self.restarted else self.readies[0].offset
         return PutResult(done.path, done.size, done.sha256, resumed_from, self.restarted,
-                         self.local, len(self.readies))
+                         self.local, len(self.readies),
+                         done.blake3 if algo == BLAKE3 else None)
 
     # ------------------------------------------------------------ one connection
 
@@ -125,7 +134,7 @@ class PutPolicy:
             self.options.notice(RESTARTED_NOTICE)
         if self.deferred and self.hasher is None:
             # One hash for every attempt: it covers the whole file, not the offset.
-            self.hasher = BackgroundHash(self._fd, self._size)
+            self.hasher = BackgroundHash(self._fd, self._size, self.algo)
 
     def _whole_file_sha256(self, timeout: float | None = None) -> str | None:
         assert self.hasher is not None

@@ -56,9 +56,12 @@ class QuotaInfo:
 
 @dataclass(frozen=True)
 class HashResult:
+    """``sha256`` by default; ``blake3`` (and no ``sha256``) when that was asked for."""
+
     path: str
     size: int
-    sha256: str
+    sha256: str | None
+    blake3: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class PutResult:
     partial that did not match the local file was discarded, by the server at
     ``put`` or at a deferred upload's ``commit``; ``attempts`` counts the puts the
     server accepted (one per connection, plus one for a restart or a parked commit).
-    ``sha256`` is the verified digest (None without verification).
+    ``sha256`` is the verified digest (None without verification), or ``blake3``
+    where the session negotiated BLAKE3 (issue 17).
     """
 
     path: str
@@ -80,13 +84,15 @@ class PutResult:
     restarted: bool
     local: str = ""
     attempts: int = 1
+    blake3: str | None = None
 
 
 @dataclass(frozen=True)
 class GetResult:
     """A finished download; ``local`` is None for ``get_stream``.
 
-    ``sha256`` is the verified digest (None when verification was off);
+    ``sha256`` is the verified digest (None when verification was off), or
+    ``blake3`` where the session negotiated BLAKE3 (issue 17);
     ``resumed_from`` is the length of the ``.part`` file (or stream offset) reused.
     """
 
@@ -97,3 +103,4 @@ class GetResult:
     local: str | None = None
     restarted: bool = False
     attempts: int = 1
+    blake3: str | None = None

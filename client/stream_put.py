@@ -2,27 +2,28 @@
 
 With a server whose hello reply says ``streams`` (docs/PROTOCOL.md 7.8) the
 bytes go out as they are read, hashed on the way, and ``commit`` names their
-SHA-256 and count at the end; the server charges quota as they arrive and
-publishes nothing unless both match.  A stream cannot resume (the bytes read
-are gone), so it is one attempt: a failure discards it on the server too.
+SHA-256 (BLAKE3 where hello chose it) and count at the end; the server charges
+quota as they arrive and publishes nothing unless both match.  A stream cannot
+resume (the bytes read are gone), so it is one attempt: a failure discards it
+on the server too.
 Without that capability the input is spooled to a private temporary file and
 put as an ordinary file, as before.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, BinaryIO
 
 from protocol import data_header
+from protocol.digests import BLAKE3, new_hasher
 from protocol.messages import Commit, Put, PutReady
 
 from .errors import IntegrityError
 from .results import PutResult
-from .transfer import Progress, _commit_reply
+from .transfer import Progress, _commit_reply, digest_fields, named_digest
 
 if TYPE_CHECKING:
     from .client import Client
@@ -44,13 +45,15 @@ def put_stream(client: Client, source: BinaryIO, remote: str, *, overwrite: bool
     if not conn.supports("streams"):
         return _spooled(client, source, remote, overwrite=overwrite, progress=progress,
                         **put_options)
+    algo = conn.digest()
     rid = conn.next_id()
-    ready = conn.call(Put(id=rid, path=remote, stream=True, defer_sha256=True,
+    ready = conn.call(Put(id=rid, path=remote, stream=True, defer_sha256=algo != BLAKE3,
+                          defer_blake3=(algo == BLAKE3) or None,
                           overwrite=overwrite, size_hint=size_hint),
                       PutReady)
     if ready.offset != 0:
         raise conn.violation(f"put.ready offset {ready.offset} for a stream")
-    digest = hashlib.sha256()
+    digest = new_hasher(algo)
     sent = 0
     # read1: whatever a pipe has now (up to a frame), without waiting to fill it.
     read = getattr(source, "read1", source.read)
@@ -70,7 +73,7 @@ def put_stream(client: Client, source: BinaryIO, remote: str, *, overwrite: bool
             if progress:
                 progress(sent, sent, 0)
         cid = conn.next_id()
-        conn.send_message(Commit(id=cid, sha256=digest.hexdigest(), size=sent))
+        conn.send_message(Commit(id=cid, **digest_fields(algo, digest.hexdigest()), size=sent))
     except IntegrityError:
         raise
     except BaseException as exc:
@@ -78,10 +81,11 @@ def put_stream(client: Client, source: BinaryIO, remote: str, *, overwrite: bool
             conn.close()                    # frames may be in flight: start afresh
         raise
     done = _commit_reply(conn, rid, cid)
-    if done.size != sent or done.sha256 != digest.hexdigest():
-        raise IntegrityError("INTEGRITY", f"the server stored {done.size} bytes with SHA-256 "
-                             f"{done.sha256}, not the {sent} bytes sent")
-    return PutResult(done.path, done.size, done.sha256, 0, False, STDIN_LABEL, 1)
+    got = named_digest(done, algo)
+    if done.size != sent or got != digest.hexdigest():
+        raise IntegrityError("INTEGRITY", f"the server stored {done.size} bytes with {algo} "
+                             f"{got}, not the {sent} bytes sent")
+    return PutResult(done.path, done.size, done.sha256, 0, False, STDIN_LABEL, 1, done.blake3)
 
 
 def _spooled(client: Client, source: BinaryIO, remote: str, **options: object) -> PutResult:
@@ -94,4 +98,4 @@ def _spooled(client: Client, source: BinaryIO, remote: str, **options: object) -
     finally:
         os.unlink(path)
     return PutResult(result.path, result.size, result.sha256, result.resumed_from,
-                     result.restarted, STDIN_LABEL, result.attempts)
+                     result.restarted, STDIN_LABEL, result.attempts, result.blake3)

@@ -17,14 +17,14 @@ finished with.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from protocol import DataChunk
+from protocol.digests import BLAKE3, SHA256
 from protocol.messages import (
     Abort,
     AbortOk,
@@ -49,7 +49,7 @@ from .files import Identity, identity
 #: ``progress(done_bytes, total_bytes, resumed_from)``; may raise ``Cancelled``.
 Progress = Callable[[int, int, int], None]
 Sink = Callable[[memoryview], None]
-#: ``digest(timeout)``: the whole file's SHA-256, or None if not ready within timeout.
+#: ``digest(timeout)``: the whole file's digest, or None if not ready within timeout.
 DeferredDigest = Callable[[float | None], "str | None"]
 
 #: Seconds a deferred upload waits after its last byte for the local hash (the
@@ -72,7 +72,9 @@ class UploadJob:
     changes between frames the upload is cancelled.  ``on_ready`` sees every
     ``put.ready`` (the policy learns the normalised path and the offset).
     ``deferred_sha256`` (if given) makes the put declare ``defer_sha256`` and
-    supplies the digest for ``commit`` after the last byte.
+    supplies the digest for ``commit`` after the last byte.  ``algo`` names the
+    digest of both (``sha256`` and ``deferred_sha256``): with ``"blake3"`` the
+    put declares ``blake3``/``defer_blake3`` instead (a session that chose it).
     """
 
     fileobj: BinaryIO
@@ -88,6 +90,17 @@ class UploadJob:
     #: metadata the server applies before publishing (None: not sent)
     mtime: float | None = None
     mode: int | None = None
+    algo: str = SHA256
+
+
+def digest_fields(algo: str, value: str | None) -> dict[str, str | None]:
+    """``{"sha256": value}`` or ``{"blake3": value}``: the field that carries it."""
+    return {BLAKE3 if algo == BLAKE3 else SHA256: value}
+
+
+def named_digest(reply: Any, algo: str) -> str | None:
+    """The ``algo`` digest a ``put.done``/``get.ready``/``hash`` reply carries."""
+    return getattr(reply, BLAKE3 if algo == BLAKE3 else SHA256, None)
 
 
 @dataclass(frozen=True)
@@ -118,8 +131,10 @@ def upload(conn: Connection, job: UploadJob) -> PutDone | Parked:
     deferred = job.deferred_sha256 is not None
     size, fileobj, name = job.size, job.fileobj, job.name
     rid = conn.next_id()
-    ready = conn.call(Put(id=rid, path=job.remote, size=size, sha256=job.sha256,
-                          overwrite=job.overwrite, defer_sha256=deferred, mtime=job.mtime,
+    blake3 = job.algo == BLAKE3
+    ready = conn.call(Put(id=rid, path=job.remote, size=size, **digest_fields(job.algo, job.sha256),
+                          overwrite=job.overwrite, defer_sha256=deferred and not blake3,
+                          defer_blake3=(deferred and blake3) or None, mtime=job.mtime,
                           mode=job.mode), PutReady)
     if ready.offset > size:
         raise conn.violation(f"put.ready offset {ready.offset} is past the size {size}")
@@ -153,7 +168,7 @@ def upload(conn: Connection, job: UploadJob) -> PutDone | Parked:
                     abandon_upload(conn, rid, ready.path, finished=False)
                     raise changed_during_upload(name)
                 cid = conn.next_id()
-                conn.send_message(Commit(id=cid, sha256=digest))
+                conn.send_message(Commit(id=cid, **digest_fields(job.algo, digest)))
     except IntegrityError:
         raise
     except BaseException:
@@ -243,16 +258,18 @@ def _cancel(conn: Connection, rid: int) -> PutDone | None:
 
 
 def start_download(conn: Connection, remote: str, offset: int,
-                   verify: bool) -> tuple[int, GetReady]:
-    """Send ``get`` and return its id and ``get.ready``."""
+                   verify: bool, algo: str = SHA256) -> tuple[int, GetReady]:
+    """Send ``get`` and return its id and ``get.ready`` (which carries the ``algo``
+    digest when ``verify``; BLAKE3 only in a session that chose it)."""
     rid = conn.next_id()
-    ready = conn.call(Get(id=rid, path=remote, offset=offset, verify=verify), GetReady)
+    ready = conn.call(Get(id=rid, path=remote, offset=offset, verify=verify,
+                          digest=BLAKE3 if verify and algo == BLAKE3 else None), GetReady)
     if ready.offset != offset or ready.size < offset:
         raise conn.violation(f"get.ready for offset {ready.offset} of {ready.size} bytes, "
                              f"asked for offset {offset}")
-    if verify and ready.sha256 is None:
+    if verify and named_digest(ready, algo) is None:
         conn.close()
-        raise IntegrityError("INTEGRITY", "the server sent no SHA-256 to verify against")
+        raise IntegrityError("INTEGRITY", f"the server sent no {algo} to verify against")
     return rid, ready
 
 
@@ -331,7 +348,7 @@ class RingReader:
 class HashThread(RingReader):
     """``digest.update`` in a helper thread: the digest is the sequential one."""
 
-    def __init__(self, digest: hashlib._Hash, slots: int) -> None:
+    def __init__(self, digest: Any, slots: int) -> None:
         super().__init__(digest.update, slots, "ftpc-hash")
 
 
@@ -363,7 +380,7 @@ class _Ring:
 
 
 def receive_download(conn: Connection, rid: int, ready: GetReady, sink: Sink,
-                     digest: hashlib._Hash | None, progress: Progress | None, *,
+                     digest: Any | None, progress: Progress | None, *,
                      threaded_sink: bool = False) -> GetDone:
     """Hand every DATA chunk to ``sink`` (and ``digest``) until ``get.done``.
 

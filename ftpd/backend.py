@@ -23,6 +23,7 @@ from protocol import ProtocolError
 from storage import Store
 
 from .blob_download import download_producer
+from .digests import negotiated
 from .jobs import Deferred, Outcome
 
 __all__ = ["handlers_for", "open_store", "uses_object_store"]
@@ -100,6 +101,7 @@ def _get(session: Any, req: m.Get) -> Outcome:
     """``get`` over the object store: metadata (and a hash, if asked) on a worker, then
     the blob streams through ``BlobDownloadProducer`` from ``req.offset``."""
     store, user, cwd = session.ctx.store, session.user, session.cwd
+    negotiated(session, req.digest)       # SHA-256 only: this store lists no other
 
     def job() -> tuple[str, Any, int, str | None]:
         path = store.resolve(user, req.path, cwd)

@@ -19,6 +19,7 @@ from typing import Any
 
 import protocol.messages as m
 from protocol import PROTOCOL_VERSION, ProtocolError
+from protocol.digests import SHA256, choose
 from storage import (
     AccountDisabled,
     AuthFailed,
@@ -30,6 +31,7 @@ from storage import (
 )
 
 from . import supervisor
+from .digests import negotiated
 from .jobs import HANDLERS, Deferred, Finish, Outcome, handles
 from .jobs import HandlerSession as Session
 from .listing import entry_of  # (and ls, uploads, hash register themselves there)
@@ -54,9 +56,11 @@ def hello(session: Session, req: m.Hello) -> Outcome:
             code="VERSION_MISMATCH", supported=[PROTOCOL_VERSION])
     cfg = session.ctx.config
     session.data_frame = min(cfg.max_data_frame, req.max_data or cfg.max_data_frame)
+    # BLAKE3 only from a store that verifies and caches it (not the object store).
+    session.digest = choose(req.digests, getattr(session.ctx.store, "digests", (SHA256,)))
     session.advance("hello")
     return m.HelloOk(id=req.id, protocol=PROTOCOL_VERSION, max_data=session.data_frame,
-                     streams=True, metadata=True)
+                     streams=True, metadata=True, digest=session.digest)
 
 
 @handles("register")
@@ -303,8 +307,13 @@ def put(session: Session, req: m.Put) -> Outcome:
             id=req.id, code="BAD_REQUEST",
             message=f"an inline put may declare at most {limit} bytes; use a resumable put",
             details={"inline_max": limit})
+        if refused is None and req.declared not in (None, SHA256, session.digest):
+            refused = m.ErrorReply(id=req.id, code="BAD_REQUEST",
+                                   message=f"digest {req.declared!r} was not negotiated at hello",
+                                   details={"digest": session.digest})
         session.start_inline(req, refused)     # replies put.done (or the error) in order
         return None
+    negotiated(session, req.declared or req.deferred)
     store, user, cwd = ctx.store, session.user, session.cwd
     assert user is not None
     # Taken now, not when the worker is done, so racing puts cannot pass the limit.
@@ -333,6 +342,9 @@ def put(session: Session, req: m.Put) -> Outcome:
         if req.stream:
             return store.begin_stream(user, req.path, cwd=cwd, overwrite=req.overwrite,
                                       size_hint=req.size_hint)
+        if req.blake3 is not None:      # (only a store that lists BLAKE3 gets the keyword)
+            return store.begin_upload(user, req.path, req.size, None, cwd=cwd,
+                                      overwrite=req.overwrite, blake3=req.blake3)
         return store.begin_upload(user, req.path, req.size, req.sha256, cwd=cwd,
                                   overwrite=req.overwrite)
 
@@ -343,6 +355,7 @@ def put(session: Session, req: m.Put) -> Outcome:
 @handles("get")
 def get(session: Session, req: m.Get) -> Outcome:
     store, user, cwd = session.ctx.store, session.user, session.cwd
+    algo = negotiated(session, req.digest)
     path = store.resolve(user, req.path, cwd)
 
     def open_file() -> tuple[int, int, tuple[str, int] | None]:
@@ -353,7 +366,7 @@ def get(session: Session, req: m.Get) -> Outcome:
                                     code="OFFSET_MISMATCH", expected=size, got=req.offset)
             # By the opened descriptor, never by the path: another session may replace the
             # file meanwhile, and get.ready must announce the SHA-256 of these very bytes.
-            cached = store.cached_hash_fd(fd) if req.verify else None
+            cached = store.cached_hash_fd(fd, algo) if req.verify else None
             if cached is not None and cached[1] != size:
                 cached = None
         except BaseException:
@@ -366,20 +379,21 @@ def get(session: Session, req: m.Get) -> Outcome:
             os.close(result[0])
 
     return walked(cwd, (req.path,), open_file, lambda opened: _send_file(session, req, path,
-                                                                          *opened),
+                                                                          *opened, algo),
                   if_closed=closed_meanwhile)
 
 
 def _send_file(session: Session, req: m.Get, path: str, fd: int, size: int,
-               cached: tuple[str, int] | None) -> Outcome:
+               cached: tuple[str, int] | None, algo: str) -> Outcome:
     store = session.ctx.store
 
-    def begin(sha256: str | None) -> Outcome:
+    def begin(digest: str | None) -> Outcome:
         mtime, mode = _metadata(fd)
         session.start_download(DownloadProducer(req, path, fd, size, req.offset,
                                                 session.data_frame))
+        sha256, blake3 = (None, digest) if algo != SHA256 else (digest, None)
         return m.GetReady(id=req.id, path=path, size=size, offset=req.offset, sha256=sha256,
-                          mtime=mtime, mode=mode)
+                          mtime=mtime, mode=mode, blake3=blake3)
 
     if not req.verify or cached is not None:
         return begin(cached[0] if cached else None)
@@ -397,7 +411,7 @@ def _send_file(session: Session, req: m.Get, path: str, fd: int, size: int,
     def closed_meanwhile(*_: Any) -> None:
         os.close(fd)
 
-    return Deferred(lambda: store.hash_fd(fd), hashed, failed=failed,
+    return Deferred(lambda: store.hash_fd(fd, algo), hashed, failed=failed,
                     if_closed=closed_meanwhile)
 
 

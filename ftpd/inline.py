@@ -176,6 +176,7 @@ class InlinePipeline:
                                overwrite=it.request.overwrite,       # type: ignore[attr-defined]
                                mtime=it.request.mtime,               # type: ignore[attr-defined]
                                mode=it.request.mode,                 # type: ignore[attr-defined]
+                               blake3=it.request.blake3,             # type: ignore[attr-defined]
                                cwd=it.cwd) for it in items]
             self.batches_running += 1
             self.ctx.jobs.submit(user, lambda files=files: store.store_small_files(user, files),
@@ -204,7 +205,7 @@ class InlinePipeline:
                 result = f"failed ({reply.code})"
             else:
                 reply = PutDone(id=req.id, path=outcome.path, size=outcome.size,
-                                sha256=outcome.sha256)
+                                sha256=outcome.sha256, blake3=outcome.blake3)
                 result = "ok"
             item.reply = encode(reply)
             if result != "ok" and self.log_budget is not None and \

@@ -111,6 +111,7 @@ class HandlerSession(Protocol):
     user: str | None
     cwd: str
     data_frame: int
+    digest: str                 # the digest hello chose: "sha256" or "blake3"
 
     def advance(self, event: str) -> None: ...
     def start_upload(self, request: Request, upload: Any) -> Outcome: ...

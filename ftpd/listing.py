@@ -36,6 +36,7 @@ import protocol.messages as m
 from protocol import ErrorReply, ProtocolError
 from storage import StorageError
 
+from .digests import negotiated
 from .errors import error_reply
 from .jobs import Deferred, Outcome, Paged, handles
 from .jobs import HandlerSession as Session
@@ -228,7 +229,7 @@ def ls(session: Session, req: m.Ls) -> Outcome:
 
 def _info(p: Any) -> m.UploadInfo:
     return m.UploadInfo(path=p.path, size=p.size, offset=p.offset,
-                        updated=max(0.0, float(p.updated)), sha256=p.sha256)
+                        updated=max(0.0, float(p.updated)), sha256=p.sha256, blake3=p.blake3)
 
 
 def _upload_batches(store: Any, user: str) -> Batches:
@@ -260,6 +261,7 @@ def hash_(session: Session, req: m.Hash) -> Outcome:
     descriptor's ``fstat``, or read through it on a worker -- never by the path
     again, so a file replaced meanwhile cannot lend its digest (item 12)."""
     store, user, cwd = session.ctx.store, session.user, session.cwd
+    algo = negotiated(session, req.digest)
     path = store.resolve(user, req.path, cwd)
     if not hasattr(store, "cached_hash_fd"):
         return _hash_by_blob(store, user, path, cwd, req)
@@ -267,12 +269,14 @@ def hash_(session: Session, req: m.Hash) -> Outcome:
     def open_file() -> tuple[int, tuple[str, int] | None]:
         fd, _ = store.open_read(user, path, cwd)
         try:
-            return fd, store.cached_hash_fd(fd)
+            return fd, store.cached_hash_fd(fd, algo)
         except BaseException:
             os.close(fd)
             raise
 
     def answer(result: tuple[str, int]) -> m.HashOk:
+        if algo != "sha256":
+            return m.HashOk(id=req.id, path=path, blake3=result[0], size=result[1])
         return m.HashOk(id=req.id, path=path, sha256=result[0], size=result[1])
 
     def opened(result: tuple[int, tuple[str, int] | None]) -> Outcome:
@@ -280,7 +284,8 @@ def hash_(session: Session, req: m.Hash) -> Outcome:
         if cached is not None:
             os.close(fd)
             return answer(cached)
-        return Deferred(lambda: store.hash_fd(fd), answer, always=lambda *_: os.close(fd))
+        return Deferred(lambda: store.hash_fd(fd, algo), answer,
+                        always=lambda *_: os.close(fd))
 
     def closed_meanwhile(result: Any, _: Any = None) -> None:
         if result is not None:

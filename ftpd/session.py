@@ -67,7 +67,8 @@ class Session(SessionTransfers, SessionGuard):
     session or the ``Server``.
     """
 
-    __slots__ = ("ctx", "transport", "stream", "state", "user", "cwd", "data_frame", "waiting",
+    __slots__ = ("ctx", "transport", "stream", "state", "user", "cwd", "data_frame", "digest",
+                 "waiting",
                  "job", "upload", "download", "pager", "inline", "discard", "watchdog", "opened",
                  "anonymous_since", "last_request", "last_progress", "close_reason",
                  "output_paused", "peer_eof", "login", "logbudget", "__weakref__")
@@ -81,6 +82,7 @@ class Session(SessionTransfers, SessionGuard):
         self.user: str | None = None
         self.cwd = "/"
         self.data_frame = cfg.max_data_frame
+        self.digest = "sha256"          # chosen at hello (protocol.digests)
         # Requests (and, behind them, copies of DATA payloads) waiting their turn.
         # (A deque costs half a KiB even empty: made when something has to wait.)
         # (Read over the output's high-water mark, a request waits undecoded: item 13.)

@@ -88,14 +88,15 @@ class SessionTransfers:
         return None
 
     def commit_upload(self, request: Request) -> Outcome:
-        """``commit``: the client names the SHA-256 of a ``defer_sha256`` upload."""
+        """``commit``: the client names the digest of a ``defer_sha256``/``defer_blake3`` upload."""
         transfer = self.upload
         if transfer is None:
             raise ProtocolError("commit needs an upload declared with defer_sha256",
                                 code="BAD_STATE")
         transfer.check_commit(request)
         return self._commit(request.id, request.sha256,     # type: ignore[attr-defined]
-                            request.size)                   # type: ignore[attr-defined]
+                            request.size,                   # type: ignore[attr-defined]
+                            request.blake3)                 # type: ignore[attr-defined]
 
     def cancel_transfer(self, request: Request) -> Outcome:
         transfer = self.upload
@@ -173,7 +174,8 @@ class SessionTransfers:
         else:
             transfer.catch_up()
 
-    def _commit(self, reply_id: int, sha256: str | None, size: int | None = None) -> Deferred:
+    def _commit(self, reply_id: int, sha256: str | None, size: int | None = None,
+                blake3: str | None = None) -> Deferred:
         """Verify, fsync and publish the upload on a worker; answer ``reply_id``."""
         transfer = self.upload
         assert transfer is not None
@@ -187,10 +189,13 @@ class SessionTransfers:
             self._end_upload(released=error is not None, result=outcome)
 
         def done(result: Any) -> Reply:
+            upload = transfer.upload
             return PutDone(id=reply_id, path=result.path, size=result.size,
-                           sha256=result.sha256 if transfer.upload.sha256 else None)
+                           sha256=result.sha256 if upload.sha256 else None,
+                           blake3=getattr(result, "blake3", None)
+                           if getattr(upload, "blake3", None) else None)
 
-        return Deferred(transfer.commit_job(sha256, size), done, always=ended,
+        return Deferred(transfer.commit_job(sha256, size, blake3), done, always=ended,
                         operation=f"commit of {transfer.upload.path}")
 
     def _end_upload(self, *, released: bool, result: str) -> None:

@@ -55,6 +55,8 @@ class UploadTransfer:
         self.on_flushed: Any = None
         if request.defer_sha256:        # type: ignore[attr-defined]
             upload.expect_hash_later()
+        elif getattr(request, "defer_blake3", None):
+            upload.expect_hash_later("blake3")   # (only a store that lists BLAKE3)
         upload.mtime = request.mtime    # type: ignore[attr-defined]
         upload.mode = request.mode      # type: ignore[attr-defined]
 
@@ -65,8 +67,15 @@ class UploadTransfer:
 
     @property
     def deferred_hash(self) -> bool:
-        """The client names the SHA-256 in a ``commit`` after the last byte."""
-        return bool(self.request.defer_sha256)          # type: ignore[attr-defined]
+        """The client names the digest in a ``commit`` after the last byte."""
+        return self._deferred() is not None
+
+    def _deferred(self) -> str | None:
+        """The digest the put deferred to ``commit``: "sha256", "blake3" or None."""
+        request = self.request
+        if request.defer_sha256:                        # type: ignore[attr-defined]
+            return "sha256"
+        return "blake3" if getattr(request, "defer_blake3", None) else None
 
     def remaining(self) -> int:
         """Bytes the client may still send (a stream: no limit but the quota)."""
@@ -91,6 +100,11 @@ class UploadTransfer:
         if not self.deferred_hash:
             raise ProtocolError("commit needs an upload declared with defer_sha256",
                                 code="BAD_STATE")
+        deferred = self._deferred()
+        named = "sha256" if getattr(request, "sha256", None) is not None else "blake3"
+        if named != deferred:
+            raise ProtocolError(f"commit names a {named} digest; the put deferred a {deferred}",
+                                code="BAD_REQUEST", expected=deferred)
         if self.stream:
             if getattr(request, "size", None) is None:
                 raise ProtocolError("commit of a stream needs its size", code="BAD_REQUEST")
@@ -145,10 +159,11 @@ class UploadTransfer:
         waiting = getattr(self.upload, "backlogged", None)
         return waiting is not None and waiting()
 
-    def commit_job(self, sha256: str | None, size: int | None = None) -> Any:
+    def commit_job(self, sha256: str | None, size: int | None = None,
+                   blake3: str | None = None) -> Any:
         """The worker's part of the commit: check ``size`` (the client's count, from
-        ``commit``), seal a stream, verify, fsync, publish (a long job: the hash's
-        tail and the fsync)."""
+        ``commit``), seal a stream, verify against the digest ``commit`` named (none:
+        the declared one), fsync, publish (a long job: the hash's tail and the fsync)."""
         upload = self.upload
         store = self.ctx.store
         stream = self.stream
@@ -163,6 +178,8 @@ class UploadTransfer:
                                      path=upload.path, expected=size, got=held)
             if stream:
                 store.seal_stream(upload)
+            if blake3 is not None:          # (only a store that lists BLAKE3 gets it)
+                return upload.commit(blake3=blake3)
             return upload.commit(sha256)
         return LongJob(job)
 

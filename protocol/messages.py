@@ -5,7 +5,10 @@ through the constructor -- so a message object that exists is a valid one.
 Field rules live next to the fields (``fld(min=..., max_len=...)``); the type
 annotations say the JSON type; the engine that enforces them is
 :mod:`protocol.schema`.  Unknown JSON keys are ignored so that a later
-minor revision can add optional fields without breaking older peers.
+minor revision can add optional fields without breaking older peers.  The
+replies live in :mod:`protocol.replies` and the shared records and limits in
+:mod:`protocol.records`; this module re-exports both, so ``protocol.messages``
+is still the whole catalogue.
 
 Wire form: a request is ``{"cmd": NAME, "id": N, ...fields}``; a reply is
 ``{"type": NAME, "id": N, ...fields}``.  Optional fields whose value is null
@@ -14,16 +17,60 @@ are left out when encoding.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .digests import DIGESTS as _DIGESTS
 from .errors import BadRequest, UnknownCommand
+from .records import (
+    BLAKE3_RE,
+    DIGEST_NAME_RE,
+    MAX_INT,
+    MAX_MODE,
+    MAX_PATH_CHARS,
+    PROTOCOL_VERSION,
+    SHA256_RE,
+    Entry,
+    UploadInfo,
+)
+from .records import id_field as _id
+from .records import path_field as _path
+from .records import user_field as _user
+from .replies import (
+    REPLIES,
+    AbortOk,
+    CancelOk,
+    CdOk,
+    ErrorReply,
+    GetDone,
+    GetReady,
+    Greeting,
+    HashOk,
+    HelloOk,
+    LoginOk,
+    LogoutOk,
+    LsOk,
+    MkdirOk,
+    MvOk,
+    Pong,
+    PutDone,
+    PutReady,
+    PwdOk,
+    QuitOk,
+    QuotaOk,
+    RegisterOk,
+    Reply,
+    RmdirOk,
+    RmOk,
+    StatOk,
+    UploadsOk,
+    WhoamiOk,
+)
 from .schema import Message, fld
 
 __all__ = [
     "MAX_INT", "MAX_MODE", "MAX_PATH_CHARS", "PROTOCOL_VERSION", "REPLIES", "REQUESTS",
-    "SHA256_RE", "Abort",
+    "BLAKE3_RE", "DIGEST_NAME_RE", "SHA256_RE", "Abort",
     "AbortOk", "Cancel", "CancelOk", "Cd", "CdOk", "Commit", "Entry", "ErrorReply", "Get",
     "GetDone", "GetReady", "Greeting", "Hash", "HashOk", "Hello", "HelloOk", "Login", "LoginOk",
     "Logout", "LogoutOk", "Ls", "LsOk", "Message", "Mkdir", "MkdirOk", "Mv", "MvOk", "Ping",
@@ -31,47 +78,6 @@ __all__ = [
     "Register", "RegisterOk", "Reply", "Request", "Rm", "RmOk", "Rmdir", "RmdirOk", "Stat",
     "StatOk", "UploadInfo", "Uploads", "UploadsOk", "Whoami", "WhoamiOk", "request_class",
 ]
-
-PROTOCOL_VERSION = 1
-#: Largest integer every JSON implementation represents exactly.
-MAX_INT = 2**53 - 1
-MAX_PATH_CHARS = 4096
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
-#: Permission bits a put may carry: the file mode's 12 low bits (the server keeps
-#: only the 0o777 ones, masked by its umask; never setuid, setgid or sticky).
-MAX_MODE = 0o7777
-
-
-def _id() -> Any:
-    return fld(min=0, max=MAX_INT)
-
-
-def _path() -> Any:
-    return fld(min_len=1, max_len=MAX_PATH_CHARS)
-
-
-# ---------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class Entry(Message):
-    """One line of a listing or the answer to ``stat``."""
-
-    name: str = fld(max_len=1024)
-    type: str = fld(choices=("file", "dir", "other"))
-    size: int = fld(min=0, max=MAX_INT)
-    mtime: float = fld(min=0)
-
-
-@dataclass(frozen=True)
-class UploadInfo(Message):
-    """An unfinished upload of the logged-in user."""
-
-    path: str = _path()
-    size: int = fld(min=0, max=MAX_INT)
-    offset: int = fld(min=0, max=MAX_INT)
-    updated: float = fld(min=0)
-    sha256: str | None = fld(None, pattern=SHA256_RE)
 
 
 # ---------------------------------------------------------------- requests
@@ -93,10 +99,6 @@ class Request(Message):
         return {"cmd": self.cmd, **super().to_wire()}
 
 
-def _user() -> Any:
-    return fld(min_len=1, max_len=64)
-
-
 def _password() -> Any:
     return fld(None, min_len=1, max_len=1024)
 
@@ -109,6 +111,8 @@ class Hello(Request):
     client: str = fld("", max_len=256)
     #: Largest DATA frame the client accepts; the server sends no larger.
     max_data: int | None = fld(None, min=4096, max=64 * 1024 * 1024)
+    #: the digests the client can verify with (protocol.digests); absent: SHA-256 only
+    digests: tuple[str, ...] | None = fld(None, max=16, pattern=DIGEST_NAME_RE)
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,9 @@ class Put(Request):
     """Begin or resume an upload of ``size`` bytes to ``path``.
 
     With ``defer_sha256`` the client hashes while it sends and names the
-    SHA-256 after the last byte, in ``commit``, instead of up front.  With
+    SHA-256 after the last byte, in ``commit``, instead of up front.  ``blake3``
+    and ``defer_blake3`` are the same for BLAKE3, in a session whose ``hello``
+    chose it; a put declares one digest at most.  With
     ``inline`` the client sends all ``size`` bytes right behind the request,
     without waiting for ``put.ready`` (there is none); the server never resumes
     such an upload and answers ``put.done`` or an error only.  With ``stream``
@@ -230,20 +236,35 @@ class Put(Request):
     overwrite: bool = False
     defer_sha256: bool = False
     inline: bool = False
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
+    defer_blake3: bool | None = None  # omitted unless true, like stream
     stream: bool | None = None        # omitted unless true: older servers see no change
     size_hint: int | None = fld(None, min=0, max=MAX_INT)
     mtime: float | None = fld(None, min=0, max=MAX_INT)
     mode: int | None = fld(None, min=0, max=MAX_MODE)
 
+    @property
+    def deferred(self) -> str | None:
+        """The digest named later, in ``commit`` (``sha256``/``blake3``), or None."""
+        return "sha256" if self.defer_sha256 else "blake3" if self.defer_blake3 else None
+
+    @property
+    def declared(self) -> str | None:
+        """The digest declared up front (``sha256``/``blake3``), or None."""
+        return "sha256" if self.sha256 is not None else \
+            "blake3" if self.blake3 is not None else None
+
     def _check(self) -> None:
-        if self.defer_sha256 and self.sha256 is not None:
-            raise BadRequest("put: give sha256 up front or defer it, not both")
-        if self.defer_sha256 and self.inline:
-            raise BadRequest("put: an inline upload cannot defer its sha256")
+        given = [self.sha256 is not None, self.blake3 is not None, self.defer_sha256,
+                 bool(self.defer_blake3)]
+        if sum(given) > 1:
+            raise BadRequest("put: declare one digest, up front or deferred, not several")
+        if self.deferred and self.inline:
+            raise BadRequest("put: an inline upload cannot defer its digest")
         if self.stream:
             if self.size is not None:
                 raise BadRequest("put: a stream has no size up front (name it in commit)")
-            if not self.defer_sha256:
+            if not self.deferred:
                 raise BadRequest("put: a stream needs defer_sha256 (its digest comes last)")
         else:
             if self.size is None:
@@ -254,24 +275,32 @@ class Put(Request):
 
 @dataclass(frozen=True)
 class Commit(Request):
-    """Finish a ``defer_sha256`` upload: verify against ``sha256`` and publish."""
+    """Finish a deferred upload: verify against ``sha256`` (``defer_sha256``) or
+    ``blake3`` (``defer_blake3``) and publish.  Exactly one of the two."""
 
     cmd = "commit"
     id: int = _id()
-    sha256: str = fld(pattern=SHA256_RE)
+    sha256: str | None = fld(None, pattern=SHA256_RE)
     #: the bytes sent in all; required for a ``stream`` upload, checked if given
     size: int | None = fld(None, min=0, max=MAX_INT)
+    blake3: str | None = fld(None, pattern=BLAKE3_RE)
+
+    def _check(self) -> None:
+        if (self.sha256 is None) == (self.blake3 is None):
+            raise BadRequest("commit: name exactly one digest, sha256 or blake3")
 
 
 @dataclass(frozen=True)
 class Get(Request):
-    """Download ``path`` from ``offset``; ``verify`` asks for the file's SHA-256."""
+    """Download ``path`` from ``offset``; ``verify`` asks for the file's digest:
+    SHA-256, or the one ``digest`` names (BLAKE3, where ``hello`` chose it)."""
 
     cmd = "get"
     id: int = _id()
     path: str = _path()
     offset: int = fld(0, min=0, max=MAX_INT)
     verify: bool = True
+    digest: str | None = fld(None, choices=_DIGESTS)
 
 
 @dataclass(frozen=True)
@@ -305,9 +334,12 @@ class Quota(Request):
 
 @dataclass(frozen=True)
 class Hash(Request):
+    """The file's SHA-256, or the digest ``digest`` names (BLAKE3 where negotiated)."""
+
     cmd = "hash"
     id: int = _id()
     path: str = _path()
+    digest: str | None = fld(None, choices=_DIGESTS)
 
 
 @dataclass(frozen=True)
@@ -320,250 +352,6 @@ class Ping(Request):
 @dataclass(frozen=True)
 class Quit(Request):
     cmd = "quit"
-    id: int = _id()
-
-
-# ---------------------------------------------------------------- replies
-
-
-REPLIES: dict[str, type[Reply]] = {}
-
-
-@dataclass(frozen=True)
-class Reply(Message):
-    type: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.type:
-            REPLIES[cls.type] = cls
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.type, **super().to_wire()}
-
-
-@dataclass(frozen=True)
-class Greeting(Reply):
-    """The server's first frame, sent before the client says anything."""
-
-    type = "greeting"
-    protocol: int = fld(min=0, max=MAX_INT)
-    server: str = fld(max_len=256)
-    max_control: int = fld(min=1, max=MAX_INT)
-    max_data: int = fld(min=1, max=MAX_INT)
-    register: bool = False
-    #: the largest ``size`` an inline put may declare; 0: no inline puts
-    inline_max: int = fld(0, min=0, max=MAX_INT)
-
-
-@dataclass(frozen=True)
-class ErrorReply(Reply):
-    """A failed request.  ``id`` is null when the request's id was unreadable."""
-
-    type = "error"
-    id: int | None = fld(None, min=0, max=MAX_INT)
-    code: str = fld("INTERNAL", min_len=1, max_len=64)
-    message: str = fld("", max_len=4096)
-    details: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class HelloOk(Reply):
-    type = "hello"
-    id: int = _id()
-    protocol: int = fld(min=0, max=MAX_INT)
-    max_data: int = fld(min=1, max=MAX_INT)
-    #: the server takes ``put`` with ``stream: true`` (absent: an older server)
-    streams: bool = False
-    #: the server keeps ``mtime``/``mode`` of a put and sends them in ``get.ready``
-    metadata: bool = False
-
-
-@dataclass(frozen=True)
-class RegisterOk(Reply):
-    type = "register"
-    id: int = _id()
-    user: str = _user()
-
-
-@dataclass(frozen=True)
-class LoginOk(Reply):
-    type = "login"
-    id: int = _id()
-    user: str = _user()
-    cwd: str = _path()
-    token: str | None = fld(None, max_len=256)
-
-
-@dataclass(frozen=True)
-class LogoutOk(Reply):
-    type = "logout"
-    id: int = _id()
-
-
-@dataclass(frozen=True)
-class WhoamiOk(Reply):
-    type = "whoami"
-    id: int = _id()
-    user: str | None = fld(None, max_len=64)
-
-
-@dataclass(frozen=True)
-class PwdOk(Reply):
-    type = "pwd"
-    id: int = _id()
-    path: str = _path()
-
-
-@dataclass(frozen=True)
-class CdOk(Reply):
-    type = "cd"
-    id: int = _id()
-    path: str = _path()
-
-
-@dataclass(frozen=True)
-class LsOk(Reply):
-    """One page of a listing; ``more`` says another page with the same id follows."""
-
-    type = "ls"
-    id: int = _id()
-    path: str = _path()
-    entries: tuple[Entry, ...] = ()
-    more: bool = False
-
-
-@dataclass(frozen=True)
-class StatOk(Reply):
-    type = "stat"
-    id: int = _id()
-    path: str = _path()
-    entry: Entry = fld()
-
-
-@dataclass(frozen=True)
-class MkdirOk(Reply):
-    type = "mkdir"
-    id: int = _id()
-    path: str = _path()
-
-
-@dataclass(frozen=True)
-class RmdirOk(Reply):
-    type = "rmdir"
-    id: int = _id()
-    path: str = _path()
-
-
-@dataclass(frozen=True)
-class RmOk(Reply):
-    type = "rm"
-    id: int = _id()
-    path: str = _path()
-
-
-@dataclass(frozen=True)
-class MvOk(Reply):
-    type = "mv"
-    id: int = _id()
-    src: str = _path()
-    dst: str = _path()
-
-
-@dataclass(frozen=True)
-class PutReady(Reply):
-    """Send DATA frames from ``offset``; ``restarted`` says a stale partial was discarded."""
-
-    type = "put.ready"
-    id: int = _id()
-    path: str = _path()
-    offset: int = fld(min=0, max=MAX_INT)
-    restarted: bool = False
-
-
-@dataclass(frozen=True)
-class PutDone(Reply):
-    type = "put.done"
-    id: int = _id()
-    path: str = _path()
-    size: int = fld(min=0, max=MAX_INT)
-    sha256: str | None = fld(None, pattern=SHA256_RE)
-
-
-@dataclass(frozen=True)
-class GetReady(Reply):
-    """DATA frames for ``size - offset`` bytes follow, then ``get.done``."""
-
-    type = "get.ready"
-    id: int = _id()
-    path: str = _path()
-    size: int = fld(min=0, max=MAX_INT)
-    offset: int = fld(min=0, max=MAX_INT)
-    sha256: str | None = fld(None, pattern=SHA256_RE)
-    #: the file's modification time and permission bits (0o777 at most)
-    mtime: float | None = fld(None, min=0)
-    mode: int | None = fld(None, min=0, max=0o777)
-
-
-@dataclass(frozen=True)
-class GetDone(Reply):
-    type = "get.done"
-    id: int = _id()
-    path: str = _path()
-    size: int = fld(min=0, max=MAX_INT)
-
-
-@dataclass(frozen=True)
-class UploadsOk(Reply):
-    type = "uploads"
-    id: int = _id()
-    uploads: tuple[UploadInfo, ...] = ()
-    more: bool = False
-
-
-@dataclass(frozen=True)
-class AbortOk(Reply):
-    type = "abort"
-    id: int = _id()
-    path: str = _path()
-
-
-@dataclass(frozen=True)
-class CancelOk(Reply):
-    type = "cancel"
-    id: int = _id()
-
-
-@dataclass(frozen=True)
-class QuotaOk(Reply):
-    type = "quota"
-    id: int = _id()
-    used: int = fld(min=0, max=MAX_INT)
-    reserved: int = fld(min=0, max=MAX_INT)
-    limit: int = fld(min=0, max=MAX_INT)
-    free: int = fld(min=0, max=MAX_INT)
-
-
-@dataclass(frozen=True)
-class HashOk(Reply):
-    type = "hash"
-    id: int = _id()
-    path: str = _path()
-    size: int = fld(min=0, max=MAX_INT)
-    sha256: str = fld(pattern=SHA256_RE)
-
-
-@dataclass(frozen=True)
-class Pong(Reply):
-    type = "ping"
-    id: int = _id()
-    payload: str | None = fld(None, max_len=1024)
-    worker: int | None = fld(None, min=1, max=256)
-
-
-@dataclass(frozen=True)
-class QuitOk(Reply):
-    type = "quit"
     id: int = _id()
 
 

@@ -58,6 +58,7 @@ class _Schema:
     checks: tuple[tuple[str, Callable[[Any], None]], ...]
     plain: tuple[str, ...]             # fields that go to and from JSON as they are
     nested: tuple[_Rule, ...]          # records and lists of records
+    scalars: tuple[str, ...]           # lists of strings (Hello.digests): tuples in Python
     required: tuple[str, ...]          # fields the JSON object must have
 
 
@@ -72,7 +73,10 @@ def _schema(cls: type) -> _Schema:
             rules=rules,
             checks=tuple((rule.name, _compile_check(cls, rule)) for rule in rules),
             plain=tuple(rule.name for rule in rules if rule.item is None),
-            nested=tuple(rule for rule in rules if rule.item is not None),
+            nested=tuple(rule for rule in rules if rule.item is not None
+                         and issubclass(rule.item, Message)),
+            scalars=tuple(rule.name for rule in rules if rule.item is not None
+                          and not issubclass(rule.item, Message)),
             required=tuple(rule.name for rule in rules
                            if not rule.has_default and not rule.optional))
     return schema
@@ -165,9 +169,18 @@ def _compile_check(cls: type, rule: _Rule) -> Callable[[Any], None]:
         def check(value: Any) -> None:
             if not check_type(value):
                 return
+            # A list of strings carries its rules per element (length, pattern) and
+            # ``max`` as the most elements it may hold.
+            if hi is not None and len(value) > hi:
+                fail(f"holds more than {hi} elements")
             for element in value:
                 if type(element) is not item:
                     fail(f"holds a {type(element).__name__}")
+                if item is str:
+                    if max_len is not None and len(element) > max_len:
+                        fail(f"holds a string longer than {max_len} characters")
+                    if fullmatch is not None and not fullmatch(element):
+                        fail("holds a malformed string")
     else:
         def check(value: Any) -> None:
             check_type(value)
@@ -193,6 +206,10 @@ class Message:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        for name in schema.scalars:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value)
         for rule in schema.nested:
             value = getattr(self, rule.name)
             if value is None:
@@ -212,6 +229,12 @@ class Message:
             if name not in obj:
                 raise BadRequest(f"{cls.__name__}: missing field {name!r}")
         kwargs = {name: obj[name] for name in schema.plain if name in obj}
+        for name in schema.scalars:
+            if name in obj:
+                value = obj[name]
+                if type(value) is not list and value is not None:
+                    raise BadRequest(f"{cls.__name__}.{name} must be a list")
+                kwargs[name] = None if value is None else tuple(value)
         for rule in schema.nested:
             if rule.name not in obj:
                 continue

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
+from .digests import BLAKE3, SHA256
 from .errors import IntegrityError, StorageError
 from .hashing import cache_forget, cache_store
 from .metadata import apply_metadata
@@ -83,15 +84,19 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
         raise IntegrityError("upload is incomplete", path=path, expected=size, got=length)
     # Without a declared SHA-256 there is nothing to verify against: skip the
     # full re-read (the size was checked above); `file_hash` computes it on demand.
+    algo = SHA256
     if upload.hasher is not None:
+        algo = upload.hasher.algo                         # SHA-256, or BLAKE3 (issue 17)
         digest, hashed = upload.hasher.finish(fd, size)   # usually only the tail is left
     else:
         digest, hashed = None, size
-    if hashed != size or (upload.sha256 is not None and digest != upload.sha256):
+    declared = upload.declared()
+    if hashed != size or (declared is not None and digest != declared):
         discard(upload)
-        raise IntegrityError("content does not match the declared SHA-256 and size;"
+        name = "SHA-256" if algo == SHA256 else "BLAKE3"
+        raise IntegrityError(f"content does not match the declared {name} and size;"
                              " the partial upload was discarded", path=path,
-                             expected=upload.sha256, got=digest)
+                             expected=declared, got=digest)
     try:
         apply_metadata(fd, upload.mtime, upload.mode)          # before fsync and link
         os.fsync(fd)                                           # step 1
@@ -124,7 +129,7 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
                     if old_st is not None:
                         cache_forget(conn, old_st)     # issue 13, item 15
                     if digest is not None:
-                        cache_store(conn, os.fstat(fd), digest)
+                        cache_store(conn, os.fstat(fd), digest, algo)
             except (StorageError, OSError):
                 pass    # it is in place: the marked row is settled later (settle, recover)
             faults.crash_point("commit.after_account")
@@ -132,7 +137,9 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
             registry.drop(target.user, path, upload)
         fsync_dir(pfd)                                         # step 3, outside the lock
         faults.crash_point("commit.after_dir_fsync")
-    return CommitResult(path=path, size=size, sha256=digest)   # step 4
+    return CommitResult(path=path, size=size,                  # step 4
+                        sha256=digest if algo == SHA256 else None,
+                        blake3=digest if algo == BLAKE3 else None)
 
 
 def recover(ctx: StoreContext, registry: WriterRegistry | None = None) -> None:
@@ -185,6 +192,8 @@ def settle(ctx: StoreContext, user: str, path: str) -> None:
             account(conn, user, path, row["size"] - marked.old)
             if row["sha256"] is not None:
                 cache_store(conn, st, row["sha256"])
+            elif row["blake3"] is not None:
+                cache_store(conn, st, row["blake3"], BLAKE3)
         faults.crash_point("recover.after_account")
 
 

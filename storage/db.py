@@ -21,7 +21,7 @@ from .errors import NoSpace, StorageError, StorageIOError
 
 __all__ = ["SCHEMA_VERSION", "Database", "to_i64"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -109,6 +109,28 @@ ALTER TABLE hashes ADD COLUMN ctime_ns INTEGER
 """
 
 
+#: Version 4 (issue 17): BLAKE3 beside SHA-256.  An upload may declare a ``blake3`` instead
+#: of a ``sha256``, and a hash-cache row may hold either or both, so the cache table is
+#: rebuilt with both columns nullable (its rows are copied: nothing is re-hashed).
+_SCHEMA_V4 = """
+ALTER TABLE uploads ADD COLUMN blake3 TEXT;
+CREATE TABLE hashes_v4 (
+    dev      INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER,
+    sha256   TEXT,
+    blake3   TEXT,
+    PRIMARY KEY (dev, ino)
+);
+INSERT INTO hashes_v4 (dev, ino, size, mtime_ns, ctime_ns, sha256)
+    SELECT dev, ino, size, mtime_ns, ctime_ns, sha256 FROM hashes;
+DROP TABLE hashes;
+ALTER TABLE hashes_v4 RENAME TO hashes
+"""
+
+
 def to_i64(value: int) -> int:
     """Fold an unsigned 64-bit st_dev/st_ino into SQLite's signed INTEGER range."""
     return value - (1 << 64) if value >= (1 << 63) else value
@@ -167,7 +189,8 @@ class Database:
             if version > SCHEMA_VERSION:
                 raise StorageIOError("database was written by a newer version",
                                      version=version, supported=SCHEMA_VERSION)
-            for step, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)):
+            for step, script in ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3),
+                                 (4, _SCHEMA_V4)):
                 if version < step:
                     for statement in script.split(";"):
                         if statement.strip():

@@ -20,6 +20,7 @@ from . import faults
 from .commit import settle
 from .confine import map_oserror
 from .context import StoreContext, user_parent
+from .digests import BLAKE3, check_digest, digest_of
 from .errors import BadPath, IntegrityError, StorageError, UploadBusy
 from .hashing import cache_forget, cache_store
 from .metadata import apply_metadata
@@ -57,6 +58,7 @@ class Pending:
     old_st: os.stat_result | None = None   # and its lstat, to drop its hash-cache row
     mtime: float | None = None # storage.metadata, applied before the fsync
     mode: int | None = None
+    blake3: str | None = None  # declared instead of sha256, lower case (issue 17)
 
 
 class GroupCommit:
@@ -88,6 +90,7 @@ class GroupCommit:
             try:
                 target = Target.locate(user, f.path, f.cwd, f.overwrite)
                 sha256 = check_declaration(len(f.data), f.sha256)
+                blake3 = check_digest(f.blake3, BLAKE3)
             except StorageError as exc:
                 results[i] = exc
                 continue
@@ -98,7 +101,8 @@ class GroupCommit:
                 self._store_group(user, group, results)
                 group, seen = [], set()
             seen.add(target.path)
-            group.append(Pending(i, f.data, sha256, target, mtime=f.mtime, mode=f.mode))
+            group.append(Pending(i, f.data, sha256, target, mtime=f.mtime, mode=f.mode,
+                                 blake3=blake3))
         if group:
             self._store_group(user, group, results)
         return results  # type: ignore[return-value]
@@ -121,7 +125,7 @@ class GroupCommit:
             self._forget(user, failed)
         for p in placed:
             results[p.index] = CommitResult(path=p.target.path, size=len(p.data),
-                                            sha256=p.sha256)
+                                            sha256=p.sha256, blake3=p.blake3)
 
     def _begin(self, user: str, group: list[Pending], results: Results) -> list[Pending]:
         """1. Under the lock, one transaction: check, reserve, claim every file."""
@@ -165,7 +169,7 @@ class GroupCommit:
                             continue
                         live.append(p)            # claimed: dropped if anything below fails
                         upsert(conn, user, target.path, len(p.data), p.sha256, need, now,
-                               resume=False)
+                               resume=False, blake3=p.blake3)
                         ledger.reserve(target.path, need)
             except StorageError as exc:       # the transaction failed: none of them begun
                 for p in live:
@@ -186,6 +190,11 @@ class GroupCommit:
                         raise IntegrityError("content does not match the declared SHA-256;"
                                              " nothing was stored", path=p.target.path,
                                              expected=p.sha256)
+                    if p.blake3 is not None and \
+                            digest_of(BLAKE3, p.data) != p.blake3:
+                        raise IntegrityError("content does not match the declared BLAKE3;"
+                                             " nothing was stored", path=p.target.path,
+                                             expected=p.blake3)
                     p.fd, _ = open_partial(sfd, part_name(p.target.path), len(p.data),
                                            truncate=True)
                     write_all(p.fd, p.data)
@@ -268,6 +277,8 @@ class GroupCommit:
                                 cache_forget(conn, p.old_st)    # issue 13, item 15
                             if p.sha256 is not None:
                                 cache_store(conn, os.fstat(p.fd), p.sha256)
+                            if p.blake3 is not None:
+                                cache_store(conn, os.fstat(p.fd), p.blake3, BLAKE3)
                 except (StorageError, OSError):
                     # The placed files are visible: they succeeded.  Their rows stay
                     # marked for storage.commit.settle / recover; the unplaced ones

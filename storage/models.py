@@ -57,6 +57,7 @@ class PartialInfo:
     offset: int
     sha256: str | None
     updated: float
+    blake3: str | None = None   # declared instead of sha256 (issue 17)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class CommitResult:
     path: str
     size: int
     sha256: str | None      # None when the upload declared no SHA-256 (nothing was hashed)
+    blake3: str | None = None   # the BLAKE3 it was verified against, when it declared one
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class SmallFile:
     """One whole small file to store at once (``Store.store_small_files``).
 
     ``path`` is as the client named it, relative to ``cwd``; ``data`` is the
-    whole content (its length is the size); ``sha256``, when given, must match.
+    whole content (its length is the size); ``sha256`` (or ``blake3``), when
+    given, must match.
     """
     path: str
     data: bytes
@@ -80,3 +83,4 @@ class SmallFile:
     cwd: str = "/"
     mtime: float | None = None     # applied before the file becomes visible
     mode: int | None = None        # (storage.metadata)
+    blake3: str | None = None      # declared instead of sha256 (issue 17)

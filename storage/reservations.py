@@ -39,17 +39,17 @@ class CommitMark:
 
 
 def upsert(conn: sqlite3.Connection, user: str, path: str, size: int, sha256: str | None,
-           reserved: int, now: float, resume: bool) -> None:
+           reserved: int, now: float, resume: bool, blake3: str | None = None) -> None:
     """The upload's row, new or replacing the old one (no commit mark); a resumed
-    upload keeps its creation time."""
+    upload keeps its creation time.  ``blake3``: declared instead of ``sha256``."""
     conn.execute(
-        "INSERT INTO uploads (user, path, size, sha256, reserved, created, updated)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user, path) DO UPDATE SET"
-        " size = excluded.size, sha256 = excluded.sha256,"
+        "INSERT INTO uploads (user, path, size, sha256, blake3, reserved, created, updated)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user, path) DO UPDATE SET"
+        " size = excluded.size, sha256 = excluded.sha256, blake3 = excluded.blake3,"
         " reserved = excluded.reserved, updated = excluded.updated,"
         " created = CASE WHEN ? THEN uploads.created ELSE excluded.created END,"
         " commit_dev = NULL, commit_ino = NULL, commit_old = NULL",
-        (user, path, size, sha256, reserved, now, now, resume))
+        (user, path, size, sha256, blake3, reserved, now, now, resume))
 
 
 def check_quota(conn: sqlite3.Connection, user: str, path: str, need: int) -> None:

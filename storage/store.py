@@ -23,6 +23,7 @@ from . import streams
 from .accounts import Accounts
 from .context import StoreContext
 from .db import Database
+from .digests import SHA256, supported
 from .errors import StorageError
 from .hashing import cached_fd, fd_sha256
 from .logins import USER, LoginLedger
@@ -55,7 +56,13 @@ class Store:
     Limits against one user's hoarding (issue 13, docs/SECURITY.md):
     ``max_partials`` unfinished uploads per user (``TooManyPartials`` past it) and
     ``folder_cost`` bytes of quota per folder (0 makes folders free again).
+
+    ``digests``: what uploads may be verified with and the hash cache keeps --
+    SHA-256, and BLAKE3 where the package is installed (the daemon offers BLAKE3
+    at ``hello`` only from a store that lists it; issue 17).
     """
+
+    digests: tuple[str, ...] = supported()
 
     def __init__(self, root: str | os.PathLike[str], *, scrypt_n: int = 2**14, scrypt_r: int = 8,
                  scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
@@ -224,17 +231,19 @@ class Store:
         keeps changing while it is read.  The caller closes ``fd``."""
         return self._tree.open_hashed(user, path, cwd)
 
-    def cached_hash_fd(self, fd: int) -> tuple[str, int] | None:
-        """``(sha256, size)`` of the file open as ``fd`` if the cache knows it, else None.
-        Fast (one ``fstat``, one indexed read): the loop may ask it.  By the
-        descriptor, never by a path another session may have replaced (item 12)."""
-        return cached_fd(self._ctx.db, fd)
+    def cached_hash_fd(self, fd: int, algo: str = SHA256) -> tuple[str, int] | None:
+        """``(sha256, size)`` of the file open as ``fd`` if the cache knows it, else None
+        (the BLAKE3 with ``algo="blake3"``).  Fast (one ``fstat``, one indexed read):
+        the loop may ask it.  By the descriptor, never by a path another session may
+        have replaced (item 12)."""
+        return cached_fd(self._ctx.db, fd, algo)
 
-    def hash_fd(self, fd: int) -> tuple[str, int]:
-        """``(sha256, size)`` of the file open as ``fd`` (cached, or read through ``fd``).
-        SLOW on a cache miss: a worker's job; the caller keeps ``fd`` open meanwhile.
-        ``StorageIOError`` if the file keeps changing while it is read."""
-        size, digest = fd_sha256(self._ctx.db, fd)
+    def hash_fd(self, fd: int, algo: str = SHA256) -> tuple[str, int]:
+        """``(sha256, size)`` of the file open as ``fd`` (cached, or read through ``fd``;
+        the BLAKE3 with ``algo="blake3"``).  SLOW on a cache miss: a worker's job; the
+        caller keeps ``fd`` open meanwhile.  ``StorageIOError`` if the file keeps
+        changing while it is read."""
+        size, digest = fd_sha256(self._ctx.db, fd, algo=algo)
         return digest, size
 
     def cached_hash(self, user: str, path: str, cwd: str = "/") -> tuple[str, int] | None:
@@ -242,12 +251,15 @@ class Store:
 
     # ----- resumable uploads
     def begin_upload(self, user: str, path: str, size: int, sha256: str | None, *,
-                     cwd: str = "/", overwrite: bool = False) -> Upload:
+                     cwd: str = "/", overwrite: bool = False,
+                     blake3: str | None = None) -> Upload:
         """Start or resume the upload of ``size`` bytes to ``path``; see :mod:`storage.uploads`.
+        ``blake3`` declares a BLAKE3 instead of ``sha256`` (one of the two at most).
 
-        ``ValueError`` for a negative size or a malformed sha256 (64 hex digits).
+        ``ValueError`` for a negative size or a malformed digest (64 hex digits).
         """
-        return self._uploads.begin(user, path, size, sha256, cwd=cwd, overwrite=overwrite)
+        return self._uploads.begin(user, path, size, sha256, cwd=cwd, overwrite=overwrite,
+                                   blake3=blake3)
 
     def begin_stream(self, user: str, path: str, *, cwd: str = "/", overwrite: bool = False,
                      size_hint: int | None = None) -> Upload:

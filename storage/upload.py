@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from .confine import map_oserror
+from .digests import BLAKE3, HEX_RE, SHA256
 from .errors import NoSpace, OffsetMismatch, StorageIOError
 from .hashing import PrefixHasher
 from .models import CommitResult
@@ -28,8 +28,6 @@ from .partials import write_all
 from .placement import Target
 
 __all__ = ["Upload", "UploadOwner"]
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class UploadOwner(Protocol):
@@ -46,8 +44,10 @@ class Upload:
     """Writer of the partial for ``(user, path)``; see :meth:`Store.begin_upload`.
 
     Attributes: ``user``, ``path`` (normalised target), ``size`` and ``sha256``
-    (as declared), ``offset`` (bytes held), ``restarted`` (an older partial with
-    a different declaration was discarded), ``overwrite``.
+    or ``blake3`` (as declared, at most one), ``offset`` (bytes held),
+    ``restarted`` (an older partial with a different declaration was
+    discarded), ``overwrite``.  ``hasher`` runs the digest to verify (its
+    ``algo`` is the one declared, or expected at commit).
 
     Owns one open descriptor of its partial and the running hash.  Methods and
     fields with one underscore (``_fd``, ``_target``, ``_resync``, ``_close``,
@@ -55,11 +55,12 @@ class Upload:
     """
 
     def __init__(self, owner: UploadOwner, target: Target, *, size: int, sha256: str | None,
-                 fd: int, offset: int, restarted: bool) -> None:
+                 fd: int, offset: int, restarted: bool, blake3: str | None = None) -> None:
         self.user = target.user
         self.path = target.path
         self.size = size
         self.sha256 = sha256
+        self.blake3 = blake3
         self.overwrite = target.overwrite
         self.offset = offset
         self.restarted = restarted
@@ -68,7 +69,8 @@ class Upload:
         self._fd = fd
         self._state = "active"  # -> released | committed | discarded | closed
         self._lock = threading.Lock()
-        self.hasher = PrefixHasher() if sha256 is not None else None
+        self.hasher = (PrefixHasher(SHA256) if sha256 is not None else
+                       PrefixHasher(BLAKE3) if blake3 is not None else None)
         #: applied at commit, before the file becomes visible (storage.metadata)
         self.mtime: float | None = None
         self.mode: int | None = None
@@ -136,10 +138,18 @@ class Upload:
             raise map_oserror(exc, self.path)
         self.offset = length
 
-    def expect_hash_later(self) -> None:
-        """The SHA-256 will be named at ``commit``: hash behind the writer from now on."""
+    def expect_hash_later(self, algo: str = SHA256) -> None:
+        """The ``algo`` digest will be named at ``commit``: hash behind the writer from now
+        on.  ``ValueError`` if the upload already runs another digest."""
         if self.hasher is None:
-            self.hasher = PrefixHasher()
+            self.hasher = PrefixHasher(algo)
+        elif self.hasher.algo != algo:
+            raise ValueError(f"this upload is verified with {self.hasher.algo}, not {algo}")
+
+    def declared(self) -> str | None:
+        """The digest to verify against (of ``hasher.algo``), if one is declared."""
+        return self.blake3 if self.hasher is not None and self.hasher.algo == BLAKE3 \
+            else self.sha256
 
     def catch_up(self) -> int:
         """``hash_behind`` then ``flush``: both for what is written so far."""
@@ -174,12 +184,12 @@ class Upload:
             os.close(fd)
         return end
 
-    def commit(self, sha256: str | None = None) -> CommitResult:
+    def commit(self, sha256: str | None = None, *, blake3: str | None = None) -> CommitResult:
         """Verify, make durable and move into place.  SLOW: call from a worker thread.
 
-        ``sha256`` names the expected hash now, for an upload that declared none
-        at ``begin`` (``ValueError`` if it declared a different one, or if it is
-        not 64 lowercase hex digits).
+        ``sha256`` (or ``blake3``) names the expected hash now, for an upload that
+        declared none at ``begin`` (``ValueError`` if it declared a different one,
+        or runs the other digest, or if it is not 64 lowercase hex digits).
 
         ``IntegrityError`` if incomplete (partial kept, the upload stays active:
         its writer may go on) or the SHA-256 differs (partial discarded).  On
@@ -191,11 +201,13 @@ class Upload:
         """
         with self._lock:
             self._check_active()
-            if sha256 is not None:
-                if not _SHA256.fullmatch(sha256) or self.sha256 not in (None, sha256):
-                    raise ValueError("commit: a malformed or second, different SHA-256")
-                self.sha256 = sha256
-                self.expect_hash_later()
+            for algo, value in ((SHA256, sha256), (BLAKE3, blake3)):
+                if value is None:
+                    continue
+                if not HEX_RE.fullmatch(value) or getattr(self, algo) not in (None, value):
+                    raise ValueError(f"commit: a malformed or second, different {algo}")
+                self.expect_hash_later(algo)
+                setattr(self, algo, value)
             return self._owner.commit(self)
 
     def release(self) -> None:

@@ -22,6 +22,7 @@ from . import commit as commit_step
 from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
+from .digests import BLAKE3, check_digest
 from .errors import IntegrityError, NoSuchUser, NotFound, StorageError, TooManyPartials, UploadBusy
 from .group import GroupCommit
 from .models import CommitResult, PartialInfo, SmallFile
@@ -57,9 +58,12 @@ class UploadManager:
 
     # ----- begin
     def begin(self, user: str, path: str, size: int, sha256: str | None, *, cwd: str = "/",
-              overwrite: bool = False) -> Upload:
+              overwrite: bool = False, blake3: str | None = None) -> Upload:
         target = Target.locate(user, path, cwd, overwrite)
         sha256 = check_declaration(size, sha256)
+        blake3 = check_digest(blake3, BLAKE3)
+        if sha256 is not None and blake3 is not None:
+            raise ValueError("declare one digest, sha256 or blake3")
         shown = target.path
         with self.ctx.user_lock(user):
             with user_parent(self.ctx, user, target.parts) as pfd:
@@ -68,14 +72,15 @@ class UploadManager:
             if not self.registry.try_claim(user, shown, PENDING):
                 raise UploadBusy("an upload to this path is in progress", path=shown)
             try:
-                upload = self._begin_claimed(target, size, sha256)
+                upload = self._begin_claimed(target, size, sha256, blake3)
             except BaseException:
                 self.registry.drop(user, shown, PENDING)
                 raise
             self.registry.claim(user, shown, upload)
             return upload
 
-    def _begin_claimed(self, target: Target, size: int, sha256: str | None) -> Upload:
+    def _begin_claimed(self, target: Target, size: int, sha256: str | None,
+                       blake3: str | None = None) -> Upload:
         """``begin`` once the target is claimed (user lock held)."""
         user, shown = target.user, target.path
         # The whole declared size, also for an overwrite (issue 13, item 3): the
@@ -93,7 +98,8 @@ class UploadManager:
             self._check_partial_count(user)
         # Pre-check before discarding anything: a refused begin keeps the old partial.
         check_quota(db.conn(), user, shown, need)
-        resume = row is not None and row["size"] == size and row["sha256"] == sha256
+        resume = row is not None and (row["size"], row["sha256"], row["blake3"]) == (
+            size, sha256, blake3)
         now = self.ctx.clock()
         with self.ctx.staging(user, create=True) as sfd:
             pname = part_name(shown)
@@ -103,7 +109,7 @@ class UploadManager:
                     faults.crash_point("begin.after_unlink")
                 with db.write() as conn:
                     check_quota(conn, user, shown, need)
-                    upsert(conn, user, shown, size, sha256, need, now, resume)
+                    upsert(conn, user, shown, size, sha256, need, now, resume, blake3)
             except OSError as exc:
                 raise map_oserror(exc, shown)
             faults.crash_point("begin.after_row")
@@ -114,7 +120,7 @@ class UploadManager:
                     self._forget_quietly(user, shown)
                 raise map_oserror(exc, shown)
         return Upload(self, target, size=size, sha256=sha256, fd=fd, offset=length,
-                      restarted=row is not None and not resume)
+                      restarted=row is not None and not resume, blake3=blake3)
 
     # ----- ending a writer (the caller holds upload._lock)
     def release(self, upload: Upload) -> None:
@@ -208,7 +214,7 @@ class UploadManager:
                 updated = max(row["updated"], st.st_mtime if st is not None else 0.0)
                 result.append(PartialInfo(path=row["path"], size=row["size"],
                                           offset=min(held, row["size"]), sha256=row["sha256"],
-                                          updated=updated))
+                                          updated=updated, blake3=row["blake3"]))
         return result
 
     def abort(self, user: str, path: str, cwd: str = "/") -> str:

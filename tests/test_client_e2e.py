@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from blake3 import blake3
 
 from client import Cancelled, Client, IntegrityError
 from client.cli import main
@@ -35,6 +36,15 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def b3(data: bytes) -> str:
+    return blake3(data).hexdigest()
+
+
+#: The library tests check SHA-256 digests: their client offers only SHA-256 at hello
+#: (ftpc and the default client negotiate BLAKE3 with this daemon; issue 17).
+SHA256_ONLY = ("sha256",)
+
+
 @dataclass
 class User:
     daemon: Any
@@ -46,7 +56,7 @@ class User:
                 "FTPC_USER": self.name, "FTPC_PASSWORD": self.password, **extra}
 
     def client(self) -> Client:
-        c = Client(self.daemon.host, self.daemon.port, timeout=10)
+        c = Client(self.daemon.host, self.daemon.port, timeout=10, digests=SHA256_ONLY)
         c.connect()
         c.login(self.name, self.password, want_token=True)
         return c
@@ -271,7 +281,7 @@ def test_library_resumes_after_daemon_crash(server, tmp_path):
         if len(starts) == 1 and done >= 4 * MiB:
             server.restart()                        # SIGKILL, then start on the same port
 
-    c = Client(server.host, server.port, timeout=10)
+    c = Client(server.host, server.port, timeout=10, digests=SHA256_ONLY)
     c.retry_backoff = 0.05
     c.connect()
     c.login("crash", "correct horse", want_token=True)
@@ -292,7 +302,7 @@ def test_cli_round_trip(user, tmp_path):
         src.write_bytes(data)
         up = ftpc(user, "--json", "put", str(src))
         assert up.returncode == 0, up.stderr
-        assert json.loads(up.stdout)["sha256"] == sha(data)
+        assert json.loads(up.stdout)["blake3"] == b3(data)        # ftpc negotiates BLAKE3
         dst = tmp_path / f"d{size}"
         down = ftpc(user, "get", src.name, str(dst))
         assert down.returncode == 0, down.stderr
@@ -524,6 +534,6 @@ def test_put_waits_out_a_brief_upload_busy(server, tmp_path):
     assert isinstance(holder.call(m.Put(id=1, path="f", size=len(data), defer_sha256=True)),
                       m.PutReady)
     threading.Timer(0.3, holder.close).start()       # the old connection goes away soon
-    with Client(server.host, server.port) as c:
+    with Client(server.host, server.port, digests=SHA256_ONLY) as c:
         c.login("busy", "correct horse")
         assert c.put(src).sha256 == sha(data)

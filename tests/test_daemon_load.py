@@ -31,7 +31,7 @@ def _client_round_trip(host: str, port: int, index: int, folder: Path) -> bool:
     data = os.urandom(32 * 1024 + index * 97)
     source = folder / f"up-{index}.bin"
     source.write_bytes(data)
-    with Client(host, port, timeout=60) as client:
+    with Client(host, port, timeout=60, digests=("sha256",)) as client:   # checks SHA-256
         client.login(f"u{index % 20}", PASSWORD)
         put = client.put(source, f"file-{index}.bin")
         got = client.get(f"file-{index}.bin", folder / f"down-{index}.bin")

@@ -325,7 +325,7 @@ def test_token_of_deleted_user_is_refused(store):
 def test_database_is_in_wal_mode_with_schema_version(store, tmp_path):
     with sqlite3.connect(tmp_path / "root" / "users.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_database_from_a_newer_version_is_refused(tmp_path):

@@ -74,6 +74,9 @@ class ObjectStore:
 
     #: The daemon keeps every call of this store off the reactor thread.
     remote = True
+    #: Uploads are verified, and digests kept, with SHA-256 only: the daemon never
+    #: offers BLAKE3 at ``hello`` from this store (issue 17).
+    digests: tuple[str, ...] = ("sha256",)
 
     def __init__(self, metadata_url: str, blob_url: str, *, scrypt_n: int = 2**14,
                  scrypt_r: int = 8, scrypt_p: int = 1, partial_ttl: float = 7 * 86400,
