@@ -47,10 +47,10 @@ def tls_options(cafile: Path | None) -> dict[str, Any]:
 
 def ours(port: int, user: str | None = USER, password: str | None = PASSWORD, *,
          token: str | None = None, want_token: bool = False, timeout: float = 120.0,
-         cafile: Path | None = None) -> Client:
+         cafile: Path | None = None, digests: tuple[str, ...] | None = None) -> Client:
     """A connected ``client.Client``, logged in unless ``user`` and ``token`` are None;
-    over TLS trusting ``cafile`` when one is given."""
-    c = Client(HOST, port, timeout=timeout, **tls_options(cafile))
+    over TLS trusting ``cafile`` when one is given; offering ``digests`` at hello."""
+    c = Client(HOST, port, timeout=timeout, digests=digests, **tls_options(cafile))
     c.connect()
     try:
         if token is not None:

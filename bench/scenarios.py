@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client import Client, FtpError
+from client import FAST_DIGESTS, Client, FtpError
 
 from . import clients
 from .common import (
@@ -66,6 +66,8 @@ SFTP, SCP = "sftp", "scp"
 OURS_TOKEN = "ours-token"
 #: Ours with ``--workers 2`` (issue 16), against ours with the default (one process).
 OURS_W2 = "ours-w2"
+#: Ours verifying with SHA-256 (the client's default) where "ours" negotiates BLAKE3.
+OURS_SHA256 = "ours-sha256"
 #: pyftpdlib's FTPServer.max_cons default: sockets, data connections and passive
 #: listeners included.
 PYFTPD_DEFAULT_MAX_CONS = 512
@@ -451,8 +453,9 @@ class BulkDownload(_Bulk):
 
 class VerifiedRoundTrip(_Bulk):
     name = "verified"
-    title = ("upload, then download into a file: ours verifies (BLAKE3 as negotiated, else "
-             "SHA-256), baselines do not")
+    title = ("upload, then download into a file: ours verifies with BLAKE3 (negotiated; "
+             "ours-sha256 with SHA-256, the client's default), baselines do not")
+    contestants = (OURS, OURS_SHA256, PYFTPD, RAW)
 
     def size_text(self, s: Sizes) -> str:
         return f"{_size(s.bulk)} up + down"
@@ -462,11 +465,13 @@ class VerifiedRoundTrip(_Bulk):
         size = src.stat().st_size
         local = ctx.ws.fresh(f"dl-{who}") / "roundtrip.bin"
         try:
-            if who == OURS:
-                # ftpc's default: put verify=True, then get verify=True into a file.
+            if who in (OURS, OURS_SHA256):
+                # put verify=True, then get verify=True into a file (ftpc's defaults),
+                # with BLAKE3 offered (ftpc --digest blake3) or SHA-256 alone.
                 phases = Phases()
-                with ours_server(ctx, self.name) as srv, session(srv.port) as c, \
-                        Meter(srv.pid) as m:
+                digests = FAST_DIGESTS if who == OURS else ("sha256",)
+                with ours_server(ctx, self.name) as srv, \
+                        session(srv.port, digests=digests) as c, Meter(srv.pid) as m:
                     c.put(src, "roundtrip.bin", verify=True, progress=phases)
                     up = m.elapsed()
                     put = phases.split(m)
@@ -497,7 +502,7 @@ class VerifiedRoundTrip(_Bulk):
         finally:
             remove_tree(local.parent)
         split = {}
-        if who == OURS:
+        if who in (OURS, OURS_SHA256):
             split = {"put_before_first_byte_s": put["first_byte_s"],
                      "put_sending_s": put["last_byte_s"] - put["first_byte_s"],
                      "put_after_last_byte_s": up - put["last_byte_s"],

@@ -6,6 +6,7 @@ Only ``protocol`` is imported from the rest of the project.
 """
 
 from .client import Client
+from .connection import FAST as FAST_DIGESTS
 from .errors import (
     AuthError,
     Cancelled,
@@ -37,7 +38,8 @@ from .results import (
 from .tree import get_tree, put_tree
 
 __all__ = [
-    "AuthError", "Cancelled", "Client", "ConnectionLost", "Entry", "FtpError", "GetResult",
+    "FAST_DIGESTS", "AuthError", "Cancelled", "Client", "ConnectionLost", "Entry", "FtpError",
+    "GetResult",
     "HashResult", "IntegrityError", "Listing", "MoveResult", "NotFoundError", "PathError",
     "PutResult", "QuotaError", "QuotaInfo", "RegistrationError", "RequestError",
     "ServerAuthError", "ServerError", "Session", "StatResult", "TransferError", "UploadInfo",

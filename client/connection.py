@@ -53,9 +53,15 @@ CLIENT_MAX_DATA = DEFAULT_MAX_DATA
 #: Never send DATA frames bigger than this, whatever the greeting allows.
 SEND_FRAME_CAP = 64 * 1024 * 1024
 CLIENT_NAME = "ftpc/0.1.0"
-#: The digests offered at hello, preferred first: BLAKE3 (where the package is
-#: installed) and SHA-256 (issue 17; protocol.digests).
+#: The digests this client can verify with, preferred first: BLAKE3 (where the
+#: package is installed) and SHA-256 (issue 17; protocol.digests).
 OFFERED = supported()
+#: What hello offers unless asked otherwise: SHA-256 alone, so that every digest a
+#: client reports (``PutResult.sha256``, ``ftpc --json``) stays the ``sha256sum``
+#: of the file.  ``Client(digests=FAST)`` / ``ftpc --digest blake3`` offer BLAKE3 too.
+DEFAULT_DIGESTS: tuple[str, ...] = (SHA256,)
+#: BLAKE3 first where installed, SHA-256 as the fallback the server may choose.
+FAST: tuple[str, ...] = OFFERED
 #: Under TLS, file bytes go through Python: read into this one buffer, send, repeat.
 TLS_FILE_CHUNK = 256 * 1024
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
@@ -71,7 +77,7 @@ class Connection:
     """
 
     def __init__(self, sock: socket.socket, greeting: Greeting | None = None,
-                 digests: tuple[str, ...] = OFFERED) -> None:
+                 digests: tuple[str, ...] = DEFAULT_DIGESTS) -> None:
         self.sock = sock
         self.greeting = greeting
         self.offered = digests                    # hello's digests (protocol.digests)
@@ -99,7 +105,7 @@ class Connection:
     @classmethod
     def open(cls, host: str, port: int, timeout: float | None,
              tls: trusting.TrustOptions | None = None,
-             digests: tuple[str, ...] = OFFERED) -> Connection:
+             digests: tuple[str, ...] = DEFAULT_DIGESTS) -> Connection:
         """Connect, authenticate the server (with ``tls``; None: plain text), read
         the greeting and queue ``hello`` (which offers ``digests``)."""
 
@@ -413,7 +419,7 @@ class Connection:
 
 
 @functools.lru_cache(maxsize=4)
-def _hello_frame(request_id: int, digests: tuple[str, ...] = OFFERED) -> bytes:
+def _hello_frame(request_id: int, digests: tuple[str, ...] = DEFAULT_DIGESTS) -> bytes:
     """The same for every connection (its id is always 1): encoded once."""
     return encode(Hello(id=request_id, protocol=PROTOCOL_VERSION, client=CLIENT_NAME,
                         max_data=CLIENT_MAX_DATA, digests=digests))

@@ -1,4 +1,4 @@
-"""The client with BLAKE3 negotiated (issue 17): its default against this daemon.
+"""The client with BLAKE3 negotiated (issue 17): asked for with ``FAST_DIGESTS``.
 
 Round trips verified with BLAKE3 (through the pipelined download hash, too),
 a download whose bytes do not match the announced BLAKE3 refused, and
@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from client import IntegrityError
+from client import FAST_DIGESTS, IntegrityError
 from client import transfer as transfer_module
 from client.client import Client
 from tests import test_client_e2e as e2e
@@ -33,8 +33,8 @@ def private_home(tmp_path, monkeypatch):
 
 
 def default_client(user) -> Client:
-    """A client as ftpc makes it: it offers BLAKE3 and SHA-256."""
-    c = Client(user.daemon.host, user.daemon.port, timeout=10)
+    """A client that offers BLAKE3 and SHA-256 (as ``ftpc --digest blake3`` makes it)."""
+    c = Client(user.daemon.host, user.daemon.port, timeout=10, digests=FAST_DIGESTS)
     c.connect()
     c.login(user.name, user.password)
     return c
@@ -96,3 +96,38 @@ def test_ftpc_hash_blake3_prints_what_b3sum_prints(monkeypatch, capsys, user, tm
     assert out == f"{b3(data)}  /h.bin\n"
     status, out, _ = run_main(monkeypatch, capsys, user, "hash", "h.bin")
     assert out == f"{sha(data)}  /h.bin\n"                 # as sha256sum, by default
+
+
+def test_a_default_client_verifies_with_sha256_and_reports_it(user, tmp_path):
+    data = os.urandom(5000)
+    (tmp_path / "src").write_bytes(data)
+    with Client(user.daemon.host, user.daemon.port, timeout=10) as c:
+        c.login(user.name, user.password)
+        assert c._require().digest() == "sha256"
+        put = c.put(tmp_path / "src", "plain.bin")
+        assert (put.sha256, put.blake3) == (sha(data), None)
+        got = c.get("plain.bin", tmp_path / "dst")
+        assert (got.sha256, got.blake3) == (sha(data), None)
+
+
+def test_ftpc_digest_blake3_verifies_with_blake3_and_reports_it(monkeypatch, capsys, user,
+                                                                tmp_path):
+    import json
+
+    data = os.urandom(70_000)
+    (tmp_path / "d.bin").write_bytes(data)
+    status, out, err = run_main(monkeypatch, capsys, user, "--json", "--digest", "blake3",
+                                "put", str(tmp_path / "d.bin"))
+    assert status == 0, err
+    assert json.loads(out)["blake3"] == b3(data)
+    monkeypatch.setenv("FTPC_DIGEST", "blake3")
+    status, out, err = run_main(monkeypatch, capsys, user, "--json", "get", "d.bin",
+                                str(tmp_path / "back.bin"))
+    assert status == 0, err
+    assert json.loads(out)["blake3"] == b3(data)
+
+
+def test_ftpc_refuses_an_unknown_digest_in_the_environment(monkeypatch, capsys, user):
+    monkeypatch.setenv("FTPC_DIGEST", "md5")
+    status, _, err = run_main(monkeypatch, capsys, user, "ls")
+    assert status == 2 and "FTPC_DIGEST" in err
