@@ -18,6 +18,7 @@ import pytest
 
 import protocol.messages as m
 from protocol import encode, encode_control, encode_data
+from tests.test_hostile_support import wait_until
 from tests.wire import Wire
 
 USER, PASSWORD = "conf", "pw-conf"
@@ -240,8 +241,16 @@ def test_data_sent_before_put_ready_ends_with_the_fatal_error_alone(daemon):
                    encode_data(b"!"))
         frames = rest(w)
     assert [(f.type, f.id, f.code) for f in frames] == [("error", None, "BAD_STATE")]
-    with session(daemon) as w:                  # its slot and partial were let go
-        assert isinstance(w.put("ten", b"0123456789"), m.PutDone)
+    # Its slot and partial are let go: once the begin that was under way when the
+    # connection ended comes back from its worker (UPLOAD_BUSY until then), never later.
+    replies: list[Any] = []
+
+    def stored() -> bool:
+        with session(daemon) as w:
+            replies.append(w.put("ten", b"0123456789"))
+        return isinstance(replies[-1], m.PutDone)
+    assert wait_until(stored, 10.0), replies
+    assert all(r.code == "UPLOAD_BUSY" for r in replies[:-1]), replies
 
 
 # ---------------------------------------------------------------- 7. EOF inside a frame
