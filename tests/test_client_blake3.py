@@ -18,18 +18,11 @@ from client.client import Client
 from tests import test_client_e2e as e2e
 from tests.test_client_e2e import MiB, b3, run_main, sha
 
+# ftpc keeps its session token under HOME: a fresh one per test (autouse fixture).
+from tests.test_client_everyday import private_home  # noqa: F401
+
 daemon = e2e.daemon         # the fixtures: a daemon for this module, a user on it
 user = e2e.user
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path, monkeypatch):
-    """ftpc keeps its session token under HOME: a fresh one per test."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "NETRC", "FTPC_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def default_client(user) -> Client:
