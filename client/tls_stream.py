@@ -24,16 +24,19 @@ import socket
 import ssl
 from typing import Any
 
-#: Ciphertext read from the socket at once (a DATA buffer's worth of records).
+#: Ciphertext read from the socket at once while a DATA buffer is being filled...
 RAW_RECV = 1 << 20
+#: ... and while only control messages are read: a connection that never moves a file
+#: (a script with many of them open) holds 64 KiB, not 1 MiB.
+RAW_RECV_CONTROL = 64 << 10
 
-__all__ = ["RAW_RECV", "TLSStream"]
+__all__ = ["RAW_RECV", "RAW_RECV_CONTROL", "TLSStream"]
 
 
 class TLSStream:
     """The subset of the socket interface ``client.connection`` uses, encrypted."""
 
-    __slots__ = ("raw", "obj", "context", "_in", "_out", "_rbuf", "_eof")
+    __slots__ = ("raw", "obj", "context", "_in", "_out", "_small", "_big", "_eof")
 
     def __init__(self, raw: socket.socket, context: ssl.SSLContext, server_hostname: str,
                  session: ssl.SSLSession | None = None) -> None:
@@ -43,7 +46,8 @@ class TLSStream:
         self._out = ssl.MemoryBIO()
         self.obj = context.wrap_bio(self._in, self._out, server_hostname=server_hostname,
                                     session=session)
-        self._rbuf: memoryview | None = None     # made on the first read after the handshake
+        self._small: memoryview | None = None    # receive buffers, made when first needed
+        self._big: memoryview | None = None
         self._eof = False                        # the socket said EOF
 
     # ------------------------------------------------------------ handshake
@@ -76,13 +80,21 @@ class TLSStream:
         limit = nbytes or len(view)
         filled = self._decrypt(view, limit)
         while filled == 0 and not self._eof:
-            rbuf = self._rbuf
-            if rbuf is None:
-                rbuf = self._rbuf = memoryview(bytearray(RAW_RECV))
+            rbuf = self._buffer(limit)
             n = self.raw.recv_into(rbuf)
             self.feed(rbuf[:n])
             filled = self._decrypt(view, limit)
         return filled
+
+    def _buffer(self, limit: int) -> memoryview:
+        """The big buffer for a read that can take more than the small one holds."""
+        if limit > RAW_RECV_CONTROL:
+            if self._big is None:
+                self._big = memoryview(bytearray(RAW_RECV))
+            return self._big
+        if self._small is None:
+            self._small = memoryview(bytearray(RAW_RECV_CONTROL))
+        return self._small
 
     def _decrypt(self, view: Any, limit: int) -> int:
         obj, filled = self.obj, 0

@@ -206,3 +206,12 @@ def test_sendall_hands_the_kernel_one_piece_for_many_records(server_ctx, client_
     server.thread.join(10)
     assert server.received == b"z" * (256 * 1024)
     stream.close()
+
+
+def test_control_sized_reads_never_make_the_one_mib_buffer(server_ctx, client_ctx):
+    server = Server(server_ctx, send_records(b"c" * 300))
+    stream = server.connect(client_ctx)
+    assert stream.recv_into(memoryview(bytearray(16 * 1024))) == 300
+    assert stream._big is None and len(stream._small) == 64 * 1024
+    server.done.set()
+    stream.close()
