@@ -63,6 +63,20 @@ def ours(port: int, user: str | None = USER, password: str | None = PASSWORD, *,
     return c
 
 
+def ours_tls_reconnect(port: int, cafile: str, token: str) -> bool:
+    """Connect + token login + quit over TLS; True if the handshake resumed a session."""
+    c = Client(HOST, port, timeout=30, tls=True, cacert=cafile)
+    try:
+        c.connect()
+        sock = getattr(getattr(c, "_conn", None), "sock", None)
+        reused = bool(getattr(sock, "session_reused", False))
+        c.login(token=token)
+        c.quit()
+        return reused
+    finally:
+        c.close()
+
+
 def ours_token(port: int, cafile: Path | None = None) -> str:
     """A session token for USER (one password login; over TLS with ``cafile``)."""
     c = ours(port, want_token=True, cafile=cafile)

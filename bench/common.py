@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,11 +209,14 @@ class Meter:
                 "client_cpu_s": self.client_cpu, **more}
 
 
-def settled_rss(pid: int, samples: int = 5, interval: float = 0.1) -> int:
-    """The smallest of a few RSS readings: a quiet process's resident size."""
+def settled_rss(pid: int, samples: int = 5, interval: float = 0.1,
+                read: Callable[[int], int] | None = None) -> int:
+    """The smallest of a few RSS readings: a quiet process's resident size (``read``:
+    another reading, such as ``tree_rss`` for a supervisor and its workers)."""
+    read = read or rss
     values = []
     for _ in range(samples):
-        values.append(rss(pid))
+        values.append(read(pid))
         time.sleep(interval)
     return min(values)
 

@@ -18,26 +18,10 @@ import json
 import sys
 import time
 
-from client import Client
+from bench.clients import ours_tls_reconnect
 
-HOST = "127.0.0.1"
 #: No loop runs longer than this, whatever --cycles says.
 DEADLINE_S = 300.0
-
-
-def _cycle(port: int, cafile: str, token: str) -> bool:
-    """Connect, log in with the token, quit; True if the handshake resumed."""
-    c = Client(HOST, port, timeout=30, tls=True, cacert=cafile)
-    try:
-        c.connect()
-        conn = getattr(c, "_conn", None)
-        sock = getattr(conn, "sock", None)
-        reused = bool(getattr(sock, "session_reused", False))
-        c.login(token=token)
-        c.quit()
-        return reused
-    finally:
-        c.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, required=True)
     args = parser.parse_args(argv)
 
-    _cycle(args.port, args.cafile, args.token)          # warm-up: imports, a ticket
+    ours_tls_reconnect(args.port, args.cafile, args.token)          # warm-up: imports, a ticket
     print("ready", flush=True)
     if not sys.stdin.readline():
         return 1
@@ -56,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     reused = done = 0
     cpu0, start = time.process_time(), time.perf_counter()
     while done < args.cycles and time.monotonic() < end:
-        reused += _cycle(args.port, args.cafile, args.token)
+        reused += ours_tls_reconnect(args.port, args.cafile, args.token)
         done += 1
     seconds = time.perf_counter() - start
     print(json.dumps({"cycles": done, "seconds": seconds, "cpu_s": time.process_time() - cpu0,

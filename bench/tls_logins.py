@@ -28,7 +28,7 @@ import time
 from client import Client
 
 from . import clients
-from .common import REGISTRY, REPO, Deadline, KiB, Meter, MiB, timed, tree_rss
+from .common import REGISTRY, REPO, Deadline, KiB, Meter, MiB, settled_rss, timed, tree_rss
 from .scenarios import (
     IDLE_SETTINGS,
     OURS,
@@ -51,20 +51,6 @@ from .servers import HOST, USER
 OURS_PLAIN = "ours-plaintext"
 
 
-def _tls_cycle(port: int, cafile: str, token: str) -> bool:
-    """Connect + token login + quit over TLS; True if the handshake resumed."""
-    c = Client(HOST, port, timeout=30, tls=True, cacert=cafile)
-    try:
-        c.connect()
-        sock = getattr(getattr(c, "_conn", None), "sock", None)
-        reused = bool(getattr(sock, "session_reused", False))
-        c.login(token=token)
-        c.quit()
-        return reused
-    finally:
-        c.close()
-
-
 class TlsReconnect(Scenario):
     name = "tls-reconnect"
     title = "sequential reconnect over TLS: ours token + resumed session, pyftpdlib FTPS login"
@@ -81,12 +67,12 @@ class TlsReconnect(Scenario):
         if who == OURS:
             with ours_server(ctx, self.name, tls=True) as srv:
                 token = clients.ours_token(srv.port, cafile=cafile)
-                _tls_cycle(srv.port, str(cafile), token)     # a ticket, as a reconnect has
+                clients.ours_tls_reconnect(srv.port, str(cafile), token)  # a ticket first
                 resumed = 0
                 with Meter(srv.pid) as m:
                     for _ in range(cycles):
                         deadline.check("TLS token logins")
-                        resumed += _tls_cycle(srv.port, str(cafile), token)
+                        resumed += clients.ours_tls_reconnect(srv.port, str(cafile), token)
             extra = {"resumed": resumed}
         else:
             with pyftpd_server(ctx, self.name, tls=True) as srv, Meter(srv.pid) as m:
@@ -183,12 +169,12 @@ class TlsIdle(Scenario):
             clients.close_all(clients.open_idle_ours(srv.port, token, warm, deadline,
                                                      cafile=cafile))
             time.sleep(pause)                   # let the warm-up connections close
-            before = _settled_tree_rss(srv.pid, samples)
+            before = settled_rss(srv.pid, samples, read=tree_rss)
             with timed() as t:
                 socks = clients.open_idle_ours(srv.port, token, n, deadline, cafile=cafile)
             try:
                 time.sleep(2 * pause)
-                after = _settled_tree_rss(srv.pid, samples)
+                after = settled_rss(srv.pid, samples, read=tree_rss)
                 probe = _probe_tls(srv.port, token, str(cafile))
             finally:
                 clients.close_all(socks)  # type: ignore[arg-type]
@@ -202,14 +188,6 @@ class TlsIdle(Scenario):
                 Target(f"ours-w2 <= {self.limit_kib:g} KiB/conn", w2, self.limit_kib, False),
                 Target("unchanged: ours-w2 / ours <= 1.25",
                        w2 / w1 if w1 and w2 else None, 1.25, False)]
-
-
-def _settled_tree_rss(pid: int, samples: int = 5, interval: float = 0.1) -> int:
-    values = []
-    for _ in range(samples):
-        values.append(tree_rss(pid))
-        time.sleep(interval)
-    return min(values)
 
 
 def _probe_tls(port: int, token: str, cafile: str) -> float:
