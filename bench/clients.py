@@ -51,12 +51,14 @@ def ours(port: int, user: str | None = USER, password: str | None = PASSWORD, *,
     """A connected ``client.Client``, logged in unless ``user`` and ``token`` are None;
     over TLS trusting ``cafile`` when one is given; offering ``digests`` at hello."""
     c = Client(HOST, port, timeout=timeout, digests=digests, **tls_options(cafile))
-    c.connect()
     try:
+        # hello and login in one round trip with the connect (Client.connect_login)
         if token is not None:
-            c.login(token=token)
+            c.connect_login(token=token)
         elif user is not None:
-            c.login(user, password, want_token=want_token)
+            c.connect_login(user, password, want_token=want_token)
+        else:
+            c.connect()
     except BaseException:
         c.close()
         raise
@@ -67,10 +69,9 @@ def ours_tls_reconnect(port: int, cafile: str, token: str) -> bool:
     """Connect + token login + quit over TLS; True if the handshake resumed a session."""
     c = Client(HOST, port, timeout=30, tls=True, cacert=cafile)
     try:
-        c.connect()
+        c.connect_login(token=token)    # hello and login ride with the handshake's end
         sock = getattr(getattr(c, "_conn", None), "sock", None)
         reused = bool(getattr(sock, "session_reused", False))
-        c.login(token=token)
         c.quit()
         return reused
     finally:

@@ -131,11 +131,16 @@ class Client:
     def connect(self) -> Greeting:
         """Connect and read the greeting (``hello`` goes with the next request).
         Replaces any old connection."""
+        self._open(wait=True)
+        assert self._conn is not None and self._conn.greeting is not None
+        return self._conn.greeting
+
+    def _open(self, *, wait: bool) -> None:
+        """A new connection; without ``wait`` its greeting is read with the first reply
+        (see ``login``)."""
         self.close()
         self._conn = Connection.open(self.host, self.port, self.timeout,
-                                     self.security.options, self.digests)
-        assert self._conn.greeting is not None
-        return self._conn.greeting
+                                     self.security.options, self.digests, wait=wait)
 
     @property
     def connected(self) -> bool:
@@ -173,9 +178,10 @@ class Client:
     def reconnect(self) -> None:
         """A fresh connection with the same session: log in again, go back to cwd."""
         cwd = self.cwd
-        self.connect()
         if self._user is None and self._token is None:
+            self.connect()
             return
+        self._open(wait=False)          # the login below rides with hello
         session = None
         if self._token is not None:
             try:
@@ -252,6 +258,17 @@ class Client:
         self._user, self._password = session.user, password
         self._token = session.token or token
         return session
+
+    def connect_login(self, user: str | None = None, password: str | None = None, *,
+                      token: str | None = None, want_token: bool = False) -> Session:
+        """``connect()`` then ``login()`` in one round trip fewer: the greeting is
+        not waited for, so hello and the login leave together (with the end of the
+        TLS handshake), and the greeting, hello's reply and the login's come back
+        together.  The server is authenticated before either is sent, as always;
+        what the greeting would refuse (a full server, TLS required) is raised
+        here.  Replaces any old connection."""
+        self._open(wait=False)
+        return self.login(user, password, token=token, want_token=want_token)
 
     def _login(self, **fields: Any) -> Session:
         self.security.check_credentials(self._require().sock)

@@ -94,6 +94,8 @@ class Connection:
         self._ids = itertools.count(1)
         self._outbox = b""                        # requests to send with the next one
         self._hello_id: int | None = None         # hello sent, its reply not read yet
+        self._greeting_due = False                # the greeting not read yet
+        self._session_key = ""                    # host:port, for TLS session tickets
         self.hello: HelloOk | None = None         # the server's hello reply, once read
         self.closed = False
         #: TLS: the server was authenticated before anything was sent to it
@@ -105,9 +107,12 @@ class Connection:
     @classmethod
     def open(cls, host: str, port: int, timeout: float | None,
              tls: trusting.TrustOptions | None = None,
-             digests: tuple[str, ...] = DEFAULT_DIGESTS) -> Connection:
-        """Connect, authenticate the server (with ``tls``; None: plain text), read
-        the greeting and queue ``hello`` (which offers ``digests``)."""
+             digests: tuple[str, ...] = DEFAULT_DIGESTS, *, wait: bool = True) -> Connection:
+        """Connect, authenticate the server (with ``tls``; None: plain text) and queue
+        ``hello`` (which offers ``digests``).  With ``wait`` the greeting is read
+        now; without, it is read with the first reply, so that ``hello`` and the
+        first request (a login) leave in the segment that ends the TLS handshake
+        (or the first one of a plain connection): one round trip fewer."""
 
         def dial() -> socket.socket:
             try:
@@ -123,24 +128,37 @@ class Connection:
 
         sock = dial() if tls is None else trusting.open_tls(dial, host, port, tls, timeout)
         conn = cls(sock, digests=digests)
+        conn._session_key = trusting.host_key(host, port)
         try:
-            conn._handshake()
+            conn._start(wait)
         except BaseException:
             conn.close()
             raise
-        if conn.encrypted:
-            trusting.remember_session(sock, trusting.host_key(host, port))
         return conn
 
-    def _handshake(self) -> None:
-        early_hello = None
-        if not self.encrypted:
+    def _start(self, wait: bool) -> None:
+        self._hello_id = self.next_id()
+        hello = _hello_frame(self._hello_id, self.offered)
+        self._greeting_due = True
+        if wait and not self.encrypted:
             # Plain text: hello goes out before the greeting is read, so that a TLS
             # daemon (which waits for a ClientHello) sees a non-TLS first byte and
             # answers with its one plain-text refusal frame instead of waiting.
-            early_hello = self.next_id()
-            self.send(_hello_frame(early_hello, self.offered))
-        first = self.next_event()
+            self.send(hello)
+        else:
+            # hello is pipelined: it goes out in one segment with the first request
+            # (usually login), and its reply is read before that request's.  One
+            # round trip and one send per connection fewer.
+            self._outbox = hello
+        if wait:
+            self._read_greeting()
+
+    def _read_greeting(self) -> None:
+        """The server's first message: a greeting we can talk to, or why not."""
+        self._greeting_due = False
+        while not self._events:         # (what is queued in the outbox stays there)
+            self._fill()
+        first = self._events.popleft()
         if isinstance(first, ErrorReply):
             if (first.details or {}).get("tls") == "required":
                 raise self.fail(ConnectionLost(
@@ -154,14 +172,9 @@ class Connection:
                 f"server speaks protocol {first.protocol}, this client {PROTOCOL_VERSION}"))
         self.greeting = first
         self.send_max_data = max(1, min(first.max_data, SEND_FRAME_CAP))
-        # hello is pipelined: it goes out in one segment with the first request
-        # (usually login), and its reply is read before that request's.  One
-        # round trip and one send per connection fewer.
-        if early_hello is not None:
-            self._hello_id = early_hello
-            return
-        self._hello_id = self.next_id()
-        self._outbox = _hello_frame(self._hello_id, self.offered)
+        if self.encrypted:
+            # The session tickets came before the greeting: keep one for the next connect.
+            trusting.remember_session(self.sock, self._session_key)
 
     def _finish_hello(self) -> None:
         hello_id, self._hello_id = self._hello_id, None
@@ -174,13 +187,20 @@ class Connection:
         self.recv_max_data = hello.max_data
         self._stream.frames.max_data = hello.max_data
 
+    def _settle(self) -> None:
+        """Send what is queued, then read the greeting and the hello reply if they
+        are still on their way: every reply after them is then the next event."""
+        if self._outbox:
+            self.send(b"")
+        if self._greeting_due:
+            self._read_greeting()
+        if self._hello_id is not None:
+            self._finish_hello()
+
     def supports(self, feature: str) -> bool:
         """Whether the server's hello reply announced ``feature`` (``"streams"``,
         ``"metadata"``); reads that reply first if it is still on its way."""
-        if self._outbox:
-            self.send(b"")
-        if self._hello_id is not None:
-            self._finish_hello()
+        self._settle()
         return bool(getattr(self.hello, feature, False))
 
     def digest(self) -> str:
@@ -267,10 +287,7 @@ class Connection:
 
     def next_event(self) -> Event:
         """The next reply or DATA chunk.  Chunks die at the next call."""
-        if self._outbox:
-            self.send(b"")
-        if self._hello_id is not None:
-            self._finish_hello()
+        self._settle()
         while not self._events:
             self._fill()
         return self._events.popleft()

@@ -53,11 +53,18 @@ class TLSStream:
     # ------------------------------------------------------------ handshake
 
     def do_handshake(self) -> None:
-        """One step: ``ssl.SSLWantReadError`` means ``feed`` the server's next bytes."""
+        """One step: ``ssl.SSLWantReadError`` means ``feed`` the server's next bytes.
+
+        The step that completes the handshake sends nothing: its last flight (the
+        client's Finished) waits in the outgoing BIO for the first ``sendall`` or
+        ``recv_into``, so it shares a segment with the first request -- hello and
+        login -- and the server wakes once for all three.  Nothing is written
+        before the caller has checked who the server is (``client.trust``)."""
         try:
             self.obj.do_handshake()
-        finally:
+        except BaseException:
             self.flush()
+            raise
 
     def feed(self, data: bytes) -> None:
         """Ciphertext read from the socket by the caller (during the handshake)."""

@@ -108,6 +108,7 @@ class Server:
         while True:
             try:
                 stream.do_handshake()
+                stream.flush()      # the Finished waits for the first send or read
                 return stream
             except ssl.SSLWantReadError:
                 stream.feed(raw.recv(65536))

@@ -20,7 +20,9 @@ import trustme
 
 from client import Client, ServerAuthError, trust
 from client.cli import main as ftpc
+from client.connection import Connection
 from client.errors import ConnectionLost
+from client.tls_stream import TLSStream
 from ftpd import certs
 from ftpd.tls import NOT_TLS_REPLY
 from protocol import messages as m
@@ -425,3 +427,117 @@ def test_ftpc_trust_alone_means_tls(self_signed, monkeypatch):
     assert ftpc(["--host", "127.0.0.1", "--port", str(self_signed.port), "--user", "alice",
                  "--trust", self_signed.fingerprint, "ls"]) == 0
     assert self_signed.plain_refused == 0
+
+
+# ------------------------------------------------------------ connect_login: one round trip fewer
+# Hello and the login leave with the TLS handshake's last flight (or in the first
+# segment in plain text); the promises of connect() still hold.
+
+
+@pytest.fixture
+def tls_sends(monkeypatch) -> list[int]:
+    """The size of every segment the client's TLS layer hands to the kernel."""
+    sizes: list[int] = []
+    flush = TLSStream.flush
+
+    def counting(stream: TLSStream) -> None:
+        if stream._out.pending:
+            sizes.append(stream._out.pending)
+        flush(stream)
+
+    monkeypatch.setattr(TLSStream, "flush", counting)
+    return sizes
+
+
+@pytest.fixture
+def plain_sends(monkeypatch) -> list[bytes]:
+    sent: list[bytes] = []
+    send = Connection.send
+
+    def counting(conn: Connection, data: bytes) -> None:
+        sent.append(conn._outbox + data)
+        send(conn, data)
+
+    monkeypatch.setattr(Connection, "send", counting)
+    return sent
+
+
+def tls_client(server: TLSFake) -> Client:
+    return Client(server.host, server.port, timeout=5, tls=True, trust=server.fingerprint)
+
+
+def test_hello_and_login_leave_with_the_handshakes_last_flight(self_signed, tls_sends):
+    c = tls_client(self_signed)
+    assert c.connect_login("alice", "secret").user == "alice"
+    c.close()
+    # ClientHello, then Finished + hello + login together: two sends, not three.
+    assert len(tls_sends) == 2
+    assert [type(r) for r in self_signed.requests] == [m.Hello, m.Login]
+
+
+def test_connect_then_login_takes_one_send_more(self_signed, tls_sends):
+    c = tls_client(self_signed)
+    c.connect()
+    c.login("alice", "secret")
+    c.close()
+    assert len(tls_sends) == 3
+
+
+def test_plain_text_hello_and_login_leave_in_one_send(plain_server, plain_sends):
+    c = Client(plain_server.host, plain_server.port, timeout=5, tls=False)
+    c.connect_login("alice", "secret")
+    c.close()
+    assert len(plain_sends) == 1
+    assert [type(r) for r in plain_server.requests] == [m.Hello, m.Login]
+
+
+def test_connect_login_reads_and_keeps_the_greeting(self_signed):
+    c = tls_client(self_signed)
+    c.connect_login("alice", "secret")
+    assert c.greeting is not None and c.greeting.max_data > 0
+    assert c.pwd() == "/"
+    c.close()
+
+
+def test_connect_login_raises_a_refusing_greeting(plain_server):
+    plain_server.greeting_error = "TOO_MANY_CONNECTIONS"
+    c = Client(plain_server.host, plain_server.port, timeout=5, tls=False)
+    with pytest.raises(ConnectionLost) as info:
+        c.connect_login("alice", "secret")
+    assert info.value.code == "TOO_MANY_CONNECTIONS"
+    assert not c.connected
+
+
+def test_connect_login_sends_no_credential_to_an_unauthenticated_server(self_signed):
+    c = Client(self_signed.host, self_signed.port, timeout=5, tls=True)
+    with pytest.raises(ServerAuthError):
+        c.connect_login("alice", "secret")
+    assert self_signed.requests == []
+
+
+def test_connect_login_of_a_plain_client_to_a_tls_server_names_the_flag(self_signed):
+    c = Client(self_signed.host, self_signed.port, timeout=5, tls=False)
+    with pytest.raises(ConnectionLost) as info:
+        c.connect_login(token="t" * 43)
+    assert info.value.code == "TLS_REQUIRED"
+
+
+def test_connect_login_keeps_the_session_ticket_for_the_next_connect(self_signed):
+    c = tls_client(self_signed)
+    c.connect_login("alice", "secret")
+    c.close()
+    assert trust._sessions, "no ticket kept after a pipelined login"
+    c.connect_login("alice", "secret")
+    c.close()
+    assert self_signed.resumed == [False, True]
+
+
+def test_a_reconnect_pipelines_its_login(self_signed, tls_sends):
+    c = tls_client(self_signed)
+    c.connect_login("alice", "secret")
+    before = len(tls_sends)
+    c.reconnect()
+    assert c.whoami() == "alice"
+    c.close()
+    # ClientHello, Finished + hello + login, then whoami.
+    assert len(tls_sends) - before == 3

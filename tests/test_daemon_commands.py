@@ -51,6 +51,28 @@ def test_hello_with_unknown_version_is_refused_and_closed(daemon):
         assert wire.closed_by_peer()
 
 
+def test_a_login_pipelined_behind_a_refused_hello_is_never_processed(daemon):
+    with Wire(daemon.host, daemon.port, hello=False) as wire:
+        wire.send_raw(encode(m.Hello(id=1, protocol=99))
+                      + encode(m.Login(id=2, user=USER, password=PASSWORD)))
+        reply = wire.recv_reply()
+        assert reply.code == "VERSION_MISMATCH" and reply.id == 1
+        rest = []
+        with pytest.raises((Closed, ConnectionResetError)):
+            while True:
+                rest.append(wire.recv())
+        assert rest == []
+
+
+def test_a_login_pipelined_behind_hello_is_answered_after_it(daemon):
+    with Wire(daemon.host, daemon.port, hello=False) as wire:
+        wire.send_raw(encode(m.Hello(id=1, protocol=1))
+                      + encode(m.Login(id=2, user=USER, password=PASSWORD)))
+        first, second = wire.recv_reply(), wire.recv_reply()
+        assert isinstance(first, m.HelloOk) and first.id == 1
+        assert isinstance(second, m.LoginOk) and second.id == 2
+
+
 def test_hello_negotiates_the_smaller_data_frame(daemon):
     with Wire(daemon.host, daemon.port, hello=False) as wire:
         reply = wire.call(m.Hello(id=1, protocol=1, max_data=64 * 1024))
