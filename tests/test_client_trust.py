@@ -541,3 +541,13 @@ def test_a_reconnect_pipelines_its_login(self_signed, tls_sends):
     c.close()
     # ClientHello, Finished + hello + login, then whoami.
     assert len(tls_sends) - before == 3
+
+
+def test_ftpc_sends_hello_and_the_login_with_the_handshakes_last_flight(self_signed, tls_sends,
+                                                                        monkeypatch):
+    monkeypatch.setenv("FTPC_PASSWORD", "secret")
+    assert ftpc(["--host", "127.0.0.1", "--port", str(self_signed.port), "--user", "alice",
+                 "--trust", self_signed.fingerprint, "ls"]) == 0
+    # ClientHello; Finished + hello + login; stat and ls of `ftpc ls`; quit.
+    assert len(tls_sends) == 5
+    assert [type(r) for r in self_signed.requests][:2] == [m.Hello, m.Login]
