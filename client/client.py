@@ -265,8 +265,10 @@ class Client:
         not waited for, so hello and the login leave together (with the end of the
         TLS handshake), and the greeting, hello's reply and the login's come back
         together.  The server is authenticated before either is sent, as always;
-        what the greeting would refuse (a full server, TLS required) is raised
-        here.  Replaces any old connection."""
+        what the greeting would refuse (a full server) is raised here.  In plain
+        text it is ``connect()`` then ``login()``: the greeting is read first, so a
+        plain-text client that reached a TLS port sends no credential
+        (``TLS_REQUIRED``).  Replaces any old connection."""
         self._open(wait=False)
         return self.login(user, password, token=token, want_token=want_token)
 

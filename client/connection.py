@@ -109,10 +109,10 @@ class Connection:
              tls: trusting.TrustOptions | None = None,
              digests: tuple[str, ...] = DEFAULT_DIGESTS, *, wait: bool = True) -> Connection:
         """Connect, authenticate the server (with ``tls``; None: plain text) and queue
-        ``hello`` (which offers ``digests``).  With ``wait`` the greeting is read
-        now; without, it is read with the first reply, so that ``hello`` and the
-        first request (a login) leave in the segment that ends the TLS handshake
-        (or the first one of a plain connection): one round trip fewer."""
+        ``hello`` (which offers ``digests``).  With ``wait`` (always in plain text)
+        the greeting is read now; without, it is read with the first reply, so
+        that ``hello`` and the first request (a login) leave in the segment that
+        ends the TLS handshake: one round trip fewer."""
 
         def dial() -> socket.socket:
             try:
@@ -137,6 +137,11 @@ class Connection:
         return conn
 
     def _start(self, wait: bool) -> None:
+        if not self.encrypted:
+            # Plain text: the greeting is read before any request follows hello, so
+            # that a plain-text client that reached a TLS port by mistake learns it
+            # (TLS_REQUIRED) before its login -- a password, a token -- goes out.
+            wait = True
         self._hello_id = self.next_id()
         hello = _hello_frame(self._hello_id, self.offered)
         self._greeting_due = True

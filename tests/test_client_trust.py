@@ -483,11 +483,12 @@ def test_connect_then_login_takes_one_send_more(self_signed, tls_sends):
     assert len(tls_sends) == 3
 
 
-def test_plain_text_hello_and_login_leave_in_one_send(plain_server, plain_sends):
+def test_plain_text_connect_login_reads_the_greeting_before_sending_the_login(plain_server,
+                                                                             plain_sends):
     c = Client(plain_server.host, plain_server.port, timeout=5, tls=False)
     c.connect_login("alice", "secret")
     c.close()
-    assert len(plain_sends) == 1
+    assert len(plain_sends) == 2            # hello; then, greeted, the login
     assert [type(r) for r in plain_server.requests] == [m.Hello, m.Login]
 
 
@@ -515,11 +516,13 @@ def test_connect_login_sends_no_credential_to_an_unauthenticated_server(self_sig
     assert self_signed.requests == []
 
 
-def test_connect_login_of_a_plain_client_to_a_tls_server_names_the_flag(self_signed):
+def test_connect_login_of_a_plain_client_to_a_tls_server_sends_no_credential(self_signed,
+                                                                              plain_sends):
     c = Client(self_signed.host, self_signed.port, timeout=5, tls=False)
     with pytest.raises(ConnectionLost) as info:
         c.connect_login(token="t" * 43)
     assert info.value.code == "TLS_REQUIRED"
+    assert all(b"t" * 43 not in sent for sent in plain_sends)
 
 
 def test_connect_login_keeps_the_session_ticket_for_the_next_connect(self_signed):
