@@ -317,7 +317,7 @@ class Session(SessionTransfers, SessionGuard):
         else:
             self._answer(outcome)                       # type: ignore[arg-type]
 
-    def _answer(self, reply: Reply) -> None:
+    def _answer(self, reply: Reply | bytes) -> None:
         if type(reply) is ErrorReply and is_fatal(reply):     # type: ignore[arg-type]
             self.fatal(reply)                                  # type: ignore[arg-type]
         else:
@@ -457,9 +457,10 @@ class Session(SessionTransfers, SessionGuard):
 
     # ------------------------------------------------------------ replies
 
-    def send(self, reply: Reply) -> None:
-        """Queue a reply; in the middle of a DATA frame it waits for the frame's end."""
-        data = encode(reply)
+    def send(self, reply: Reply | bytes) -> None:
+        """Queue a reply (or its encoded frame); in the middle of a DATA frame it waits
+        for the frame's end."""
+        data = reply if type(reply) is bytes else encode(reply)     # type: ignore[arg-type]
         download = self.download
         if download is not None and download.mid_frame():
             download.deferred.append(data)  # (a ping flood: reading stops at the cap)

@@ -1,0 +1,87 @@
+"""What a connect + token login + quit cycle costs the daemon (issue 17), counted:
+replies encoded, SQLite statements run.  Each count is a promise the hot path
+keeps; the behaviour around it (refusals, revocation) is tested where it lives.
+
+Sessions run through ``test_session_unit``'s fake transport and hand-driven clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import protocol.messages as m
+from ftpd import handlers
+from ftpd.session import Session
+from protocol import encode
+from tests.test_session_unit import USER, FakeTransport, Harness
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Any:
+    harness = Harness(tmp_path / "root")
+    harness.ctx.throttle.ledger = harness.store.logins      # the daemon's: one catalogue
+    harness.store.create_user(USER, "correct horse")
+    yield harness
+    harness.store.close()
+
+
+def _session(h: Harness) -> tuple[Session, FakeTransport]:
+    transport = FakeTransport()
+    session = Session(h.ctx, transport)           # type: ignore[arg-type]
+    transport.set_protocol(session)
+    session.start(b"")
+    return session, transport
+
+
+def _replies(transport: FakeTransport) -> list[Any]:
+    from protocol import MessageStream
+    return MessageStream("client").feed(bytes(transport.out))
+
+
+def _counting_encode(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    made: list[Any] = []
+
+    def counted(message: Any) -> bytes:
+        made.append(message)
+        return encode(message)
+    from ftpd import session
+    monkeypatch.setattr(session, "encode", counted)           # replies encoded per send
+    monkeypatch.setattr(handlers, "encode", counted, raising=False)
+    getattr(handlers, "_frames", {}).clear()
+    return made
+
+
+def test_the_hello_reply_is_encoded_once_for_every_connection_asking_the_same(h, monkeypatch):
+    made = _counting_encode(monkeypatch)
+    answers = []
+    for _ in range(3):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1))))
+        answers.append(_replies(transport))
+    assert len(made) == 1
+    assert answers[0] == answers[1] == answers[2] and isinstance(answers[0][0], m.HelloOk)
+
+
+def test_a_hello_asking_other_terms_gets_its_own_reply(h, monkeypatch):
+    _counting_encode(monkeypatch)
+    sizes = []
+    for max_data in (1 << 16, 1 << 17):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1, max_data=max_data))))
+        [reply] = _replies(transport)
+        sizes.append(reply.max_data)
+    assert sizes == [1 << 16, 1 << 17]
+
+
+def test_the_quit_reply_is_encoded_once_and_still_closes_every_session(h, monkeypatch):
+    made = _counting_encode(monkeypatch)
+    for _ in range(2):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                         encode(m.Quit(id=2))))
+        assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.QuitOk]
+        assert transport.lost
+    assert [type(x) for x in made] == [m.HelloOk, m.QuitOk]
