@@ -177,7 +177,7 @@ def _login_ok(session: Session, req: m.Login, info: Any) -> Outcome:
                  ctx.config.max_connections_per_user)
         raise ProtocolError(f"at most {ctx.config.max_connections_per_user} sessions at once "
                             "per user", code="TOO_MANY_CONNECTIONS")
-    ctx.throttle.success(user, session.ip)
+    ctx.throttle.success(user, session.ip, (info.uid, info.generation))
 
     def logged_in(token: str | None) -> Outcome:
         session.user = user

@@ -93,6 +93,9 @@ class LoginThrottle:
         self._inflight: dict[tuple[int, str], int] = {}     # (USER | ADDR, key) -> checks
         self._reserved: dict[tuple[str | None, str], list[list[tuple[int, str]]]] = {}
         self._trust_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        #: (user, addr, (uid, generation)) -> until when this process need not look at
+        #: that login's trust record again (``success``).
+        self._trust_fresh: dict[tuple[str, str, tuple[int, int]], float] = {}
         self._since_prune = 0
         #: Set by a worker of ``--workers N``: checks in flight are counted over all workers.
         self.shared: SharedState | None = None
@@ -224,15 +227,30 @@ class LoginThrottle:
         an address learns names no faster than it could guess passwords."""
         return self.failure(None, addr)
 
-    def success(self, user: str, addr: str) -> None:
+    def success(self, user: str, addr: str, stamp: tuple[int, int] | None = None) -> None:
         """``user`` logged in from ``addr``: clear that user name's record (only), and
-        trust the address for the account."""
+        trust the address for the account.
+
+        ``stamp``: the account's ``(uid, generation)`` at this login.  With it, the trust
+        record is looked at (and rewritten when older than ``TRUST_REFRESH``) once per
+        ``TRUST_REFRESH`` per login in this process, not at every login: a reconnecting
+        client saves a read per cycle (issue 17).  The record's time then lags by at most
+        one more ``TRUST_REFRESH`` (an hour of a 30-day window).  A new password (which
+        deletes the account's trust records) or a delete bumps the generation or the
+        uid, so it is never hidden by what this process remembers."""
         now = self.clock()
         state = self._state(USER, user, now)
         if state.failures or state.locked_until:
             self.ledger.clear(USER, user)
         if self.trust_window > 0:
-            self.ledger.trust(user, addr, now, TRUST_REFRESH)
+            fresh = self._trust_fresh
+            key = (user, addr, stamp) if stamp is not None else None
+            if key is None or fresh.get(key, 0.0) <= now:
+                self.ledger.trust(user, addr, now, TRUST_REFRESH)
+                if key is not None:
+                    if len(fresh) >= self.max_entries:
+                        fresh.clear()
+                    fresh[key] = now + TRUST_REFRESH
             self._trust_cache[(user, addr)] = (now + TRUST_CACHE_SECONDS, True)
 
     # ----- inspection (tests, ``ftpd user unlock``)
