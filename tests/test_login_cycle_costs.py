@@ -85,3 +85,37 @@ def test_the_quit_reply_is_encoded_once_and_still_closes_every_session(h, monkey
         assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.QuitOk]
         assert transport.lost
     assert [type(x) for x in made] == [m.HelloOk, m.QuitOk]
+
+
+def _counting_parse(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    from protocol import codec
+    parsed: list[bytes] = []
+    parse = codec.parse_object
+
+    def counted(payload: bytes) -> Any:
+        parsed.append(bytes(payload))
+        return parse(payload)
+    monkeypatch.setattr(codec, "parse_object", counted)
+    getattr(codec, "_decoded", {}).clear()
+    return parsed
+
+
+def _payload(message: Any) -> bytes:
+    return encode(message)[5:]                      # the frame without its 5-byte header
+
+
+def test_the_same_small_request_payload_is_parsed_once(monkeypatch):
+    from protocol.codec import decode_request
+    parsed = _counting_parse(monkeypatch)
+    hello = _payload(m.Hello(id=1, protocol=1))
+    first, second = decode_request(hello), decode_request(hello)
+    assert first == second == m.Hello(id=1, protocol=1) and len(parsed) == 1
+
+
+def test_a_request_carrying_a_token_or_password_is_never_kept(monkeypatch):
+    from protocol.codec import decode_request
+    parsed = _counting_parse(monkeypatch)
+    for login in (m.Login(id=2, token="t" * 43), m.Login(id=2, user="ada", password="pw")):
+        decode_request(_payload(login))
+        decode_request(_payload(login))
+    assert len(parsed) == 4
