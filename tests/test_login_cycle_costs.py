@@ -119,3 +119,24 @@ def test_a_request_carrying_a_token_or_password_is_never_kept(monkeypatch):
         decode_request(_payload(login))
         decode_request(_payload(login))
     assert len(parsed) == 4
+
+
+def test_a_token_login_reply_is_encoded_once_per_user_and_a_new_token_never_kept(h,
+                                                                                monkeypatch):
+    made = _counting_encode(monkeypatch)
+    token = h.store.issue_token(USER)
+    logins = []
+    for _ in range(2):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                         encode(m.Login(id=2, token=token))))
+        logins.append(_replies(transport)[1])
+        session.close("test")
+    assert logins[0] == logins[1] == m.LoginOk(id=2, user=USER, cwd="/")
+    assert [type(x) for x in made] == [m.HelloOk, m.LoginOk]
+    session, transport = _session(h)
+    session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                     encode(m.Login(id=2, token=token, want_token=True))))
+    fresh = _replies(transport)[1]
+    assert fresh.token and fresh.token != token and not any(
+        fresh.token.encode() in frame for frame in handlers._frames.values())
