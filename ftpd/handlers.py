@@ -119,20 +119,21 @@ def register(session: Session, req: m.Register) -> Outcome:
 def login(session: Session, req: m.Login) -> Outcome:
     ctx = session.ctx
     throttle = ctx.throttle
-    locked = throttle.locked(req.user, session.ip, token=req.token is not None)
-    if locked:
-        log.info("login refused %s user=%s: locked out", session.peer, req.user)
-        raise ProtocolError(f"too many failed logins; try again in {int(locked) + 1} s",
-                            code="LOCKED_OUT", retry_after=int(locked) + 1)
     store = ctx.store
     if req.token is not None:
+        # The token first (one indexed read, no hash): a valid one reads the address's
+        # lockout and the user name's record in one statement (``token_login``).
         try:
             info = store.verify_token(req.token)
             if req.user is not None and req.user != info.name:
                 raise AuthFailed("invalid user name, password or token")
         except AuthFailed:
+            _refuse_if_locked(session, req, throttle.locked(req.user, session.ip, token=True))
             return _login_failed(session, req)
-        return _login_ok(session, req, info)
+        locked, user_state = throttle.token_login(info.name, session.ip)
+        _refuse_if_locked(session, req, locked)
+        return _login_ok(session, req, info, user_state)
+    _refuse_if_locked(session, req, throttle.locked(req.user, session.ip))
 
     if not throttle.admit(req.user, session.ip):
         # As many checks as the lockout allows are running for this user or address:
@@ -159,6 +160,14 @@ def login(session: Session, req: m.Login) -> Outcome:
         raise
 
 
+def _refuse_if_locked(session: Session, req: m.Login, locked: float) -> None:
+    """LOCKED_OUT (nothing recorded, nothing hashed) while a lockout binds this attempt."""
+    if locked:
+        log.info("login refused %s user=%s: locked out", session.peer, req.user)
+        raise ProtocolError(f"too many failed logins; try again in {int(locked) + 1} s",
+                            code="LOCKED_OUT", retry_after=int(locked) + 1)
+
+
 def _login_failed(session: Session, req: m.Login) -> Outcome:
     """Delay this session only, then say AUTH_FAILED."""
     delay = session.ctx.throttle.failure(req.user, session.ip)
@@ -170,7 +179,7 @@ def _login_failed(session: Session, req: m.Login) -> Outcome:
     return Deferred.after(delay, reply)
 
 
-def _login_ok(session: Session, req: m.Login, info: Any) -> Outcome:
+def _login_ok(session: Session, req: m.Login, info: Any, user_state: Any = None) -> Outcome:
     ctx = session.ctx
     user = info.name
     if not session.begin_login(user, info.uid, info.generation):     # issue 13, item 16
@@ -178,7 +187,7 @@ def _login_ok(session: Session, req: m.Login, info: Any) -> Outcome:
                  ctx.config.max_connections_per_user)
         raise ProtocolError(f"at most {ctx.config.max_connections_per_user} sessions at once "
                             "per user", code="TOO_MANY_CONNECTIONS")
-    ctx.throttle.success(user, session.ip, (info.uid, info.generation))
+    ctx.throttle.success(user, session.ip, (info.uid, info.generation), user_state)
 
     def logged_in(token: str | None) -> Outcome:
         session.user = user

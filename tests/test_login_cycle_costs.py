@@ -140,3 +140,35 @@ def test_a_token_login_reply_is_encoded_once_per_user_and_a_new_token_never_kept
     fresh = _replies(transport)[1]
     assert fresh.token and fresh.token != token and not any(
         fresh.token.encode() in frame for frame in handlers._frames.values())
+
+
+def _cycle(h: Harness, token: str) -> FakeTransport:
+    session, transport = _session(h)
+    for message in (m.Hello(id=1, protocol=1), m.Login(id=2, token=token), m.Quit(id=3)):
+        session.data_received(memoryview(encode(message)))
+    return transport
+
+
+def test_a_token_reconnect_runs_three_sqlite_statements_on_the_reactor(h):
+    """The token, the address's and user name's throttle records (one read), the
+    login's revocation check before quit; the trust record only once in a while."""
+    token = h.store.issue_token(USER)
+    _cycle(h, token)                                    # the first one writes the trust
+    statements: list[str] = []
+    h.store._ctx.db.conn().set_trace_callback(statements.append)
+    try:
+        transport = _cycle(h, token)
+    finally:
+        h.store._ctx.db.conn().set_trace_callback(None)
+    assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.LoginOk, m.QuitOk]
+    assert len(statements) == 3, statements
+
+
+def test_a_token_login_still_clears_the_user_names_failures(h):
+    throttle = h.ctx.throttle
+    for i in range(3):
+        throttle.failure(USER, f"10.9.9.{i}")
+    assert throttle.failures(USER) == 3
+    transport = _cycle(h, h.store.issue_token(USER))
+    assert isinstance(_replies(transport)[1], m.LoginOk)
+    assert throttle.failures(USER) == 0
