@@ -30,7 +30,7 @@ from storage import (
     StorageIOError,
 )
 
-from . import supervisor
+from . import logs, supervisor
 from .digests import negotiated
 from .jobs import HANDLERS, Deferred, Finish, Outcome, handles
 from .jobs import HandlerSession as Session
@@ -193,8 +193,8 @@ def _login_ok(session: Session, req: m.Login, info: Any, user_state: Any = None)
         session.user = user
         session.cwd = "/"
         session.advance("login")
-        log.info("login ok %s user=%s via=%s", session.peer, user,
-                 "token" if req.token else "password")
+        logs.info(log, "login ok %s user=%s via=%s", session.peer, user,
+                  "token" if req.token else "password")
         if token is not None:                   # a new secret: never kept
             return m.LoginOk(id=req.id, user=user, cwd="/", token=token)
         return _frame(("login", req.id, user), lambda: m.LoginOk(id=req.id, user=user, cwd="/"))

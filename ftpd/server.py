@@ -277,7 +277,7 @@ class Server:
         session.transport.set_protocol(session)
         self.connections.add(session)
         self.per_ip[ip] += 1
-        log.info("open %s", session.peer)
+        logs.info(log, "open %s", session.peer)
         session.start(self.greeting)
 
     def _refuse_tls(self, sock: socket.socket, peer: tuple[Any, ...], frame: bytes) -> None:

@@ -39,6 +39,7 @@ from protocol.framing import ControlFrame
 from protocol.state import SERVING
 from storage import StorageError
 
+from . import logs
 from .errors import error_reply, is_fatal, refusal
 from .jobs import Deferred, Finish, Outcome, Paged
 from .session_guard import SessionGuard
@@ -249,8 +250,8 @@ class Session(SessionTransfers, SessionGuard):
         self.waiting = None
         self.end_guards()               # the login, the working folder, the log budget
         self.ctx.forget(self)
-        log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-",
-                 reason, self.ctx.timers.clock() - self.opened)
+        logs.info(log, "close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-",
+                  reason, self.ctx.timers.clock() - self.opened)
 
     # ------------------------------------------------------------ requests
 
