@@ -1,8 +1,10 @@
 """What a handler returns, and the part of a session a handler may use.
 
-A handler answers a request by returning an ``Outcome``: a reply; a
-``Deferred`` (work for a worker thread or a timer, with the continuation that
-turns its result into the next outcome); ``Paged`` (a multi-frame reply
+A handler answers a request by returning an ``Outcome``: a reply (or the
+reply's frame already encoded, ``bytes``: replies that are the same for every
+session, such as ``hello``'s and ``quit``'s, are encoded once); a ``Deferred``
+(work for a worker thread or a timer, with the continuation that turns its
+result into the next outcome); ``Paged`` (a multi-frame reply
 produced under the water marks); ``Finish`` (end the session once its output
 is out); ``None`` (a transfer that answers by itself); or a tuple of these, in
 order.  The session runs outcomes: while a ``Deferred`` is in flight it reads
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from .context import SessionContext
     from .transfers import DownloadProducer
 
-Outcome = Union[Reply, "Deferred", "Paged", "Finish", tuple[Any, ...], None]
+Outcome = Union[Reply, bytes, "Deferred", "Paged", "Finish", tuple[Any, ...], None]
 
 Handler = Callable[[Any, Any], Outcome]
 #: The handler of each command (ftpd/handlers.py, ftpd/listing.py register theirs).

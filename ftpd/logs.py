@@ -151,7 +151,6 @@ class _Formatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(FORMAT)
-        self._stamp: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = _message(record)
@@ -166,12 +165,21 @@ class _Formatter(logging.Formatter):
         return text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        cached = self._stamp                       # one read: safe against other threads
-        if cached[0] != second:
-            cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
-            self._stamp = cached
-        return f"{cached[1]},{int(record.msecs):03d}"
+        return _stamp(record.created, record.msecs)
+
+
+_SECOND: tuple[int, str] = (-1, "")
+
+
+def _stamp(created: float, msecs: float) -> str:
+    """``FORMAT``'s ``asctime``, the date part computed once per second."""
+    global _SECOND
+    second = int(created)
+    cached = _SECOND                               # one read: safe against other threads
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+        _SECOND = cached
+    return f"{cached[1]},{int(msecs):03d}"
 
 
 class LoopHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -198,6 +206,17 @@ class LoopHandler(logging.StreamHandler):  # type: ignore[type-arg]
             raise
         except Exception:
             self.handleError(record)
+
+    def write_info(self, name: str, message: str) -> None:
+        """An INFO line of logger ``name`` as ``emit`` would write it, without a record."""
+        ct = time.time()
+        name = f"{WORKER} {name}" if WORKER else name
+        text = f"{_stamp(ct, int((ct - int(ct)) * 1000))} INFO {name}: {message}\n"
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(text)
+            if not self.dirty:
+                self.dirty_since = time.monotonic()
+                self.dirty = True
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -232,6 +251,48 @@ def configure(level: str, stream: TextIO | None = None) -> LoopHandler:
     root.setLevel(level.upper())
     _ACTIVE[:] = [handler]
     return handler
+
+
+def _direct(logger: logging.Logger) -> LoopHandler | None:
+    """``configure``'s handler if it is the one handler a record of ``logger`` reaches,
+    with no filter and no level on the way that could drop or change it; else None."""
+    if len(_ACTIVE) != 1 or logger.filters or logger.disabled:
+        return None
+    handler = _ACTIVE[0]
+    reached = 0
+    node: logging.Logger | None = logger
+    while node is not None:
+        for other in node.handlers:
+            if other is not handler:
+                return None
+            reached += 1
+        if not node.propagate:
+            break
+        node = node.parent
+    if reached != 1 or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
+
+
+def info(logger: logging.Logger, msg: str, *args: object) -> None:
+    """``logger.info(msg, *args)`` for the lines every connection writes (open, login,
+    close).  When the daemon's ``LoopHandler`` is all the record would reach, the line
+    is put together and buffered at once -- no ``LogRecord``, no handler locking and
+    filtering twice over: about a third of the cost (issue 17) -- reading exactly as
+    the formatter writes it, arguments made safe the same way.  Otherwise (a test's
+    capturing handler, a filter, a format mismatch) it goes through ``logger.info``."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _direct(logger)
+    if handler is not None:
+        try:
+            message = msg % _safe_args(args) if args else msg
+        except (TypeError, ValueError, KeyError):
+            pass                                   # logging's own error path, below
+        else:
+            handler.write_info(logger.name, escape_controls(message))
+            return
+    logger.info(msg, *args)
 
 
 def flush() -> None:

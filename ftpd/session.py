@@ -39,6 +39,7 @@ from protocol.framing import ControlFrame
 from protocol.state import SERVING
 from storage import StorageError
 
+from . import logs
 from .errors import error_reply, is_fatal, refusal
 from .jobs import Deferred, Finish, Outcome, Paged
 from .session_guard import SessionGuard
@@ -249,8 +250,8 @@ class Session(SessionTransfers, SessionGuard):
         self.waiting = None
         self.end_guards()               # the login, the working folder, the log budget
         self.ctx.forget(self)
-        log.info("close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-",
-                 reason, self.ctx.timers.clock() - self.opened)
+        logs.info(log, "close %s user=%s reason=%s seconds=%.1f", self.peer, self.user or "-",
+                  reason, self.ctx.timers.clock() - self.opened)
 
     # ------------------------------------------------------------ requests
 
@@ -317,7 +318,7 @@ class Session(SessionTransfers, SessionGuard):
         else:
             self._answer(outcome)                       # type: ignore[arg-type]
 
-    def _answer(self, reply: Reply) -> None:
+    def _answer(self, reply: Reply | bytes) -> None:
         if type(reply) is ErrorReply and is_fatal(reply):     # type: ignore[arg-type]
             self.fatal(reply)                                  # type: ignore[arg-type]
         else:
@@ -457,9 +458,10 @@ class Session(SessionTransfers, SessionGuard):
 
     # ------------------------------------------------------------ replies
 
-    def send(self, reply: Reply) -> None:
-        """Queue a reply; in the middle of a DATA frame it waits for the frame's end."""
-        data = encode(reply)
+    def send(self, reply: Reply | bytes) -> None:
+        """Queue a reply (or its encoded frame); in the middle of a DATA frame it waits
+        for the frame's end."""
+        data = reply if type(reply) is bytes else encode(reply)     # type: ignore[arg-type]
         download = self.download
         if download is not None and download.mid_frame():
             download.deferred.append(data)  # (a ping flood: reading stops at the cap)

@@ -93,6 +93,9 @@ class LoginThrottle:
         self._inflight: dict[tuple[int, str], int] = {}     # (USER | ADDR, key) -> checks
         self._reserved: dict[tuple[str | None, str], list[list[tuple[int, str]]]] = {}
         self._trust_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        #: (user, addr, (uid, generation)) -> until when this process need not look at
+        #: that login's trust record again (``success``).
+        self._trust_fresh: dict[tuple[str, str, tuple[int, int]], float] = {}
         self._since_prune = 0
         #: Set by a worker of ``--workers N``: checks in flight are counted over all workers.
         self.shared: SharedState | None = None
@@ -139,6 +142,20 @@ class LoginThrottle:
         now = self.clock()
         return max(self._state(kind, key, now).locked(now)
                    for kind, key in self._keys(user, addr, token))
+
+    def token_login(self, user: str, addr: str) -> tuple[float, FailureState]:
+        """A login whose session token was found valid for ``user``: the seconds left on
+        the address's lockout (0: it may go on), and the user name's record for
+        ``success`` -- both with one read of the ledger (issue 17: a reconnecting
+        client's login pays one statement here, not two).  A token is not subject to
+        the user name's lockout (``locked(..., token=True)``)."""
+        now = self.clock()
+        states = getattr(self.ledger, "states", None)
+        if states is None:          # a ledger that reads one record at a time
+            found = [self._state(ADDR, addr, now), self._state(USER, user, now)]
+        else:
+            found = states([(ADDR, addr), (USER, user)], now, self.decay, self.threshold)
+        return found[0].locked(now), found[1]
 
     def admit(self, user: str | None, addr: str) -> bool:
         """Reserve a password check for this user and address, if the budget allows.
@@ -224,15 +241,33 @@ class LoginThrottle:
         an address learns names no faster than it could guess passwords."""
         return self.failure(None, addr)
 
-    def success(self, user: str, addr: str) -> None:
+    def success(self, user: str, addr: str, stamp: tuple[int, int] | None = None,
+                user_state: FailureState | None = None) -> None:
         """``user`` logged in from ``addr``: clear that user name's record (only), and
-        trust the address for the account."""
+        trust the address for the account.
+
+        ``stamp``: the account's ``(uid, generation)`` at this login.  With it, the trust
+        record is looked at (and rewritten when older than ``TRUST_REFRESH``) once per
+        ``TRUST_REFRESH`` per login in this process, not at every login: a reconnecting
+        client saves a read per cycle (issue 17).  The record's time then lags by at most
+        one more ``TRUST_REFRESH`` (an hour of a 30-day window).  A new password (which
+        deletes the account's trust records) or a delete bumps the generation or the
+        uid, so it is never hidden by what this process remembers.
+
+        ``user_state``: the user name's record as ``token_login`` just read it."""
         now = self.clock()
-        state = self._state(USER, user, now)
+        state = user_state if user_state is not None else self._state(USER, user, now)
         if state.failures or state.locked_until:
             self.ledger.clear(USER, user)
         if self.trust_window > 0:
-            self.ledger.trust(user, addr, now, TRUST_REFRESH)
+            fresh = self._trust_fresh
+            key = (user, addr, stamp) if stamp is not None else None
+            if key is None or fresh.get(key, 0.0) <= now:
+                self.ledger.trust(user, addr, now, TRUST_REFRESH)
+                if key is not None:
+                    if len(fresh) >= self.max_entries:
+                        fresh.clear()
+                    fresh[key] = now + TRUST_REFRESH
             self._trust_cache[(user, addr)] = (now + TRUST_CACHE_SECONDS, True)
 
     # ----- inspection (tests, ``ftpd user unlock``)

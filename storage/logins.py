@@ -100,6 +100,20 @@ class LoginLedger:
         failures, _, locked_until = decayed(row, now, decay, threshold)
         return FailureState(failures, locked_until)
 
+    def states(self, keys: list[tuple[int, str]], now: float, decay: float,
+               threshold: int) -> list[FailureState]:
+        """The records of a few ``(kind, key)`` at ``now``, in order, with one read
+        (a token login asks for its address's and its user name's together)."""
+        where = " OR ".join(["(kind = ? AND key = ?)"] * len(keys))
+        rows = self.db.all(f"SELECT kind, key, failures, since, locked_until FROM "
+                           f"login_failures WHERE {where}", [part for k in keys for part in k])
+        found = {(row["kind"], row["key"]): row for row in rows}
+        out = []
+        for key in keys:
+            failures, _, locked_until = decayed(found.get(key), now, decay, threshold)
+            out.append(FailureState(failures, locked_until))
+        return out
+
     def fail(self, kind: int, key: str, now: float, *, decay: float, threshold: int,
              lockout: float, max_rows: int) -> tuple[FailureState, bool]:
         """Count one failure of ``key``; returns its new state and whether this failure

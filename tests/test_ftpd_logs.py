@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -99,3 +100,65 @@ def test_the_seconds_of_the_timestamp_follow_the_clock(log_file):
     logs.flush()
     stamps = [line.split(",")[0] for line in path.read_text().splitlines()]
     assert stamps[0] < stamps[1]          # the cached date moved on with the clock
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """The daemon's handler as the root's only one, as in ``ftpd serve`` (pytest's
+    capturing handlers, added around each test's call, set aside meanwhile)."""
+    root = logging.getLogger()
+    others = [h for h in root.handlers if h not in logs._ACTIVE]
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+
+
+def test_a_direct_info_line_reads_as_the_same_line_through_logging(log_file):
+    path, _ = log_file
+    log = logging.getLogger("ftpd.conn")
+    args = ("1.2.3.4:5", 'bob "x"\nfake', 1.25)
+    log.info("close %s user=%s seconds=%.1f", *args)
+    with alone():
+        logs.info(log, "close %s user=%s seconds=%.1f", *args)
+    logs.flush()
+    through, direct = (LINE.fullmatch(line).groups()                   # type: ignore[union-attr]
+                       for line in path.read_text().splitlines())
+    assert direct == through == ("INFO", "ftpd.conn",
+                                 'close 1.2.3.4:5 user="bob \\"x\\"\\nfake" seconds=1.2')
+
+
+def test_a_direct_info_line_makes_no_log_record(log_file):
+    path, _ = log_file
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counted(*args: object, **kwargs: object) -> logging.LogRecord:
+        made.append(factory(*args, **kwargs))
+        return made[-1]
+    logging.setLogRecordFactory(counted)
+    with alone():
+        logs.info(logging.getLogger("ftpd.conn"), "open %s", "1.2.3.4:5")
+    logs.flush()
+    assert made == [] and "INFO ftpd.conn: open 1.2.3.4:5" in path.read_text()
+
+
+def test_a_direct_info_line_still_reaches_another_handler_and_the_file(log_file):
+    path, _ = log_file
+    seen: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+    capture = Capture()
+    with alone():
+        logging.getLogger("ftpd").addHandler(capture)
+        try:
+            logs.info(logging.getLogger("ftpd.conn"), "open %s", "1.2.3.4:5")
+        finally:
+            logging.getLogger("ftpd").removeHandler(capture)
+    logs.flush()
+    assert seen == ["open 1.2.3.4:5"] and "open 1.2.3.4:5" in path.read_text()

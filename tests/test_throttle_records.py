@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftpd.throttle import DAY, LoginThrottle
+from ftpd.throttle import DAY, TRUST_REFRESH, LoginThrottle
 from storage import Store
 
 
@@ -134,3 +134,40 @@ def test_a_trusted_check_gives_back_no_budget_it_did_not_take(store, clock):
     assert throttle.admit("alice", "10.0.0.1")          # trusted: not counted
     throttle.release("alice", "10.0.0.1")
     assert not throttle.admit("alice", "10.6.6.8")      # the strangers' budget is still spent
+
+
+def _counting_trust(throttle: LoginThrottle) -> list[str]:
+    looked: list[str] = []
+    trust = throttle.ledger.trust
+
+    def counted(user: str, addr: str, now: float, refresh: float) -> None:
+        looked.append(addr)
+        trust(user, addr, now, refresh)
+    throttle.ledger.trust = counted                     # type: ignore[method-assign]
+    return looked
+
+
+def test_a_reconnecting_login_looks_at_its_trust_record_once_per_refresh(store, clock):
+    throttle = throttle_on(store, clock)
+    info = store.get_user("alice")
+    looked = _counting_trust(throttle)
+    for _ in range(3):
+        throttle.success("alice", "10.0.0.1", (info.uid, info.generation))
+    assert looked == ["10.0.0.1"]
+    clock.now += TRUST_REFRESH
+    throttle.success("alice", "10.0.0.1", (info.uid, info.generation))
+    assert looked == ["10.0.0.1", "10.0.0.1"]
+
+
+def test_a_login_after_a_new_password_is_trusted_again_despite_what_was_remembered(store,
+                                                                                   clock):
+    throttle = throttle_on(store, clock)
+    before = store.get_user("alice")
+    throttle.success("alice", "10.0.0.1", (before.uid, before.generation))
+    store.set_password("alice", "new")                  # deletes the trust records
+    after = store.get_user("alice")
+    throttle.success("alice", "10.0.0.1", (after.uid, after.generation))
+    throttle.unlock("alice")                            # drop the cached answer
+    for i in range(5):
+        throttle.failure("alice", f"10.9.9.{i}")
+    assert throttle.locked("alice", "10.0.0.1") == 0

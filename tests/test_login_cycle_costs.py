@@ -1,0 +1,174 @@
+"""What a connect + token login + quit cycle costs the daemon (issue 17), counted:
+replies encoded, SQLite statements run.  Each count is a promise the hot path
+keeps; the behaviour around it (refusals, revocation) is tested where it lives.
+
+Sessions run through ``test_session_unit``'s fake transport and hand-driven clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import protocol.messages as m
+from ftpd import handlers
+from ftpd.session import Session
+from protocol import encode
+from tests.test_session_unit import USER, FakeTransport, Harness
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Any:
+    harness = Harness(tmp_path / "root")
+    harness.ctx.throttle.ledger = harness.store.logins      # the daemon's: one catalogue
+    harness.store.create_user(USER, "correct horse")
+    yield harness
+    harness.store.close()
+
+
+def _session(h: Harness) -> tuple[Session, FakeTransport]:
+    transport = FakeTransport()
+    session = Session(h.ctx, transport)           # type: ignore[arg-type]
+    transport.set_protocol(session)
+    session.start(b"")
+    return session, transport
+
+
+def _replies(transport: FakeTransport) -> list[Any]:
+    from protocol import MessageStream
+    return MessageStream("client").feed(bytes(transport.out))
+
+
+def _counting_encode(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    made: list[Any] = []
+
+    def counted(message: Any) -> bytes:
+        made.append(message)
+        return encode(message)
+    from ftpd import session
+    monkeypatch.setattr(session, "encode", counted)           # replies encoded per send
+    monkeypatch.setattr(handlers, "encode", counted, raising=False)
+    getattr(handlers, "_frames", {}).clear()
+    return made
+
+
+def test_the_hello_reply_is_encoded_once_for_every_connection_asking_the_same(h, monkeypatch):
+    made = _counting_encode(monkeypatch)
+    answers = []
+    for _ in range(3):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1))))
+        answers.append(_replies(transport))
+    assert len(made) == 1
+    assert answers[0] == answers[1] == answers[2] and isinstance(answers[0][0], m.HelloOk)
+
+
+def test_a_hello_asking_other_terms_gets_its_own_reply(h, monkeypatch):
+    _counting_encode(monkeypatch)
+    sizes = []
+    for max_data in (1 << 16, 1 << 17):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1, max_data=max_data))))
+        [reply] = _replies(transport)
+        sizes.append(reply.max_data)
+    assert sizes == [1 << 16, 1 << 17]
+
+
+def test_the_quit_reply_is_encoded_once_and_still_closes_every_session(h, monkeypatch):
+    made = _counting_encode(monkeypatch)
+    for _ in range(2):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                         encode(m.Quit(id=2))))
+        assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.QuitOk]
+        assert transport.lost
+    assert [type(x) for x in made] == [m.HelloOk, m.QuitOk]
+
+
+def _counting_parse(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    from protocol import codec
+    parsed: list[bytes] = []
+    parse = codec.parse_object
+
+    def counted(payload: bytes) -> Any:
+        parsed.append(bytes(payload))
+        return parse(payload)
+    monkeypatch.setattr(codec, "parse_object", counted)
+    getattr(codec, "_decoded", {}).clear()
+    return parsed
+
+
+def _payload(message: Any) -> bytes:
+    return encode(message)[5:]                      # the frame without its 5-byte header
+
+
+def test_the_same_small_request_payload_is_parsed_once(monkeypatch):
+    from protocol.codec import decode_request
+    parsed = _counting_parse(monkeypatch)
+    hello = _payload(m.Hello(id=1, protocol=1))
+    first, second = decode_request(hello), decode_request(hello)
+    assert first == second == m.Hello(id=1, protocol=1) and len(parsed) == 1
+
+
+def test_a_request_carrying_a_token_or_password_is_never_kept(monkeypatch):
+    from protocol.codec import decode_request
+    parsed = _counting_parse(monkeypatch)
+    for login in (m.Login(id=2, token="t" * 43), m.Login(id=2, user="ada", password="pw")):
+        decode_request(_payload(login))
+        decode_request(_payload(login))
+    assert len(parsed) == 4
+
+
+def test_a_token_login_reply_is_encoded_once_per_user_and_a_new_token_never_kept(h,
+                                                                                monkeypatch):
+    made = _counting_encode(monkeypatch)
+    token = h.store.issue_token(USER)
+    logins = []
+    for _ in range(2):
+        session, transport = _session(h)
+        session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                         encode(m.Login(id=2, token=token))))
+        logins.append(_replies(transport)[1])
+        session.close("test")
+    assert logins[0] == logins[1] == m.LoginOk(id=2, user=USER, cwd="/")
+    assert [type(x) for x in made] == [m.HelloOk, m.LoginOk]
+    session, transport = _session(h)
+    session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                     encode(m.Login(id=2, token=token, want_token=True))))
+    fresh = _replies(transport)[1]
+    assert fresh.token and fresh.token != token and not any(
+        fresh.token.encode() in frame for frame in handlers._frames.values())
+
+
+def _cycle(h: Harness, token: str) -> FakeTransport:
+    session, transport = _session(h)
+    for message in (m.Hello(id=1, protocol=1), m.Login(id=2, token=token), m.Quit(id=3)):
+        session.data_received(memoryview(encode(message)))
+    return transport
+
+
+def test_a_token_reconnect_runs_three_sqlite_statements_on_the_reactor(h):
+    """The token, the address's and user name's throttle records (one read), the
+    login's revocation check before quit; the trust record only once in a while."""
+    token = h.store.issue_token(USER)
+    _cycle(h, token)                                    # the first one writes the trust
+    statements: list[str] = []
+    h.store._ctx.db.conn().set_trace_callback(statements.append)
+    try:
+        transport = _cycle(h, token)
+    finally:
+        h.store._ctx.db.conn().set_trace_callback(None)
+    assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.LoginOk, m.QuitOk]
+    assert len(statements) == 3, statements
+
+
+def test_a_token_login_still_clears_the_user_names_failures(h):
+    throttle = h.ctx.throttle
+    for i in range(3):
+        throttle.failure(USER, f"10.9.9.{i}")
+    assert throttle.failures(USER) == 3
+    transport = _cycle(h, h.store.issue_token(USER))
+    assert isinstance(_replies(transport)[1], m.LoginOk)
+    assert throttle.failures(USER) == 0
