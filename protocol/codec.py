@@ -124,7 +124,33 @@ def _decode_request(payload: bytes) -> Request:
         raise BadRequest("request nested too deeply", request_id=rid)
 
 
+#: The replies of a connection's set-up and end, which a reconnecting client receives
+#: byte for byte the same every time (all fields scalar: nothing a caller can mutate).
+_KEPT_REPLIES = frozenset({"greeting", "hello", "login", "quit"})
+_decoded_replies: dict[bytes, Reply] = {}
+
+
 def decode_reply(payload: bytes) -> Reply:
+    """The reply in ``payload``; ``BadMessage`` if it is not a valid one.
+
+    As ``decode_request``: a small greeting, hello, login or quit reply that
+    decoded once is remembered (bounded), so a client that reconnects does not
+    parse and validate the same bytes again -- never a login reply that carries
+    a token."""
+    if type(payload) is bytes and len(payload) <= DECODED_MAX_PAYLOAD:
+        known = _decoded_replies.get(payload)
+        if known is not None:
+            return known
+        reply = _decode_reply(payload)
+        if reply.type in _KEPT_REPLIES and getattr(reply, "token", None) is None:
+            if len(_decoded_replies) >= DECODED_CACHE_SIZE:
+                _decoded_replies.clear()
+            _decoded_replies[payload] = reply
+        return reply
+    return _decode_reply(payload)
+
+
+def _decode_reply(payload: bytes) -> Reply:
     obj = parse_object(payload)
     cls = REPLIES.get(obj.get("type")) if isinstance(obj.get("type"), str) else None
     if cls is None:

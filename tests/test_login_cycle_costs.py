@@ -97,6 +97,7 @@ def _counting_parse(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         return parse(payload)
     monkeypatch.setattr(codec, "parse_object", counted)
     getattr(codec, "_decoded", {}).clear()
+    getattr(codec, "_decoded_replies", {}).clear()
     return parsed
 
 
@@ -118,6 +119,29 @@ def test_a_request_carrying_a_token_or_password_is_never_kept(monkeypatch):
     for login in (m.Login(id=2, token="t" * 43), m.Login(id=2, user="ada", password="pw")):
         decode_request(_payload(login))
         decode_request(_payload(login))
+    assert len(parsed) == 4
+
+
+def test_a_reconnecting_clients_greeting_hello_login_and_quit_replies_are_parsed_once(
+        monkeypatch):
+    from protocol.codec import decode_reply
+    parsed = _counting_parse(monkeypatch)
+    replies = [m.Greeting(protocol=1, server="ftpd", max_control=65536, max_data=1 << 20),
+               m.HelloOk(id=1, protocol=1, max_data=1 << 20), m.LoginOk(id=2, user="ada",
+                                                                        cwd="/"),
+               m.QuitOk(id=3)]
+    for _ in range(2):
+        assert [decode_reply(_payload(r)) for r in replies] == replies
+    assert len(parsed) == len(replies)
+
+
+def test_a_login_reply_carrying_a_token_and_other_replies_are_never_kept(monkeypatch):
+    from protocol.codec import decode_reply
+    parsed = _counting_parse(monkeypatch)
+    for reply in (m.LoginOk(id=2, user="ada", cwd="/", token="t" * 43),
+                  m.ErrorReply(id=2, code="NOT_FOUND", message="no", details={"a": 1})):
+        decode_reply(_payload(reply))
+        decode_reply(_payload(reply))
     assert len(parsed) == 4
 
 
