@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from collections.abc import Callable
 
 from . import faults
@@ -87,7 +88,7 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     algo = SHA256
     if upload.hasher is not None:
         algo = upload.hasher.algo                         # SHA-256, or BLAKE3 (issue 17)
-        digest, hashed = upload.hasher.finish(fd, size)   # usually only the tail is left
+        digest, hashed = _hash_tail(upload, fd, size)     # usually only the tail is left
     else:
         digest, hashed = None, size
     declared = upload.declared()
@@ -100,6 +101,8 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     try:
         apply_metadata(fd, upload.mtime, upload.mode)          # before fsync and link
         os.fsync(fd)                                           # step 1
+        if upload._flush_error is not None:    # a background flush consumed the error
+            raise upload._flush_error
         st = os.fstat(fd)
     except OSError as exc:
         raise map_oserror(exc, path)
@@ -140,6 +143,44 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     return CommitResult(path=path, size=size,                  # step 4
                         sha256=digest if algo == SHA256 else None,
                         blake3=digest if algo == BLAKE3 else None)
+
+
+#: A hash tail at least this long is hashed while a helper thread flushes the file.
+OVERLAP_MIN = 8 << 20
+
+
+def _hash_tail(upload: Upload, fd: int, size: int) -> tuple[str, int]:
+    """Finish the upload's hash; with a long tail left, flush the file meanwhile.
+
+    When the workers fell behind the writer (both cores busy receiving), the
+    commit is left with hundreds of MiB to hash *and* to write back.  One after
+    the other, the disk idles while the hash runs; here a helper thread's
+    ``fdatasync`` writes the dirty pages back while this thread hashes, so the
+    fsync of step 1 has (almost) nothing left.  The helper writes through a
+    duplicate of the descriptor and records a failure for step 1
+    (``Upload._sync_copy``); a digest that does not match discards the partial
+    as before, the flush only having been wasted.
+    """
+    hasher = upload.hasher
+    assert hasher is not None
+    if size - hasher.upto < OVERLAP_MIN:
+        return hasher.finish(fd, size)
+    dup = os.dup(fd)
+
+    def flush() -> None:
+        try:
+            upload._sync_copy(dup)
+        except OSError:
+            pass                        # in upload._flush_error: step 1 raises it
+        finally:
+            os.close(dup)
+
+    helper = threading.Thread(target=flush, name="ftpd-commit-flush", daemon=True)
+    helper.start()
+    try:
+        return hasher.finish(fd, size)
+    finally:
+        helper.join()
 
 
 def recover(ctx: StoreContext, registry: WriterRegistry | None = None) -> None:

@@ -51,7 +51,8 @@ class Upload:
 
     Owns one open descriptor of its partial and the running hash.  Methods and
     fields with one underscore (``_fd``, ``_target``, ``_resync``, ``_close``,
-    ``_revoke``) are for the storage package only, never for the daemon.
+    ``_revoke``, ``_sync_copy``, ``_flush_error``) are for the storage package
+    only, never for the daemon.
     """
 
     def __init__(self, owner: UploadOwner, target: Target, *, size: int, sha256: str | None,
@@ -69,6 +70,10 @@ class Upload:
         self._fd = fd
         self._state = "active"  # -> released | committed | discarded | closed
         self._lock = threading.Lock()
+        #: the first error of a background ``fdatasync`` (``flush``): its file
+        #: description then reports no error to ``commit``'s own fsync (Linux
+        #: reports a writeback error once per open file), so ``commit`` checks this
+        self._flush_error: OSError | None = None
         self.hasher = (PrefixHasher(SHA256) if sha256 is not None else
                        PrefixHasher(BLAKE3) if blake3 is not None else None)
         #: applied at commit, before the file becomes visible (storage.metadata)
@@ -169,7 +174,18 @@ class Upload:
     def flush(self) -> int:
         """``fdatasync`` what is written so far, so that ``commit`` has only the
         tail to make durable.  A worker's job, like ``hash_behind``."""
-        return self._behind(lambda fd, _end: os.fdatasync(fd))
+        return self._behind(lambda fd, _end: self._sync_copy(fd))
+
+    def _sync_copy(self, fd: int) -> None:
+        """``fdatasync(fd)`` (a duplicate of the partial's descriptor), noting a failure
+        in ``_flush_error`` before raising it: the duplicate shares the partial's open
+        file, so the error is consumed here and ``commit``'s fsync would not see it."""
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            if self._flush_error is None:
+                self._flush_error = exc
+            raise
 
     def _behind(self, job: Callable[[int, int], object]) -> int:
         with self._lock:
@@ -179,7 +195,7 @@ class Upload:
         try:
             job(fd, end)
         except OSError:
-            return 0                  # commit will meet the same error and report it
+            return 0                  # a flush's error is in _flush_error: commit reports it
         finally:
             os.close(fd)
         return end
