@@ -49,7 +49,7 @@ from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
 from .digests import BLAKE3, SHA256
-from .errors import IntegrityError, StorageError
+from .errors import IntegrityError, StorageError, StorageIOError
 from .hashing import cache_forget, cache_store
 from .metadata import apply_metadata
 from .models import CommitResult
@@ -98,11 +98,17 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
         raise IntegrityError(f"content does not match the declared {name} and size;"
                              " the partial upload was discarded", path=path,
                              expected=declared, got=digest)
+    lost = upload._flush_error
+    if lost is not None:
+        # A background flush failed: the kernel may have dropped those pages, and it
+        # reported the error there, not to this descriptor's fsync.  Nothing can say
+        # which bytes reached the disk, so the partial is not kept for a resume.
+        discard(upload)
+        raise StorageIOError(f"writing the upload to disk failed ({os.strerror(lost.errno or 5)});"
+                             " the partial upload was discarded", path=path, errno=lost.errno)
     try:
         apply_metadata(fd, upload.mtime, upload.mode)          # before fsync and link
         os.fsync(fd)                                           # step 1
-        if upload._flush_error is not None:    # a background flush consumed the error
-            raise upload._flush_error
         st = os.fstat(fd)
     except OSError as exc:
         raise map_oserror(exc, path)
@@ -165,7 +171,10 @@ def _hash_tail(upload: Upload, fd: int, size: int) -> tuple[str, int]:
     assert hasher is not None
     if size - hasher.upto < OVERLAP_MIN:
         return hasher.finish(fd, size)
-    dup = os.dup(fd)
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return hasher.finish(fd, size)      # out of descriptors: one after the other
 
     def flush() -> None:
         try:
@@ -176,7 +185,11 @@ def _hash_tail(upload: Upload, fd: int, size: int) -> tuple[str, int]:
             os.close(dup)
 
     helper = threading.Thread(target=flush, name="ftpd-commit-flush", daemon=True)
-    helper.start()
+    try:
+        helper.start()
+    except RuntimeError:                    # no thread to be had: one after the other
+        os.close(dup)
+        return hasher.finish(fd, size)
     try:
         return hasher.finish(fd, size)
     finally:

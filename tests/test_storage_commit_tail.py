@@ -4,7 +4,8 @@ When the background workers fell behind the writer, a commit is left with a
 long stretch to hash and a long stretch to write back.  It runs both at once
 (a helper thread flushes while the commit hashes); and an error that a
 background flush met is never lost, although the flush consumed it from the
-shared open file (Linux reports a writeback error once per open file).
+shared open file (Linux reports a writeback error once per open file): the
+commit fails and the partial, whose bytes on disk are unknown, is discarded.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def test_a_commit_flushes_the_file_while_it_hashes_a_long_tail(store, monkeypatc
     assert seen[0] is True
 
 
-def test_an_error_a_background_flush_met_fails_the_commit(store, monkeypatch):
+def test_an_error_a_background_flush_met_fails_the_commit_and_drops_the_partial(store,
+                                                                               monkeypatch):
     data = b"x" * 4096
     up = store.begin_upload("alice", "/f", len(data), hashlib.sha256(data).hexdigest())
     up.write(data)
@@ -74,6 +76,9 @@ def test_an_error_a_background_flush_met_fails_the_commit(store, monkeypatch):
     with pytest.raises(StorageIOError):
         up.commit()                     # its own fsync succeeds: the noted error fails it
     assert not os.path.exists(os.path.join(store.root, "homes", "alice", "f"))
+    again = store.begin_upload("alice", "/f", len(data), hashlib.sha256(data).hexdigest())
+    assert again.offset == 0            # which bytes reached the disk is unknown: none kept
+    again.release()
 
 
 @pytest.mark.parametrize(("size", "threads"), [(PARALLEL_MIN, PARALLEL_THREADS), (1 << 20, 1)],
