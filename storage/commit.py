@@ -40,6 +40,7 @@ Every step boundary is a named crash point (:mod:`storage.faults`);
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -104,8 +105,9 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
         # reported the error there, not to this descriptor's fsync.  Nothing can say
         # which bytes reached the disk, so the partial is not kept for a resume.
         discard(upload)
-        raise StorageIOError(f"writing the upload to disk failed ({os.strerror(lost.errno or 5)});"
-                             " the partial upload was discarded", path=path, errno=lost.errno)
+        reason = os.strerror(lost.errno or errno.EIO)
+        raise StorageIOError(f"writing the upload to disk failed ({reason}); the partial"
+                             " upload was discarded", path=path, errno=lost.errno)
     try:
         apply_metadata(fd, upload.mtime, upload.mode)          # before fsync and link
         os.fsync(fd)                                           # step 1
@@ -163,7 +165,7 @@ def _hash_tail(upload: Upload, fd: int, size: int) -> tuple[str, int]:
     the other, the disk idles while the hash runs; here a helper thread's
     ``fdatasync`` writes the dirty pages back while this thread hashes, so the
     fsync of step 1 has (almost) nothing left.  The helper writes through a
-    duplicate of the descriptor and records a failure for step 1
+    duplicate of the descriptor and records a failure, which fails the commit
     (``Upload._sync_copy``); a digest that does not match discards the partial
     as before, the flush only having been wasted.
     """
@@ -180,7 +182,7 @@ def _hash_tail(upload: Upload, fd: int, size: int) -> tuple[str, int]:
         try:
             upload._sync_copy(dup)
         except OSError:
-            pass                        # in upload._flush_error: step 1 raises it
+            pass                        # kept in upload._flush_error: the commit fails
         finally:
             os.close(dup)
 
