@@ -31,20 +31,12 @@ def supported() -> tuple[str, ...]:
     return (BLAKE3, SHA256) if _blake3 is not None else (SHA256,)
 
 
-#: BLAKE3 threads for one large file (``new_hasher(..., parallel=True)``).  Two:
-#: measured on the 2-core bench machine (docs/BENCHMARKS.md, verified round trip).
-PARALLEL_THREADS = 2
-
-
-def new_hasher(algo: str, *, parallel: bool = False) -> Any:
-    """A fresh ``update``/``hexdigest`` object; BLAKE3 on one thread (a worker's),
-    or with ``parallel`` on a pool of ``PARALLEL_THREADS`` of its own (created
-    with the hasher, so never shared across a ``fork``): each large ``update``
-    is split between them.  SHA-256 is sequential either way."""
+def new_hasher(algo: str) -> Any:
+    """A fresh ``update``/``hexdigest`` object; BLAKE3 on one thread (a worker's)."""
     if algo == SHA256:
         return hashlib.sha256()
     if algo == BLAKE3 and _blake3 is not None:
-        return _blake3(max_threads=PARALLEL_THREADS if parallel else 1)
+        return _blake3(max_threads=1)
     raise ValueError(f"digest {algo!r} is not available")
 
 

@@ -18,14 +18,11 @@ from .db import Database, to_i64
 from .digests import BLAKE3, SHA256, new_hasher
 from .errors import StorageIOError
 
-__all__ = ["CHUNK", "PARALLEL_MIN", "PrefixHasher", "cache_forget", "cache_lookup",
-           "cache_renamed", "cache_store", "cached_fd", "fd_sha256", "sha256_fd"]
+__all__ = ["CHUNK", "PrefixHasher", "cache_forget", "cache_lookup", "cache_renamed", "cache_store",
+           "cached_fd",
+           "fd_sha256", "sha256_fd"]
 
 CHUNK = 1 << 20
-#: An upload declared at least this large hashes BLAKE3 on two threads
-#: (``new_hasher(parallel=True)``): after its last byte the cores are free and
-#: the commit's hash tail, left when the workers fell behind, takes half as long.
-PARALLEL_MIN = 64 << 20
 
 
 def _column(algo: str) -> str:
@@ -57,9 +54,9 @@ class PrefixHasher:
     interleaving, and ``upto`` only ever covers bytes really read from the file.
     """
 
-    def __init__(self, algo: str = SHA256, *, parallel: bool = False) -> None:
+    def __init__(self, algo: str = SHA256) -> None:
         self.algo = algo
-        self._digest = new_hasher(algo, parallel=parallel)
+        self._digest = new_hasher(algo)
         self._lock = threading.Lock()
         self.upto = 0
 

@@ -22,7 +22,7 @@ from typing import Protocol
 from .confine import map_oserror
 from .digests import BLAKE3, HEX_RE, SHA256
 from .errors import NoSpace, OffsetMismatch, StorageIOError
-from .hashing import PARALLEL_MIN, PrefixHasher
+from .hashing import PrefixHasher
 from .models import CommitResult
 from .partials import write_all
 from .placement import Target
@@ -75,7 +75,7 @@ class Upload:
         #: reports a writeback error once per open file), so ``commit`` checks this
         self._flush_error: OSError | None = None
         self.hasher = (PrefixHasher(SHA256) if sha256 is not None else
-                       self._new_hasher(BLAKE3) if blake3 is not None else None)
+                       PrefixHasher(BLAKE3) if blake3 is not None else None)
         #: applied at commit, before the file becomes visible (storage.metadata)
         self.mtime: float | None = None
         self.mode: int | None = None
@@ -147,13 +147,9 @@ class Upload:
         """The ``algo`` digest will be named at ``commit``: hash behind the writer from now
         on.  ``ValueError`` if the upload already runs another digest."""
         if self.hasher is None:
-            self.hasher = self._new_hasher(algo)
+            self.hasher = PrefixHasher(algo)
         elif self.hasher.algo != algo:
             raise ValueError(f"this upload is verified with {self.hasher.algo}, not {algo}")
-
-    def _new_hasher(self, algo: str) -> PrefixHasher:
-        """The running hash: BLAKE3 of a large upload on two threads (``PARALLEL_MIN``)."""
-        return PrefixHasher(algo, parallel=algo == BLAKE3 and self.size >= PARALLEL_MIN)
 
     def declared(self) -> str | None:
         """The digest to verify against (of ``hasher.algo``), if one is declared."""

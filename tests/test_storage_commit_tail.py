@@ -17,11 +17,8 @@ import threading
 
 import pytest
 
-import storage.digests
 from storage import StorageIOError, Store
 from storage.commit import OVERLAP_MIN
-from storage.digests import PARALLEL_THREADS
-from storage.hashing import PARALLEL_MIN
 
 #: Bounded wait for the event a test watches (never reached when the code is right).
 DEADLINE = 10.0
@@ -79,21 +76,3 @@ def test_an_error_a_background_flush_met_fails_the_commit_and_drops_the_partial(
     again = store.begin_upload("alice", "/f", len(data), hashlib.sha256(data).hexdigest())
     assert again.offset == 0            # which bytes reached the disk is unknown: none kept
     again.release()
-
-
-@pytest.mark.parametrize(("size", "threads"), [(PARALLEL_MIN, PARALLEL_THREADS), (1 << 20, 1)],
-                         ids=["large", "small"])
-def test_a_large_blake3_upload_hashes_on_two_threads(store, monkeypatch, size, threads):
-    """After the last byte the cores are free: a large upload's hash tail uses both."""
-    made: list[int] = []
-    real = storage.digests._blake3
-
-    def recording(*args, max_threads: int = 1, **kwargs):
-        made.append(max_threads)
-        return real(*args, max_threads=max_threads, **kwargs)
-
-    monkeypatch.setattr(storage.digests, "_blake3", recording)
-    store.set_quota("alice", 2 * PARALLEL_MIN)
-    up = store.begin_upload("alice", "/f", size, None, blake3="0" * 64)
-    assert made == [threads]
-    up.release()
