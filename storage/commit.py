@@ -40,15 +40,17 @@ Every step boundary is a named crash point (:mod:`storage.faults`);
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
+import threading
 from collections.abc import Callable
 
 from . import faults
 from .confine import lstat_at, map_oserror
 from .context import StoreContext, user_parent
 from .digests import BLAKE3, SHA256
-from .errors import IntegrityError, StorageError
+from .errors import IntegrityError, StorageError, StorageIOError
 from .hashing import cache_forget, cache_store
 from .metadata import apply_metadata
 from .models import CommitResult
@@ -87,7 +89,7 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     algo = SHA256
     if upload.hasher is not None:
         algo = upload.hasher.algo                         # SHA-256, or BLAKE3 (issue 17)
-        digest, hashed = upload.hasher.finish(fd, size)   # usually only the tail is left
+        digest, hashed = _hash_tail(upload, fd, size)     # usually only the tail is left
     else:
         digest, hashed = None, size
     declared = upload.declared()
@@ -97,6 +99,15 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
         raise IntegrityError(f"content does not match the declared {name} and size;"
                              " the partial upload was discarded", path=path,
                              expected=declared, got=digest)
+    lost = upload._flush_error
+    if lost is not None:
+        # A background flush failed: the kernel may have dropped those pages, and it
+        # reported the error there, not to this descriptor's fsync.  Nothing can say
+        # which bytes reached the disk, so the partial is not kept for a resume.
+        discard(upload)
+        reason = os.strerror(lost.errno or errno.EIO)
+        raise StorageIOError(f"writing the upload to disk failed ({reason}); the partial"
+                             " upload was discarded", path=path, errno=lost.errno)
     try:
         apply_metadata(fd, upload.mtime, upload.mode)          # before fsync and link
         os.fsync(fd)                                           # step 1
@@ -140,6 +151,51 @@ def commit(ctx: StoreContext, registry: WriterRegistry, upload: Upload,
     return CommitResult(path=path, size=size,                  # step 4
                         sha256=digest if algo == SHA256 else None,
                         blake3=digest if algo == BLAKE3 else None)
+
+
+#: A hash tail at least this long is hashed while a helper thread flushes the file.
+OVERLAP_MIN = 8 << 20
+
+
+def _hash_tail(upload: Upload, fd: int, size: int) -> tuple[str, int]:
+    """Finish the upload's hash; with a long tail left, flush the file meanwhile.
+
+    When the workers fell behind the writer (both cores busy receiving), the
+    commit is left with hundreds of MiB to hash *and* to write back.  One after
+    the other, the disk idles while the hash runs; here a helper thread's
+    ``fdatasync`` writes the dirty pages back while this thread hashes, so the
+    fsync of step 1 has (almost) nothing left.  The helper writes through a
+    duplicate of the descriptor and records a failure, which fails the commit
+    (``Upload._sync_copy``); a digest that does not match discards the partial
+    as before, the flush only having been wasted.
+    """
+    hasher = upload.hasher
+    assert hasher is not None
+    if size - hasher.upto < OVERLAP_MIN:
+        return hasher.finish(fd, size)
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return hasher.finish(fd, size)      # out of descriptors: one after the other
+
+    def flush() -> None:
+        try:
+            upload._sync_copy(dup)
+        except OSError:
+            pass                        # kept in upload._flush_error: the commit fails
+        finally:
+            os.close(dup)
+
+    helper = threading.Thread(target=flush, name="ftpd-commit-flush", daemon=True)
+    try:
+        helper.start()
+    except RuntimeError:                    # no thread to be had: one after the other
+        os.close(dup)
+        return hasher.finish(fd, size)
+    try:
+        return hasher.finish(fd, size)
+    finally:
+        helper.join()
 
 
 def recover(ctx: StoreContext, registry: WriterRegistry | None = None) -> None:

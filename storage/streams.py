@@ -37,6 +37,7 @@ def begin_stream(manager: UploadManager, user: str, path: str, *, cwd: str = "/"
                  overwrite: bool = False, size_hint: int | None = None) -> Upload:
     """Begin a stream upload at offset 0, reserving ``size_hint`` bytes (or none)."""
     upload = manager.begin(user, path, size_hint or 0, None, cwd=cwd, overwrite=overwrite)
+    upload._allocate = False          # a hint, not a size: blocks past the end would stay
     if upload.offset:
         with upload._lock:            # a stream never resumes: start the partial over
             try:
