@@ -107,7 +107,7 @@ class WorkersReconnect(Scenario):
             token = clients.ours_token(srv.port, cafile=ctx.tls()[0])
             procs = [REGISTRY.track(subprocess.Popen(
                 [sys.executable, "-m", "bench.reconnect_client", "--port", str(srv.port),
-                 "--cafile", cafile, "--token", token, "--cycles", str(s.reconnects_each)],
+                 "--cafile", cafile, f"--token={token}", "--cycles", str(s.reconnects_each)],
                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
                 for _ in range(s.workers_clients)]
             try:
