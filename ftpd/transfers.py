@@ -260,11 +260,15 @@ class FramedDownload:
                     return "cancelled"
                 if self.next_frame() == 0:
                     return "ok"
-                transport.write(data_header(self.frame_left))
+                self._send_header(transport, data_header(self.frame_left))
                 continue
             outcome = self._send_body(transport)
             if outcome is not True:
                 return outcome
+
+    def _send_header(self, transport: Any, header: bytes) -> None:
+        """Send a frame's header (its body follows in the same call of ``produce``)."""
+        transport.write(header)
 
     def _send_body(self, transport: Any) -> bool | str | None:
         """Send some of the current frame's body (advancing ``pos``/``frame_left``):
@@ -288,6 +292,11 @@ class DownloadProducer(FramedDownload):
                  frame_size: int) -> None:
         super().__init__(request, path, size, offset, frame_size)
         self.fd = fd
+
+    def _send_header(self, transport: Any, header: bytes) -> None:
+        """The header is held back (``write_more``) and leaves in one segment with the
+        start of the body: one packet, and one wake-up of the reader, fewer per frame."""
+        transport.write_more(header)
 
     def _send_body(self, transport: Any) -> bool | str | None:
         try:

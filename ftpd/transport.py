@@ -39,6 +39,9 @@ BULK_RECVS_PER_WAKEUP = 4
 COALESCE_BELOW = 65536
 #: Largest read of a file when ``use_sendfile`` is off.
 PREAD_CHUNK = 256 * 1024
+#: ``send`` flag: more bytes follow at once, so the kernel holds a short write back
+#: to fill the next segment (0 where the platform has no such flag).
+MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
 class TransportProtocol(Protocol):
@@ -95,7 +98,8 @@ class PlainTransport:
     """
 
     __slots__ = ("sock", "fd", "peer", "ip", "_io", "_protocol", "_out", "_out_size", "_mask",
-                 "_reading", "_paused", "_closing", "_eof", "_holding", "_budget", "_lost")
+                 "_reading", "_paused", "_closing", "_eof", "_holding", "_budget", "_lost",
+                 "_send_flags")
 
     def __init__(self, io: IOContext, sock: socket.socket, peer: tuple[object, ...]) -> None:
         self.sock: socket.socket | None = sock
@@ -114,6 +118,7 @@ class PlainTransport:
         self._holding = False       # inside data_received: replies are sent after it, together
         self._budget = SEND_BUDGET
         self._lost = False          # connection_lost was called
+        self._send_flags = 0        # MSG_MORE inside write_more()
 
     # ------------------------------------------------------------ the interface
 
@@ -130,7 +135,7 @@ class PlainTransport:
             return
         if self._out is None and not self._holding and self._budget > 0:
             try:
-                sent = self.sock.send(data)
+                sent = self.sock.send(data, self._send_flags)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -149,6 +154,18 @@ class PlainTransport:
         self._check_water(resume=False)     # never resume a producer from inside its own call
         if not self._holding:               # (after data_received the flush updates the mask)
             self._update_mask()
+
+    def write_more(self, data: bytes) -> None:
+        """``write`` a short piece that the caller follows at once with more (a DATA
+        frame's header, then its body): the kernel keeps it back (``MSG_MORE``) and
+        sends it in one segment with the next bytes, instead of a segment of its own
+        that wakes the reader for 5 bytes.  The next send without the flag (the
+        body's ``sendfile``) pushes both."""
+        self._send_flags = MSG_MORE
+        try:
+            self.write(data)
+        finally:
+            self._send_flags = 0
 
     def send_file(self, fd: int, offset: int, count: int) -> int:
         """Send up to ``count`` bytes of file ``fd`` from ``offset``; returns the bytes consumed.

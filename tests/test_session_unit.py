@@ -83,6 +83,8 @@ class FakeTransport:
         if not self.lost:
             self.out += data
 
+    write_more = write                   # (a frame header: MSG_MORE on a real socket)
+
     def send_file(self, fd: int, offset: int, count: int) -> int:
         chunk = os.pread(fd, count, offset)
         if not chunk:

@@ -1,0 +1,125 @@
+"""The plain-text download's hot path (issue 17: download >= 1.0x raw sendfile).
+
+Each test pins one thing the profile in docs/BENCHMARKS.md ("Download against
+raw sendfile") found per frame or per wake-up: a DATA frame's header leaves
+in one segment with its body, a lone download is not sent back to the loop
+every 4 MiB.  Counts of sends and flags are asserted, never times.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import protocol.messages as m
+from ftpd.timers import TimerHeap
+from ftpd.transfers import DownloadProducer
+from ftpd.transport import MSG_MORE, IOContext, PlainTransport
+from protocol import HEADER_SIZE, data_header
+
+pytestmark = pytest.mark.skipif(not MSG_MORE, reason="no MSG_MORE on this platform")
+
+
+class RecordingSocket(socket.socket):
+    """A socket that records every ``send``'s length and flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sends: list[tuple[int, int]] = []
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self.sends.append((len(data), flags))
+        return super().send(data, flags)
+
+
+class _Protocol:
+    """The least a transport's protocol must answer."""
+
+    paused = 0
+
+    def data_received(self, data: memoryview) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        self.paused += 1
+
+    def resume_writing(self) -> None:
+        pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+    def wants_bulk_reads(self) -> bool:
+        return False
+
+    def moves_bulk(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def tcp() -> Any:
+    """A transport on one end of a loopback TCP connection, the peer's socket, the io."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    listener.close()
+    ours = RecordingSocket(fileno=accepted.detach())
+    ours.setblocking(False)
+    sel = selectors.DefaultSelector()
+    io = IOContext(sel, TimerHeap(), 65536, 1 << 20, 1 << 18, use_sendfile=True)
+    transport = PlainTransport(io, ours, ("test", 1))
+    transport.set_protocol(_Protocol())
+    transport.start()
+    yield transport, ours, peer
+    transport.abort()
+    peer.close()
+    sel.close()
+
+
+def _file(tmp_path: Path, size: int) -> int:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * (size // 256) + b"z" * (size % 256))
+    return os.open(path, os.O_RDONLY)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    sock.settimeout(10)
+    out = bytearray()
+    while len(out) < n:
+        piece = sock.recv(n - len(out))
+        assert piece, "the transport closed early"
+        out += piece
+    return bytes(out)
+
+
+def test_a_data_frame_header_is_sent_with_msg_more_so_it_shares_the_bodys_segment(
+        tcp: Any, tmp_path: Path) -> None:
+    transport, ours, peer = tcp
+    fd = _file(tmp_path, 3000)
+    try:
+        producer = DownloadProducer(m.Get(id=1, path="f", verify=False), "/f", fd, 3000, 0,
+                                    1000)
+        transport.on_event(0)                       # a wake-up: a fresh send budget
+        assert producer.produce(transport) == "ok"
+    finally:
+        os.close(fd)
+    # Three frames: each header a send of its own with MSG_MORE; the bodies by sendfile.
+    assert ours.sends == [(HEADER_SIZE, MSG_MORE)] * 3
+    got = _recv_exactly(peer, 3 * (HEADER_SIZE + 1000))
+    assert got[:HEADER_SIZE] == data_header(1000)
+
+
+def test_the_msg_more_of_a_header_does_not_hold_back_the_write_after_it(tcp: Any) -> None:
+    transport, ours, peer = tcp
+    transport.write_more(b"hdr")
+    transport.write(b"a reply")
+    assert ours.sends == [(3, MSG_MORE), (7, 0)]
+    assert _recv_exactly(peer, 10) == b"hdra reply"
