@@ -21,7 +21,7 @@ from .errors import FtpError, IntegrityError
 from .files import commit, hash_file, part_path, remove_quietly, write_all
 from .results import GetResult
 from .retry import Notice, Retry, ignore
-from .transfer import Progress, Sink, named_digest, receive_download, start_download
+from .transfer import Progress, Received, Sink, named_digest, receive_download, start_download
 
 if TYPE_CHECKING:
     from .client import Client
@@ -160,10 +160,6 @@ class StreamPolicy:
         self.digest = None          # made on the first attempt, of the session's digest
         self.algo = SHA256
 
-    def _counting_sink(self, view: memoryview) -> None:
-        self.sink(view)
-        self.position += len(view)
-
     def _attempt(self, _n: int) -> GetResult:
         conn = self.client._require()
         if self.options.verify and self.digest is None:
@@ -171,8 +167,14 @@ class StreamPolicy:
             self.digest = new_hasher(self.algo)
         rid, ready = start_download(conn, self.remote, self.position, self.options.verify,
                                     self.algo)
-        receive_download(self.client._require(), rid, ready, self._counting_sink, self.digest,
-                         self.options.progress)
+        # The sink is called as given (no counting wrapper per chunk); the count of
+        # what it was handed comes back in ``received``, also when the attempt fails.
+        received = Received()
+        try:
+            receive_download(self.client._require(), rid, ready, self.sink, self.digest,
+                             self.options.progress, received=received)
+        finally:
+            self.position += received.bytes
         return _result(ready, self.algo, self.options.verify, self.offset, None)
 
     def run(self) -> GetResult:

@@ -1,9 +1,10 @@
 """The plain-text download's hot path (issue 17: download >= 1.0x raw sendfile).
 
 Each test pins one thing the profile in docs/BENCHMARKS.md ("Download against
-raw sendfile") found per frame or per wake-up: a DATA frame's header leaves
-in one segment with its body, a lone download is not sent back to the loop
-every 4 MiB.  Counts of sends and flags are asserted, never times.
+raw sendfile") found per frame, per wake-up or per received chunk: a DATA
+frame's header leaves in one segment with its body; the client hands each
+chunk of an unverified download straight to the sink.  Counts of sends,
+flags and callers are asserted, never times.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import protocol.messages as m
+from client import Client
+from client.transfer import Received, receive_download
 from ftpd.timers import TimerHeap
 from ftpd.transfers import DownloadProducer
 from ftpd.transport import MSG_MORE, IOContext, PlainTransport
 from protocol import HEADER_SIZE, data_header
+from tests.test_client_fakeserver import serve_fake
 
-pytestmark = pytest.mark.skipif(not MSG_MORE, reason="no MSG_MORE on this platform")
+needs_msg_more = pytest.mark.skipif(not MSG_MORE, reason="no MSG_MORE on this platform")
 
 
 class RecordingSocket(socket.socket):
@@ -100,6 +105,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(out)
 
 
+@needs_msg_more
 def test_a_data_frame_header_is_sent_with_msg_more_so_it_shares_the_bodys_segment(
         tcp: Any, tmp_path: Path) -> None:
     transport, ours, peer = tcp
@@ -117,9 +123,66 @@ def test_a_data_frame_header_is_sent_with_msg_more_so_it_shares_the_bodys_segmen
     assert got[:HEADER_SIZE] == data_header(1000)
 
 
+@needs_msg_more
 def test_the_msg_more_of_a_header_does_not_hold_back_the_write_after_it(tcp: Any) -> None:
     transport, ours, peer = tcp
     transport.write_more(b"hdr")
     transport.write(b"a reply")
     assert ours.sends == [(3, MSG_MORE), (7, 0)]
     assert _recv_exactly(peer, 10) == b"hdra reply"
+
+
+# ------------------------------------------------------------------ the client
+
+
+@pytest.fixture
+def small() -> Any:
+    """A fake server with 8 KiB DATA frames: a small file is many chunks."""
+    yield from serve_fake(max_data=8192)
+
+
+def _logged_in(server: Any) -> Client:
+    c = Client(server.host, server.port, timeout=5)
+    c.connect()
+    c.login("alice", "secret")
+    return c
+
+
+def test_an_unverified_stream_hands_each_chunk_to_the_sink_from_the_receive_loop(small):
+    data = os.urandom(50_000)
+    small.put_file("/f", data)
+    callers: set[str] = set()
+    got = bytearray()
+
+    def sink(view: memoryview) -> None:
+        callers.add(sys._getframe(1).f_code.co_name)
+        got.extend(view)
+
+    with _logged_in(small) as c:
+        c.get_stream("/f", sink, verify=False)
+    assert bytes(got) == data
+    assert callers == {"receive_download"}          # no wrapper in between, per chunk
+
+
+class _Full(Exception):
+    pass
+
+
+def test_a_stream_whose_sink_fails_reports_the_bytes_handed_on_before(small):
+    data = os.urandom(50_000)
+    small.put_file("/f", data)
+    handed = bytearray()
+
+    def sink(view: memoryview) -> None:
+        if len(handed) >= 20_000:
+            raise _Full
+        handed.extend(view)
+
+    received = Received()
+    with _logged_in(small) as c:
+        conn = c._require()
+        rid = conn.next_id()
+        ready = conn.call(m.Get(id=rid, path="/f", offset=0, verify=False), m.GetReady)
+        with pytest.raises(_Full):
+            receive_download(conn, rid, ready, sink, None, None, received=received)
+    assert received.bytes == len(handed) and bytes(handed) == data[:len(handed)]
