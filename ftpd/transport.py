@@ -133,7 +133,7 @@ class PlainTransport:
         """Send now what the socket takes, queue the rest (copying views of shared buffers)."""
         if self.sock is None or not data:
             return
-        if self._out is None and not self._holding and self._budget > 0:
+        if self._out is None and not self._holding and (self._budget > 0 or self._send_flags):
             try:
                 sent = self.sock.send(data, self._send_flags)
             except (BlockingIOError, InterruptedError):
@@ -160,7 +160,9 @@ class PlainTransport:
         frame's header, then its body): the kernel keeps it back (``MSG_MORE``) and
         sends it in one segment with the next bytes, instead of a segment of its own
         that wakes the reader for 5 bytes.  The next send without the flag (the
-        body's ``sendfile``) pushes both."""
+        body's ``sendfile``) pushes both.  It goes to the kernel even when this
+        wake-up's send budget is spent (a few bytes): queued here instead, it would
+        leave alone, in a segment of its own, at the next wake-up."""
         self._send_flags = MSG_MORE
         try:
             self.write(data)

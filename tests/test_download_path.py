@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import ftpd.transport as transport_module
 import protocol.messages as m
 from client import Client
 from client.transfer import Received, receive_download
@@ -121,6 +122,25 @@ def test_a_data_frame_header_is_sent_with_msg_more_so_it_shares_the_bodys_segmen
     assert ours.sends == [(HEADER_SIZE, MSG_MORE)] * 3
     got = _recv_exactly(peer, 3 * (HEADER_SIZE + 1000))
     assert got[:HEADER_SIZE] == data_header(1000)
+
+
+@needs_msg_more
+def test_a_frame_header_that_meets_a_spent_send_budget_still_goes_with_msg_more(
+        tcp: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    transport, ours, peer = tcp
+    monkeypatch.setattr(transport_module, "SEND_BUDGET", 1000)
+    fd = _file(tmp_path, 3000)
+    try:
+        producer = DownloadProducer(m.Get(id=1, path="f", verify=False), "/f", fd, 3000, 0,
+                                    1000)
+        transport.on_event(0)                       # a wake-up: a budget of 1000 bytes
+        assert producer.produce(transport) is None  # the first frame spent it
+        # The second frame's header went to the kernel (held back for its body),
+        # not into the transport's queue to leave alone at the next wake-up.
+        assert ours.sends == [(HEADER_SIZE, MSG_MORE)] * 2
+        assert transport.get_write_buffer_size() == 0
+    finally:
+        os.close(fd)
 
 
 @needs_msg_more
