@@ -206,3 +206,29 @@ def test_a_stream_whose_sink_fails_reports_the_bytes_handed_on_before(small):
         with pytest.raises(_Full):
             receive_download(conn, rid, ready, sink, None, None, received=received)
     assert received.bytes == len(handed) and bytes(handed) == data[:len(handed)]
+
+
+def test_one_wake_up_of_a_lone_download_sends_16_mib_before_it_yields(tmp_path: Path) -> None:
+    """Into /dev/null, which takes everything: only the budget stops the sends."""
+    sink = open(os.devnull, "wb")              # noqa: SIM115 -- closed below
+    io = IOContext(selectors.SelectSelector(), TimerHeap(), 65536, 1 << 20, 1 << 18,
+                   use_sendfile=True)
+    transport = PlainTransport(io, sink, ("test", 1))      # type: ignore[arg-type]
+    transport.set_protocol(_Protocol())
+    path = tmp_path / "big"
+    with open(path, "wb") as f:
+        f.truncate(32 << 20)                     # sparse: 32 MiB of zeros, no disk
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        transport.on_event(0)                    # a wake-up: a fresh send budget
+        sent = calls = 0
+        while calls < 64:
+            n = transport.send_file(fd, sent, 1 << 20)
+            if n == 0:
+                break
+            sent += n
+            calls += 1
+    finally:
+        os.close(fd)
+        sink.close()
+    assert sent == 16 << 20
