@@ -116,6 +116,13 @@ class FrameDecoder:
         order they stand in the stream, whatever way TCP split it."""
         if self._error is not None:
             return [], self._error
+        left = self._data_left
+        if left and type(data) is memoryview and data.ndim == 1 and data.itemsize == 1 \
+                and data.c_contiguous and 0 < len(data) <= left:
+            # A download's common case: all of it is payload of the DATA frame under
+            # way -- one chunk, without the loop (a few thousand of these per GiB).
+            self._data_left = left = left - len(data)
+            return [DataChunk(data, not left)], None
         out: list[Frame] = []
         try:
             self._feed(memoryview(data).cast("B"), out)

@@ -25,7 +25,7 @@ from client.transfer import Received, receive_download
 from ftpd.timers import TimerHeap
 from ftpd.transfers import DownloadProducer
 from ftpd.transport import MSG_MORE, IOContext, PlainTransport
-from protocol import HEADER_SIZE, data_header
+from protocol import HEADER_SIZE, FrameDecoder, data_header
 from tests.test_client_fakeserver import serve_fake
 
 needs_msg_more = pytest.mark.skipif(not MSG_MORE, reason="no MSG_MORE on this platform")
@@ -232,3 +232,14 @@ def test_one_wake_up_of_a_lone_download_sends_16_mib_before_it_yields(tmp_path: 
         os.close(fd)
         sink.close()
     assert sent == 16 << 20
+
+
+def test_a_piece_inside_a_data_frame_comes_out_as_the_very_view_that_was_fed() -> None:
+    decoder = FrameDecoder(max_data=1 << 20)
+    buffer = memoryview(bytearray(data_header(1000) + b"x" * 400))
+    [first] = decoder.feed(buffer)
+    piece = memoryview(bytearray(b"y" * 500))
+    [chunk] = decoder.feed(piece)
+    assert chunk.data is piece and not chunk.frame_end      # one chunk, no new view
+    [last] = decoder.feed(memoryview(bytearray(b"z" * 100)))
+    assert last.frame_end and bytes(first.data) == b"x" * 400
