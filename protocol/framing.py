@@ -100,6 +100,12 @@ class FrameDecoder:
         return len(self._buf)
 
     @property
+    def data_left(self) -> int:
+        """Payload bytes the DATA frame under way still owes (0 between frames): a
+        receiver may wait for that many without waiting on a peer that owes nothing."""
+        return self._data_left
+
+    @property
     def in_frame(self) -> bool:
         return bool(self._buf) or self._control_len >= 0 or self._data_left > 0
 

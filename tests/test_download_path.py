@@ -271,3 +271,12 @@ def test_a_piece_inside_a_data_frame_comes_out_as_the_very_view_that_was_fed() -
     assert chunk.data is piece and not chunk.frame_end      # one chunk, no new view
     [last] = decoder.feed(memoryview(bytearray(b"z" * 100)))
     assert last.frame_end and bytes(first.data) == b"x" * 400
+
+
+def test_the_decoder_says_how_many_payload_bytes_the_current_data_frame_still_owes() -> None:
+    decoder = FrameDecoder(max_data=1 << 20)
+    assert decoder.data_left == 0
+    decoder.feed(memoryview(bytearray(data_header(1000) + b"x" * 400)))
+    assert decoder.data_left == 600
+    decoder.feed(memoryview(bytearray(b"y" * 600)))
+    assert decoder.data_left == 0
