@@ -117,8 +117,6 @@ class SessionTransfers:
             attach(self.ctx.pool, self._pump, lambda: self.output_paused)
         self.last_progress = self.ctx.timers.clock()
         self.advance("get")
-        if producer.corks:
-            self.transport.cork(True)           # full segments only, until the end
 
     def start_inline(self, request: Request, refused: ErrorReply | None) -> None:
         """An inline put: read its ``size`` bytes now; store them, or drop them if refused."""
@@ -214,8 +212,6 @@ class SessionTransfers:
         if download is None:
             return
         self.download = None
-        if download.corks:
-            self.transport.cork(False)          # pushes the tail (get.done follows)
         download.end(result, self.user)
         if self.state is _S.DOWNLOADING:
             self.advance("done")

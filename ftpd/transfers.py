@@ -217,10 +217,6 @@ class FramedDownload:
     __slots__ = ("request", "path", "size", "pos", "start", "frame_left", "frame_size",
                  "deferred", "cancel_id", "started")
 
-    #: Whether the transport should hold partial segments back while this streams
-    #: (``PlainTransport.cork``): only where the next bytes are always at hand.
-    corks = False
-
     def __init__(self, request: Request, path: str, size: int, offset: int,
                  frame_size: int) -> None:
         self.request = request
@@ -291,10 +287,6 @@ class DownloadProducer(FramedDownload):
     transport's ``send_file`` (sendfile in clear text, pread under TLS)."""
 
     __slots__ = ("fd",)
-
-    #: A local file: the bytes that fill a held-back segment are always at hand
-    #: (a blob download waits for pulls from S3, so it does not cork).
-    corks = True
 
     def __init__(self, request: Request, path: str, fd: int, size: int, offset: int,
                  frame_size: int) -> None:

@@ -46,8 +46,6 @@ PREAD_CHUNK = 256 * 1024
 #: ``send`` flag: more bytes follow at once, so the kernel holds a short write back
 #: to fill the next segment (0 where the platform has no such flag).
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
-#: Socket option that holds partial segments back (Linux; 0 elsewhere: no corking).
-TCP_CORK = getattr(socket, "TCP_CORK", 0)
 
 
 class TransportProtocol(Protocol):
@@ -174,25 +172,6 @@ class PlainTransport:
             self.write(data)
         finally:
             self._send_flags = 0
-
-    def cork(self, on: bool) -> None:
-        """Hold partial segments back (Linux ``TCP_CORK``) while a file streams out.
-
-        Without it every DATA frame's ``sendfile`` ends with a push: a short
-        segment per frame (1 MiB is 16 full loopback segments and 768 bytes),
-        plus one at every partial send, about 21,000 segments per GiB where
-        16,400 full ones carry it, each waking the reader for a sliver.
-        Corked, only full segments leave until ``cork(False)`` (at the end of
-        the download) pushes the tail.  A no-op where there is no ``TCP_CORK``
-        or the socket is not TCP.
-        """
-        sock = self.sock
-        if sock is None or not TCP_CORK:
-            return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 1 if on else 0)
-        except OSError:
-            pass
 
     def send_file(self, fd: int, offset: int, count: int) -> int:
         """Send up to ``count`` bytes of file ``fd`` from ``offset``; returns the bytes consumed.

@@ -24,10 +24,9 @@ from client import Client
 from client.transfer import Received, receive_download
 from ftpd.timers import TimerHeap
 from ftpd.transfers import DownloadProducer
-from ftpd.transport import MSG_MORE, TCP_CORK, IOContext, PlainTransport
-from protocol import HEADER_SIZE, FrameDecoder, data_header, encode_data
+from ftpd.transport import MSG_MORE, IOContext, PlainTransport
+from protocol import HEADER_SIZE, FrameDecoder, data_header
 from tests.test_client_fakeserver import serve_fake
-from tests.test_session_unit import Harness
 
 needs_msg_more = pytest.mark.skipif(not MSG_MORE, reason="no MSG_MORE on this platform")
 
@@ -142,33 +141,6 @@ def test_a_frame_header_that_meets_a_spent_send_budget_still_goes_with_msg_more(
         assert transport.get_write_buffer_size() == 0
     finally:
         os.close(fd)
-
-
-@pytest.mark.skipif(not TCP_CORK, reason="no TCP_CORK on this platform")
-def test_cork_holds_partial_segments_back_until_it_is_lifted(tcp: Any) -> None:
-    transport, ours, peer = tcp
-    transport.cork(True)
-    assert ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
-    transport.cork(False)
-    assert ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
-
-
-def test_a_file_download_is_corked_from_its_start_to_its_end(tmp_path: Path) -> None:
-    h = Harness(tmp_path / "root")
-    try:
-        h.logged_in()
-        h.feed(m.Put(id=7, path="f", size=5))
-        h.run_jobs()
-        h.feed(encode_data(b"hello"))
-        h.run_jobs()
-        h.replies()
-        assert h.transport.corks == []                  # an upload does not cork
-        h.feed(m.Get(id=9, path="f", verify=False))
-        ready, data, done = h.replies()
-        assert data == b"hello" and isinstance(done, m.GetDone)
-        assert h.transport.corks == [True, False]       # held back, then the tail pushed
-    finally:
-        h.store.close()
 
 
 @needs_msg_more

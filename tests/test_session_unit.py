@@ -72,7 +72,6 @@ class FakeTransport:
         self.closing = False
         self.lost = False
         self.protocol: Any = None
-        self.corks: list[bool] = []     # every cork(on) call, in order
 
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
@@ -85,9 +84,6 @@ class FakeTransport:
             self.out += data
 
     write_more = write                   # (a frame header: MSG_MORE on a real socket)
-
-    def cork(self, on: bool) -> None:
-        self.corks.append(on)
 
     def send_file(self, fd: int, offset: int, count: int) -> int:
         chunk = os.pread(fd, count, offset)
