@@ -41,6 +41,7 @@ from protocol.messages import ErrorReply, Greeting, Hello, HelloOk, Reply, Reque
 
 from . import trust as trusting
 from .errors import ConnectionLost, FtpError, error_for
+from .lowat import ReceiveThreshold
 from .tls_stream import TLSStream
 
 #: Receive buffer for control replies, made with each connection: small, since most
@@ -90,6 +91,7 @@ class Connection:
         self._views = [self._control]             # what recv fills, in turn
         self._turn = 0
         self._guard: Callable[[], None] | None = None
+        self._lowat = ReceiveThreshold()          # plain-text downloads' SO_RCVLOWAT
         self._events: deque[Event] = deque()
         self._ids = itertools.count(1)
         self._outbox = b""                        # requests to send with the next one
@@ -341,6 +343,11 @@ class Connection:
         self._views = [self._control]
         self._turn = 0
         self._guard = None
+        if self._lowat.current != 1 and not self.closed:
+            try:                              # (runs in a finally: never mask its error)
+                self._lowat.reset(self.sock)
+            except OSError:
+                self.close()
 
     def pending(self) -> bool:
         """Whether the server has sent something we have not read yet (never blocks)."""
@@ -365,7 +372,11 @@ class Connection:
         if len(views) > 1:
             self._turn = (self._turn + 1) % len(views)
         try:
-            n = self.sock.recv_into(view)
+            if view is self._control or self.encrypted:
+                # (under TLS the socket's bytes are records, not the frame's payload)
+                n = self.sock.recv_into(view)
+            else:
+                n = self._lowat.recv_into(self.sock, view, self._stream.frames.data_left)
         except TimeoutError:
             raise self.fail(ConnectionLost(
                 "TIMEOUT", f"no answer from the server within {self.sock.gettimeout()} s"))

@@ -77,6 +77,7 @@ class FakeServer:
         self.drop_get_after: int | None = None     # one-shot: payload bytes, then hang up
         self.drop_put_after: int | None = None     # one-shot: received bytes, then hang up
         self.get_frame: int | None = None          # DATA frame size to send
+        self.trickle: tuple[int, float] | None = None   # get: (bytes, seconds) per piece
         self.silent = False
         self.legacy = False                         # no commit: ignores defer_sha256
         self.ls_page = 1000
@@ -453,7 +454,14 @@ class _Conn:
                 self.sock.sendall(data_header(len(chunk)) + chunk[:drop - sent])
                 time.sleep(0.05)
                 raise Hangup
-            self.sock.sendall(data_header(len(chunk)) + chunk)
+            if srv.trickle is not None:                # a slow link: piece by piece
+                piece, pause = srv.trickle
+                self.sock.sendall(data_header(len(chunk)))
+                for at in range(0, len(chunk), piece):
+                    time.sleep(pause)
+                    self.sock.sendall(chunk[at:at + piece])
+            else:
+                self.sock.sendall(data_header(len(chunk)) + chunk)
             pos += len(chunk)
             sent += len(chunk)
         if srv.extra_data:
