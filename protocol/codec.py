@@ -14,6 +14,7 @@ errors that do (bad frames, non-JSON) are raised.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -97,17 +98,28 @@ def decode_request(payload: bytes) -> Request:
     secrets is remembered, and the same bytes again give the same object without
     parsing and validating them again (about 15 us each, issue 17).  Only valid
     requests are kept, never one carrying a password or a token."""
-    if type(payload) is bytes and len(payload) <= DECODED_MAX_PAYLOAD:
-        known = _decoded.get(payload)
-        if known is not None:
-            return known
-        request = _decode_request(payload)
-        if _keepable_class(type(request)):
-            if len(_decoded) >= DECODED_CACHE_SIZE:
-                _decoded.clear()
-            _decoded[payload] = request
-        return request
-    return _decode_request(payload)
+    return _remembered(_decoded, payload, _decode_request, _keepable_request)
+
+
+def _keepable_request(request: Request) -> bool:
+    return _keepable_class(type(request))
+
+
+def _remembered(cache: dict[bytes, Any], payload: bytes, decode: Callable[[bytes], Any],
+                keep: Callable[[Any], bool]) -> Any:
+    """``decode(payload)``, from ``cache`` when these small bytes decoded before to a
+    message ``keep`` allows (bounded: cleared when full, so hostile variety costs one
+    dict insert per frame)."""
+    if type(payload) is not bytes or len(payload) > DECODED_MAX_PAYLOAD:
+        return decode(payload)
+    known = cache.get(payload)
+    if known is None:
+        known = decode(payload)
+        if keep(known):
+            if len(cache) >= DECODED_CACHE_SIZE:
+                cache.clear()
+            cache[payload] = known
+    return known
 
 
 def _decode_request(payload: bytes) -> Request:
@@ -137,17 +149,11 @@ def decode_reply(payload: bytes) -> Reply:
     decoded once is remembered (bounded), so a client that reconnects does not
     parse and validate the same bytes again -- never a login reply that carries
     a token."""
-    if type(payload) is bytes and len(payload) <= DECODED_MAX_PAYLOAD:
-        known = _decoded_replies.get(payload)
-        if known is not None:
-            return known
-        reply = _decode_reply(payload)
-        if reply.type in _KEPT_REPLIES and getattr(reply, "token", None) is None:
-            if len(_decoded_replies) >= DECODED_CACHE_SIZE:
-                _decoded_replies.clear()
-            _decoded_replies[payload] = reply
-        return reply
-    return _decode_reply(payload)
+    return _remembered(_decoded_replies, payload, _decode_reply, _keepable_reply)
+
+
+def _keepable_reply(reply: Reply) -> bool:
+    return reply.type in _KEPT_REPLIES and getattr(reply, "token", None) is None
 
 
 def _decode_reply(payload: bytes) -> Reply:
