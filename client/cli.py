@@ -356,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return out.fail(UsageError(str(exc)))
     app = App(client, out, retries=args.retries)
     try:
-        if args.command != "shell" and not (args.command in COMMANDS
-                                             and COMMANDS[args.command].login):
+        command = COMMANDS.get(args.command)
+        if args.command != "shell" and not (command and command.login):
             client.connect()            # (a command that logs in connects with its login)
         if args.command == "register":
             outcome = register(app, args)

@@ -139,26 +139,25 @@ class Connection:
         return conn
 
     def _start(self, wait: bool) -> None:
-        if not self.encrypted:
-            # Plain text: the greeting is read before any request follows hello, so
-            # that a plain-text client that reached a TLS port by mistake learns it
-            # (TLS_REQUIRED) before its login -- a password, a token -- goes out.
-            wait = True
         self._hello_id = self.next_id()
         hello = _hello_frame(self._hello_id, self.offered)
         self._greeting_due = True
-        if wait and not self.encrypted:
-            # Plain text: hello goes out before the greeting is read, so that a TLS
-            # daemon (which waits for a ClientHello) sees a non-TLS first byte and
-            # answers with its one plain-text refusal frame instead of waiting.
-            self.send(hello)
-        else:
+        if self.encrypted:
             # hello is pipelined: it goes out in one segment with the first request
             # (usually login), and its reply is read before that request's.  One
             # round trip and one send per connection fewer.
             self._outbox = hello
-        if wait:
-            self._read_greeting()
+            if wait:
+                self._read_greeting()
+            return
+        # Plain text: hello goes out before the greeting is read, so that a TLS daemon
+        # (which waits for a ClientHello) sees a non-TLS first byte and answers with its
+        # one plain-text refusal frame instead of waiting; and the greeting is read
+        # before any request follows, so that a plain-text client that reached a TLS
+        # port learns it (TLS_REQUIRED) before its login -- a password, a token -- goes
+        # out.  (``wait`` does not apply.)
+        self.send(hello)
+        self._read_greeting()
 
     def _read_greeting(self) -> None:
         """The server's first message: a greeting we can talk to, or why not."""
