@@ -24,7 +24,7 @@ from protocol import MessageStream, encode
 from protocol.messages import ErrorReply, Hello, Login, LoginOk
 
 from .common import Deadline
-from .raw_server import SIZE, recv_exactly, request
+from .raw_server import MISSING, SIZE, recv_exactly, request
 from .servers import HOST, PASSWORD, USER
 from .tls import client_context
 
@@ -238,6 +238,8 @@ def raw_connect(port: int, timeout: float = 120.0,
                 cafile: Path | None = None) -> socket.socket:
     """A connection to the raw server; TLS 1.3 (handshake done) trusting ``cafile``."""
     sock = socket.create_connection((HOST, port), timeout=timeout)
+    # One request, one answer: Nagle must not hold a put's last segment for the ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if cafile is None:
         return sock
     try:
@@ -266,6 +268,23 @@ def raw_put(sock: socket.socket, local: Path, remote: str) -> None:
             sent = sock.sendfile(fh, 0, size)
     if sent != size or recv_exactly(sock, 1) != b"K":
         raise RuntimeError("raw put failed")
+
+
+def raw_stat(sock: socket.socket, remote: str) -> int:
+    """The size of ``remote`` (what ``SIZE`` asks an FTP server)."""
+    sock.sendall(request(b"S", remote))
+    (size,) = SIZE.unpack(recv_exactly(sock, SIZE.size))
+    if size == MISSING:
+        raise FileNotFoundError(remote)
+    return size
+
+
+def raw_list(sock: socket.socket, remote: str) -> list[str]:
+    """The entries of the folder ``remote``: "name<TAB>size<TAB>mtime" each (``MLSD``)."""
+    sock.sendall(request(b"L", remote))
+    (length,) = SIZE.unpack(recv_exactly(sock, SIZE.size))
+    body = recv_exactly(sock, length) if length else b""
+    return body.decode("utf-8").split("\n") if body else []
 
 
 def raw_get(sock: socket.socket, remote: str, fd: int | None = None) -> int:

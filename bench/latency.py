@@ -8,7 +8,12 @@ three small requests for ``load_seconds``:
   an inline ``put`` of ``load_put`` bytes (``put_many``, one file: what
   ``ftpc put`` of a small file does);
 * pyftpdlib: the equivalent ``SIZE``, ``MLSD`` (a data connection each) and
-  ``STOR`` of the same bytes, through ``ftplib``.
+  ``STOR`` of the same bytes, through ``ftplib``;
+* raw-durable (no target; session 7): the raw baseline server, whose put is
+  acknowledged once ``fdatasync``ed and its folder ``fsync``ed like ours, with the
+  same load (its uploads durable too) and the same three requests (its ``S``,
+  ``L`` and ``P``): what a durable small put costs on this disk under this load
+  when nothing else stands in its way.
 
 Each request is timed alone on the client (send to complete answer); the
 figure is the p99 of all of them in milliseconds, with the p50 and each kind's
@@ -33,6 +38,7 @@ from .common import Deadline, Meter, MiB, make_random_file
 from .scenarios import (
     OURS,
     PYFTPD,
+    RAW_DURABLE,
     Context,
     Result,
     Scenario,
@@ -44,6 +50,7 @@ from .scenarios import (
     ours_server,
     pyftpd_server,
     ratio,
+    raw_server,
     session,
 )
 from .servers import user_names
@@ -70,7 +77,7 @@ class LatencyUnderLoad(Scenario):
     title = "small requests (stat, ls, 4 KiB put) while big transfers run: p99"
     unit = "ms p99"
     higher_is_better = False
-    contestants = (OURS, PYFTPD)
+    contestants = (OURS, PYFTPD, RAW_DURABLE)
     limit_ms = 25.0
     #: Ours over TLS (the daemon's default) instead of plain text like pyftpdlib;
     #: ``python -m bench.latency --tls`` only: the table compares plain text.
@@ -137,6 +144,26 @@ class LatencyUnderLoad(Scenario):
                 with Meter(srv.pid) as m:
                     samples, passes = _run_load(bulk, probe, bulk_users, probe_users, stop,
                                                 ready)
+        elif who == RAW_DURABLE:
+            def bulk_raw(user: str) -> int:
+                with clients.raw_connect(srv.port) as sock:
+                    return _loop_passes(stop, ready, lambda: (
+                        clients.raw_put(sock, src, f"{user}/up.bin") if user in uploaders
+                        else clients.raw_get(sock, f"{user}/load.bin")))
+
+            def probe_raw(user: str) -> dict[str, list[float]]:
+                with clients.raw_connect(srv.port) as sock:
+                    return _probe_loop(stop, s.load_seconds, {
+                        "put": lambda: clients.raw_put(sock, probe_src, f"{user}/probe.bin"),
+                        "stat": lambda: clients.raw_stat(sock, f"{user}/folder/f050.bin"),
+                        "ls": lambda: clients.raw_list(sock, f"{user}/folder"),
+                    })
+
+            with raw_server(ctx, self.name, durable=True) as srv:
+                place(lambda user: srv.root / user)
+                with Meter(srv.pid) as m:
+                    samples, passes = _run_load(bulk_raw, probe_raw, bulk_users, probe_users,
+                                                stop, ready)
         else:
             def bulk_ftp(user: str) -> int:
                 with ftp_session(srv.port, user=user) as f:

@@ -2,11 +2,17 @@
 over TCP.  Blocking sockets, a thread per connection, no protocol beyond a
 fixed header:
 
-    request  = op (1 byte: b"P" put, b"G" get) | size (u64, put only, else 0)
-               | name length (u16) | name (UTF-8)
+    request  = op (1 byte: b"P" put, b"G" get, b"S" stat, b"L" list)
+               | size (u64, put only, else 0) | name length (u16) | name (UTF-8)
     put:     the client sends ``size`` bytes; the server ``recv_into``s a 1 MiB
              buffer and ``os.write``s each piece to the file, then answers b"K"
     get:     the server answers the size (u64), then the file by ``socket.sendfile``
+    stat:    the server answers the file's size (u64; ``MISSING`` if there is none)
+    list:    the server answers a length (u64), then that many bytes: one line
+             "name<TAB>size<TAB>mtime" per entry of the folder (what ``MLSD`` says)
+
+A name is a relative path inside ``--root`` (no ``..``): the latency scenario
+gives each client a folder of its own, as the other servers give each a home.
 
     python -m bench.raw_server --root DIR [--durable] [--tls-cert F --tls-key F]
                                                     (prints "listening on HOST:PORT")
@@ -41,6 +47,8 @@ import threading
 
 HEADER = struct.Struct(">cQH")
 SIZE = struct.Struct(">Q")
+#: The stat answer for a name that is not a file.
+MISSING = (1 << 64) - 1
 BUFFER = 1 << 20
 MAX_THREADS = 64
 
@@ -81,6 +89,24 @@ def make_durable(fd: int, folder: str) -> None:
         os.close(dfd)
 
 
+def confined(root: str, name: str) -> str:
+    """``root/name`` for a relative ``name`` that stays inside ``root``."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or "\0" in name:
+        raise ConnectionError(f"refused name {name!r}")
+    return os.path.join(root, *parts)
+
+
+def listing(folder: str) -> bytes:
+    """One line per entry: name, size and mtime, tab-separated."""
+    lines = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            st = entry.stat()
+            lines.append(f"{entry.name}\t{st.st_size}\t{st.st_mtime:.0f}")
+    return "\n".join(lines).encode("utf-8")
+
+
 def _serve_connection(sock: socket.socket, root: str, durable: bool = False) -> None:
     buf = bytearray(BUFFER)
     view = memoryview(buf)
@@ -91,9 +117,17 @@ def _serve_connection(sock: socket.socket, root: str, durable: bool = False) -> 
             except ConnectionError:
                 return
             op, size, name_len = HEADER.unpack(head)
-            name = os.path.basename(recv_exactly(sock, name_len).decode("utf-8"))
-            path = os.path.join(root, name)
-            if op == b"P":
+            path = confined(root, recv_exactly(sock, name_len).decode("utf-8"))
+            if op == b"S":
+                try:
+                    st = os.stat(path)
+                    sock.sendall(SIZE.pack(st.st_size))
+                except OSError:
+                    sock.sendall(SIZE.pack(MISSING))
+            elif op == b"L":
+                body = listing(path)
+                sock.sendall(SIZE.pack(len(body)) + body)
+            elif op == b"P":
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     left = size
@@ -106,7 +140,7 @@ def _serve_connection(sock: socket.socket, root: str, durable: bool = False) -> 
                             piece = piece[os.write(fd, piece):]
                         left -= n
                     if durable:
-                        make_durable(fd, root)
+                        make_durable(fd, os.path.dirname(path))
                 finally:
                     os.close(fd)
                 sock.sendall(b"K")

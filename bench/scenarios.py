@@ -455,7 +455,9 @@ class VerifiedRoundTrip(_Bulk):
     name = "verified"
     title = ("upload, then download into a file: ours verifies with BLAKE3 (negotiated; "
              "ours-sha256 with SHA-256, the client's default), baselines do not")
-    contestants = (OURS, OURS_SHA256, PYFTPD, RAW)
+    #: raw-durable: the least a server does whose "stored" means on disk, as ours
+    #: does (session 7): the durability floor of this round trip, unverified.
+    contestants = (OURS, OURS_SHA256, PYFTPD, RAW, RAW_DURABLE)
 
     def size_text(self, s: Sizes) -> str:
         return f"{_size(s.bulk)} up + down"
@@ -488,7 +490,7 @@ class VerifiedRoundTrip(_Bulk):
                     with open(local, "wb") as out:
                         clients.ftp_get(f, "roundtrip.bin", out.write)
             else:
-                with raw_server(ctx, self.name) as srv, \
+                with raw_server(ctx, self.name, durable=who == RAW_DURABLE) as srv, \
                         clients.raw_connect(srv.port) as sock, Meter(srv.pid) as m:
                     clients.raw_put(sock, src, "roundtrip.bin")
                     up = m.elapsed()
@@ -522,7 +524,10 @@ class SmallFiles(Scenario):
     name = "small-files"
     title = "small files uploaded in one session"
     unit = "files/s"
-    contestants = (OURS, PYFTPD)
+    #: raw-durable (session 7): one file at a time, each ``fdatasync``ed and its
+    #: folder ``fsync``ed before the next -- what ``put.done`` promises, done the
+    #: plainest way: the floor that shows what durability costs on this disk.
+    contestants = (OURS, PYFTPD, RAW_DURABLE)
 
     def size_text(self, s: Sizes) -> str:
         return f"{s.small_count} x {_size(s.small_size)}"
@@ -544,12 +549,18 @@ class SmallFiles(Scenario):
                     for result in c.put_many([(p, p.name) for p in chunk], verify=False):
                         if isinstance(result, BaseException):
                             raise result
-        else:
+        elif who == PYFTPD:
             with pyftpd_server(ctx, self.name) as srv, ftp_session(srv.port) as f, \
                     Meter(srv.pid) as m:
                 for path in files:
                     deadline.check("small files")
                     clients.ftp_put(f, path, path.name)
+        else:
+            with raw_server(ctx, self.name, durable=True) as srv, \
+                    clients.raw_connect(srv.port) as sock, Meter(srv.pid) as m:
+                for path in files:
+                    deadline.check("small files")
+                    clients.raw_put(sock, path, path.name)
         return len(files) / m.seconds, m.extra()
 
     def targets(self, medians: dict[str, float | None]) -> list[Target]:

@@ -115,6 +115,17 @@ def test_bench_quick_upload_has_the_durable_baseline_and_its_target(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_bench_quick_small_files_and_verified_show_the_durable_floor_without_a_target(
+        quick_run: tuple[dict[str, Any], str, Path]) -> None:
+    for name in ("small-files", "verified", "latency"):
+        scenario = quick_run[0]["scenarios"][name]
+        assert scenario["results"]["raw-durable"]["median"] > 0, name
+        assert scenario["ratios"]["ours/raw-durable"], name
+        assert not any("raw-durable" in t["text"] for t in scenario["targets"]), name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_bench_quick_concurrent_reports_both_logins_against_the_scrypt_floor(
         quick_run: tuple[dict[str, Any], str, Path]) -> None:
     concurrent = quick_run[0]["scenarios"]["concurrent"]
@@ -129,7 +140,7 @@ def test_bench_quick_concurrent_reports_both_logins_against_the_scrypt_floor(
 def test_bench_quick_latency_records_percentiles_of_each_request_kind(
         quick_run: tuple[dict[str, Any], str, Path]) -> None:
     latency = quick_run[0]["scenarios"]["latency"]
-    for who in ("ours", "pyftpdlib"):
+    for who in ("ours", "pyftpdlib", "raw-durable"):
         (extra,) = latency["results"][who]["extras"]
         assert 0 < extra["p50_ms"] <= extra["p99_ms"] <= extra["max_ms"], who
         for kind in ("stat", "ls", "put"):
