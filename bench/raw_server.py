@@ -50,7 +50,8 @@ SIZE = struct.Struct(">Q")
 #: The stat answer for a name that is not a file.
 MISSING = (1 << 64) - 1
 BUFFER = 1 << 20
-MAX_THREADS = 64
+#: Connections served at once (the concurrent scenario holds 200); more are closed.
+MAX_THREADS = 256
 
 
 def request(op: bytes, name: str, size: int = 0) -> bytes:

@@ -578,7 +578,9 @@ class ConcurrentUploads(Scenario):
     title = "concurrent clients: connect + login (ours: password or token) + upload + quit"
     unit = "s"
     higher_is_better = False
-    contestants = (OURS, OURS_TOKEN, PYFTPD)
+    #: raw-durable (session 7, no target): each client connects and makes one
+    #: durable put of the same bytes, no login -- the durability floor of this load.
+    contestants = (OURS, OURS_TOKEN, PYFTPD, RAW_DURABLE)
 
     def __init__(self) -> None:
         self.template: Path | None = None
@@ -623,6 +625,17 @@ class ConcurrentUploads(Scenario):
             with ours_server(ctx, self.name, template=self.template) as srv, \
                     Meter(srv.pid) as m:
                 slowest = _run_clients(one, names)
+            return m.seconds, m.extra(slowest_client_s=slowest)
+
+        if who == RAW_DURABLE:
+            def one_raw(user: str) -> float:
+                start = time.perf_counter()
+                with clients.raw_connect(srv.port) as sock:
+                    clients.raw_put(sock, src, f"{user}.bin")
+                return time.perf_counter() - start
+
+            with raw_server(ctx, self.name, durable=True) as srv, Meter(srv.pid) as m:
+                slowest = _run_clients(one_raw, names)
             return m.seconds, m.extra(slowest_client_s=slowest)
 
         def one_ftp(user: str) -> float:

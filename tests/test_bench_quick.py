@@ -117,7 +117,7 @@ def test_bench_quick_upload_has_the_durable_baseline_and_its_target(
 @pytest.mark.timeout(300)
 def test_bench_quick_small_files_and_verified_show_the_durable_floor_without_a_target(
         quick_run: tuple[dict[str, Any], str, Path]) -> None:
-    for name in ("small-files", "verified", "latency"):
+    for name in ("small-files", "verified", "latency", "concurrent"):
         scenario = quick_run[0]["scenarios"][name]
         assert scenario["results"]["raw-durable"]["median"] > 0, name
         assert scenario["ratios"]["ours/raw-durable"], name
