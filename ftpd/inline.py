@@ -26,6 +26,7 @@ from storage.paths import join_user_path, split_user_path
 
 from .errors import error_reply
 from .errors import refusal as make_refusal
+from .workers import SyncJob
 
 if TYPE_CHECKING:
     from .context import SessionContext
@@ -179,7 +180,9 @@ class InlinePipeline:
                                blake3=it.request.blake3,             # type: ignore[attr-defined]
                                cwd=it.cwd) for it in items]
             self.batches_running += 1
-            self.ctx.jobs.submit(user, lambda files=files: store.store_small_files(user, files),
+            # (the disk lane: a listing must not wait behind these fsyncs)
+            self.ctx.jobs.submit(user, SyncJob(lambda files=files:
+                                               store.store_small_files(user, files)),
                                  lambda result, error, items=items:
                                  self._batch_done(items, result, error))
 

@@ -24,7 +24,7 @@ import protocol.messages as m
 from ftpd.timers import TimerHeap
 from ftpd.transport import IOContext, PlainTransport
 from ftpd.turns import TurnScheduler
-from ftpd.workers import LongJob, WorkerPool
+from ftpd.workers import LongJob, SyncJob, WorkerPool
 from protocol import encode_data
 from tests.test_session_unit import Harness
 
@@ -69,6 +69,91 @@ def test_a_short_job_runs_while_long_jobs_fill_their_lane():
         assert order == ["short", "long"]
     finally:
         release.set()
+        pool.close()
+
+
+def _pump(pool: WorkerPool, finished: threading.Event) -> None:
+    """Run the pool's callbacks, as the reactor does, until ``finished`` (bounded)."""
+    sel = selectors.DefaultSelector()
+    sel.register(pool.wake_r, selectors.EVENT_READ)
+    try:
+        for _ in range(100):
+            if finished.is_set():
+                return
+            sel.select(WAIT / 100)
+            pool.run_callbacks()
+    finally:
+        sel.close()
+
+
+def test_a_listing_runs_while_groups_of_small_puts_wait_on_the_disk():
+    # Session 7: the probes' small puts (write + fsync, slow behind streaming
+    # uploads) took the worker kept for short jobs, and every ls waited for them.
+    pool = WorkerPool(2)
+    order: list[str] = []
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    left = [3]
+
+    def done(_: Any, error: BaseException | None) -> None:
+        assert error is None
+        left[0] -= 1
+        if not left[0]:
+            finished.set()
+
+    def first_group() -> None:
+        started.set()
+        assert release.wait(WAIT)
+
+    def listing() -> None:
+        order.append("ls")
+        release.set()
+
+    try:
+        pool.submit(SyncJob(first_group), done)
+        assert started.wait(WAIT)
+        pool.submit(SyncJob(lambda: order.append("put")), done)
+        pool.submit(listing, done)
+        _pump(pool, finished)
+        assert order == ["ls", "put"]
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_a_group_of_small_puts_and_a_flush_share_one_lane():
+    pool = WorkerPool(3)                 # two disk jobs at once, a thread kept for short ones
+    order: list[str] = []
+    gate, finished = threading.Event(), threading.Event()
+    running = threading.Semaphore(0)
+    left = [4]
+
+    def done(_: Any, error: BaseException | None) -> None:
+        assert error is None
+        left[0] -= 1
+        if not left[0]:
+            finished.set()
+
+    def held(name: str) -> None:
+        running.release()
+        assert gate.wait(WAIT)
+        order.append(name)
+
+    def listing() -> None:
+        order.append("ls")
+        gate.set()
+
+    try:
+        pool.submit(LongJob(lambda: held("flush")), done)
+        pool.submit(SyncJob(lambda: held("put")), done)
+        assert running.acquire(timeout=WAIT) and running.acquire(timeout=WAIT)
+        pool.submit(SyncJob(lambda: order.append("put2")), done)   # the lane is full
+        pool.submit(listing, done)
+        _pump(pool, finished)
+        # the listing went first; the third disk job only once one of the two left
+        assert order[0] == "ls"
+        assert order.index("put2") > min(order.index("flush"), order.index("put"))
+    finally:
+        gate.set()
         pool.close()
 
 
@@ -271,6 +356,17 @@ def h(tmp_path: Path) -> Any:
     harness = Harness(tmp_path / "root")
     yield harness
     harness.store.close()
+
+
+def test_a_group_of_inline_puts_goes_to_the_disk_lane(h):
+    h.logged_in()
+    h.feed(m.Put(id=7, path="small", size=3, inline=True), encode_data(b"abc"))
+    [(job, _)] = h.pool.jobs
+    assert isinstance(job, SyncJob)
+    h.run_jobs()
+    [reply] = h.replies()
+    assert isinstance(reply, m.PutDone)
+    assert (h.config.root / "homes" / "ada" / "small").read_bytes() == b"abc"
 
 
 def test_a_session_moves_bulk_while_its_upload_streams_and_not_after(h):
