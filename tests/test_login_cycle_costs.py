@@ -173,8 +173,8 @@ def _cycle(h: Harness, token: str) -> FakeTransport:
     return transport
 
 
-def test_a_token_reconnect_runs_three_sqlite_statements_on_the_reactor(h):
-    """The token, the address's and user name's throttle records (one read), the
+def test_a_token_reconnect_runs_two_sqlite_statements_on_the_reactor(h):
+    """The token with the address's and user name's throttle records (one read), the
     login's revocation check before quit; the trust record only once in a while."""
     token = h.store.issue_token(USER)
     _cycle(h, token)                                    # the first one writes the trust
@@ -185,7 +185,37 @@ def test_a_token_reconnect_runs_three_sqlite_statements_on_the_reactor(h):
     finally:
         h.store._ctx.db.conn().set_trace_callback(None)
     assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.LoginOk, m.QuitOk]
-    assert len(statements) == 3, statements
+    assert len(statements) == 2, statements
+
+
+def _statements_of_login(h: Harness, login: m.Login) -> tuple[Any, list[str]]:
+    session, transport = _session(h)
+    session.data_received(memoryview(encode(m.Hello(id=1, protocol=1))))
+    statements: list[str] = []
+    h.store._ctx.db.conn().set_trace_callback(statements.append)
+    try:
+        session.data_received(memoryview(encode(login)))
+    finally:
+        h.store._ctx.db.conn().set_trace_callback(None)
+    return _replies(transport)[-1], statements
+
+
+def test_a_token_login_reads_the_token_and_both_throttle_records_in_one_statement(h):
+    token = h.store.issue_token(USER)
+    _cycle(h, token)                                    # the first one writes the trust
+    reply, statements = _statements_of_login(h, m.Login(id=2, token=token))
+    assert isinstance(reply, m.LoginOk)
+    assert len(statements) == 1 and "login_failures" in statements[0], statements
+
+
+def test_a_token_login_through_the_one_statement_still_meets_the_address_lockout(h):
+    token = h.store.issue_token(USER)
+    throttle = h.ctx.throttle
+    for i in range(throttle.threshold):
+        throttle.failure(f"someone{i}", "127.0.0.1")     # the fake transport's address
+    reply, statements = _statements_of_login(h, m.Login(id=2, token=token))
+    assert isinstance(reply, m.ErrorReply) and reply.code == "LOCKED_OUT", reply
+    assert len(statements) == 1, statements
 
 
 def test_a_token_login_still_clears_the_user_names_failures(h):
