@@ -248,8 +248,10 @@ class PlainTransport:
         self._closing = True
         if self._out is None:
             self._shut(None)
-        else:
+        elif not self._holding:
             self._update_mask()
+        # (Inside data_received the flush after it sends the replies and closes: asking
+        # for EVENT_WRITE first cost an epoll_ctl per quit, issue 17.)
 
     def abort(self) -> None:
         """Close now; queued output is dropped."""
