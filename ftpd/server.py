@@ -115,6 +115,7 @@ class Server:
         self.connections: set[Session] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.listener: socket.socket | None = None
+        self._family = socket.AF_INET       # the listener's (``bind``)
         self.stopped = False
         self._shutdown_deadline = 0.0
         self._signal_r, self._signal_w = socket.socketpair()
@@ -153,6 +154,7 @@ class Server:
         sock.listen(1024)
         sock.setblocking(False)
         self.listener = sock
+        self._family = family
         self.selector.register(sock, selectors.EVENT_READ, _Waker(sock, self._accept))
         for pool in (self.pool, self.auth_pool):
             self.selector.register(pool.wake_r, selectors.EVENT_READ,
@@ -237,9 +239,14 @@ class Server:
 
     def _accept(self) -> None:
         assert self.listener is not None
+        listener = self.listener
+        family = self._family
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                sock, peer = self.listener.accept()
+                # ``socket.accept`` less its wrapper: the listener's family and type are
+                # known (each was a property turning an int into an enum), and the new
+                # socket is made non-blocking by ``_admit`` anyway (issue 17).
+                fd, peer = listener._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -251,6 +258,11 @@ class Server:
                     continue
                 log.warning("accept failed: %s", exc)
                 return
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            except OSError:
+                os.close(fd)                # (gone already: nothing to admit)
+                continue
             self._admit(sock, peer)
             if not self._more_to_accept():
                 return

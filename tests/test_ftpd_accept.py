@@ -34,14 +34,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
         srv._teardown()
 
 
-def _counting_accept(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def _counting_accept(monkeypatch: pytest.MonkeyPatch, name: str = "_accept") -> list[Any]:
+    """Calls of the listener's ``_accept`` (the system call; ``socket.accept`` calls it
+    too), or of the method ``name``."""
     calls: list[Any] = []
-    accept = socket.socket.accept
+    accept = getattr(socket.socket, name)
 
     def counted(self: socket.socket) -> Any:
         calls.append(self)
         return accept(self)
-    monkeypatch.setattr(socket.socket, "accept", counted)
+    monkeypatch.setattr(socket.socket, name, counted)
     return calls
 
 
@@ -60,6 +62,21 @@ def test_one_waiting_connection_costs_one_accept(server, monkeypatch):
     calls = _counting_accept(monkeypatch)
     server._accept()
     assert len(calls) == 1 and len(server.connections) == 1
+    for c in clients:
+        c.close()
+
+
+def test_a_connection_is_accepted_without_the_socket_modules_accept_wrapper(server,
+                                                                            monkeypatch):
+    """Its family and type lookups (two int-to-enum conversions) are the listener's,
+    known already (issue 17)."""
+    clients = _queued(server, 1)
+    wrapped = _counting_accept(monkeypatch, "accept")
+    server._accept()
+    [session] = server.connections
+    assert wrapped == [] and session.transport.sock is not None
+    assert session.transport.sock.family == socket.AF_INET
+    assert session.transport.sock.getblocking() is False
     for c in clients:
         c.close()
 
