@@ -226,3 +226,22 @@ def test_a_token_login_still_clears_the_user_names_failures(h):
     transport = _cycle(h, h.store.issue_token(USER))
     assert isinstance(_replies(transport)[1], m.LoginOk)
     assert throttle.failures(USER) == 0
+
+
+def test_the_check_before_each_request_matches_no_name_pattern(h, monkeypatch):
+    """The logged-in name is looked up as it is (one indexed read): a name that is
+    not valid is in no row, so no pattern match is spent per request (issue 17)."""
+    from storage import accounts
+    info = h.store.get_user(USER)
+    matched: list[object] = []
+    valid_name = accounts.is_valid_username
+
+    def counted(name: object) -> bool:
+        matched.append(name)
+        return valid_name(name)
+    monkeypatch.setattr(accounts, "is_valid_username", counted)
+    assert h.store.login_valid(USER, info.uid, info.generation)
+    assert not h.store.login_valid("no such name", info.uid, info.generation)
+    assert not h.store.login_valid("bad\nname", info.uid, info.generation)
+    assert h.store._accounts.login_stamp(b"ada") is None       # type: ignore[arg-type]
+    assert matched == []
