@@ -149,7 +149,9 @@ class SessionGuard:
     def _decode(self, frame: ControlFrame) -> Request | Rejected | None:
         """A request frame decoded; None (and the session ends) if it is not JSON."""
         try:
-            return decode_request_frame(frame.payload)
+            return decode_request(frame.payload)    # (decode_request_frame, inlined)
+        except BadRequest as exc:
+            return Rejected(exc, getattr(exc, "inline_put", False))
         except ProtocolError as exc:
             self.fatal(error_reply(exc, None))
             return None

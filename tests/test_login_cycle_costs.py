@@ -245,3 +245,35 @@ def test_the_check_before_each_request_matches_no_name_pattern(h, monkeypatch):
     assert not h.store.login_valid("bad\nname", info.uid, info.generation)
     assert h.store._accounts.login_stamp(b"ada") is None       # type: ignore[arg-type]
     assert matched == []
+
+
+def _python_calls(action: Any) -> list[str]:
+    import sys
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+    sys.setprofile(profile)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_remembered_request_or_reply_is_given_back_by_one_python_call():
+    from protocol.codec import decode_reply, decode_request
+    quit_, quit_ok = _payload(m.Quit(id=3)), _payload(m.QuitOk(id=3))
+    decode_request(quit_), decode_reply(quit_ok)                # remembered now
+    assert _python_calls(lambda: decode_request(quit_)) == ["<lambda>", "decode_request"]
+    assert _python_calls(lambda: decode_reply(quit_ok)) == ["<lambda>", "decode_reply"]
+
+
+def test_a_session_decodes_a_remembered_request_without_helpers(h):
+    session, _ = _session(h)
+    from protocol.framing import ControlFrame
+    frame = ControlFrame(_payload(m.Quit(id=3)))
+    session._decode(frame)
+    calls = _python_calls(lambda: session._decode(frame))
+    assert calls == ["<lambda>", "_decode", "decode_request"], calls
