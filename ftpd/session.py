@@ -179,7 +179,8 @@ class Session(SessionTransfers, SessionGuard):
             except ProtocolError as exc:
                 self.fatal(error_reply(exc, None))
                 return
-            if self._checks_login(frames) and self._revoked():    # before any request runs
+            # Before any request runs (no login yet: nothing to check).
+            if self.login is not None and self._checks_login(frames) and self._revoked():
                 return
             for frame in frames:
                 state = self.state
@@ -389,7 +390,8 @@ class Session(SessionTransfers, SessionGuard):
         it never runs inside itself.
         """
         while self.state is not _S.CLOSED:
-            self._take_waiting()
+            if self.waiting is not None:
+                self._take_waiting()
             if not self._produce():
                 break
         self._settle()

@@ -155,7 +155,8 @@ class PlainTransport:
             self._out = deque()
         self._out.append(data)
         self._out_size += len(data)
-        self._check_water(resume=False)     # never resume a producer from inside its own call
+        if self._out_size > self._io.high_water and not self._paused:
+            self._check_water(resume=False)  # (never resume a producer from inside its call)
         if not self._holding:               # (after data_received the flush updates the mask)
             self._update_mask()
 

@@ -277,3 +277,14 @@ def test_a_session_decodes_a_remembered_request_without_helpers(h):
     session._decode(frame)
     calls = _python_calls(lambda: session._decode(frame))
     assert calls == ["<lambda>", "_decode", "decode_request"], calls
+
+
+def test_a_token_reconnect_asks_no_login_check_before_login_and_takes_up_nothing_waiting(
+        h):
+    """Before the login there is no login to check, and with nothing waiting there is
+    nothing to take up: neither helper runs for it (issue 17)."""
+    token = h.store.issue_token(USER)
+    _cycle(h, token)
+    calls = _python_calls(lambda: _cycle(h, token))
+    assert calls.count("_checks_login") == 1 and calls.count("_revoked") == 1   # quit's
+    assert "_take_waiting" not in calls, calls

@@ -111,3 +111,26 @@ def test_a_close_outside_data_received_with_output_queued_still_waits_to_write(p
     while piece := peer.recv(1 << 20):
         got += len(piece)
     assert protocol.lost and got == size
+
+
+def test_a_reply_below_the_high_water_mark_is_queued_without_a_water_check(pair,
+                                                                          monkeypatch):
+    """Replies written inside data_received wait for the flush after it: below the
+    mark there is nothing to decide (issue 17)."""
+    io, ours, peer = pair
+    transport = PlainTransport(io, ours, ("127.0.0.1", 1))
+    protocol = Quitting(transport, b"bye")
+    transport.set_protocol(protocol)
+    transport.start()
+    checks: list[bool] = []
+    check = PlainTransport._check_water
+
+    def counted(self: PlainTransport, resume: bool = True) -> None:
+        checks.append(resume)
+        check(self, resume)
+    monkeypatch.setattr(PlainTransport, "_check_water", counted)
+    peer.sendall(b"quit")
+    _serve_one_read(io, transport)
+    peer.settimeout(10)
+    assert peer.recv(16) == b"bye" and protocol.lost
+    assert False not in checks, checks            # no check from inside write
