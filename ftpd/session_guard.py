@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from protocol.codec import MessageStream
 
     from .context import SessionContext
+    from .timers import Timer
     from .transfers import DownloadProducer, UploadTransfer
 
 log = logging.getLogger("ftpd.conn")
@@ -63,6 +64,7 @@ class SessionGuard:
         stream: MessageStream
         login: tuple[str, int, int] | None
         logbudget: LogBudget | None
+        watchdog: Timer | None
         output_paused: bool
         download: DownloadProducer | None
         upload: UploadTransfer | None
@@ -185,6 +187,16 @@ class SessionGuard:
         if self.upload is not None or self.download is not None or state is _S.RECEIVING:
             return self.last_progress + cfg.stall_timeout, "transfer stalled"
         return self.last_request + cfg.idle_timeout, "idle"
+
+    def _tighten_watchdog(self) -> None:
+        """Each state has its own timeout (login, idle, stall, closing): re-arm the
+        watchdog if the current state's deadline comes before it.  A watchdog due
+        before it can stay: when it fires it finds nothing expired and re-arms."""
+        watchdog = self.watchdog
+        if watchdog is None or watchdog.cancelled or \
+                watchdog.deadline > self._deadline(self.ctx.timers.clock())[0]:
+            self.ctx.timers.cancel(watchdog)
+            self._arm_watchdog()
 
     def _arm_watchdog(self) -> None:
         if self.state is _S.CLOSED:

@@ -247,12 +247,17 @@ class PlainTransport:
         if self._closing or self.sock is None:
             return
         self._closing = True
+        if self._out is not None and self._holding:
+            # Inside data_received (a quit): this read's replies go now, in one send, and
+            # a connection that took them all is closed at once -- no EVENT_WRITE asked
+            # for (an epoll_ctl), and the session arms no closing watchdog (issue 17).
+            self._send_queued()
+            if self.sock is None:
+                return              # the send failed: connection_lost follows from the loop
         if self._out is None:
             self._shut(None)
         elif not self._holding:
-            self._update_mask()
-        # (Inside data_received the flush after it sends the replies and closes: asking
-        # for EVENT_WRITE first cost an epoll_ctl per quit, issue 17.)
+            self._update_mask()     # (holding: the flush after data_received does it)
 
     def abort(self) -> None:
         """Close now; queued output is dropped."""

@@ -288,3 +288,45 @@ def test_a_token_reconnect_asks_no_login_check_before_login_and_takes_up_nothing
     calls = _python_calls(lambda: _cycle(h, token))
     assert calls.count("_checks_login") == 1 and calls.count("_revoked") == 1   # quit's
     assert "_take_waiting" not in calls, calls
+
+
+def _counting_timers(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    delays: list[float] = []
+    call_later = h.timers.call_later
+
+    def counted(delay: float, callback: Any) -> Any:
+        delays.append(delay)
+        return call_later(delay, callback)
+    monkeypatch.setattr(h.timers, "call_later", counted)
+    return delays
+
+
+def test_a_token_reconnect_whose_quit_reply_leaves_at_once_arms_one_timer(h, monkeypatch):
+    """The session's watchdog at the start; no closing watchdog for a connection that
+    the transport closed at once with the quit reply (issue 17)."""
+    token = h.store.issue_token(USER)
+    _cycle(h, token)                                    # (the revocation sweep's timer)
+    delays = _counting_timers(h, monkeypatch)
+    transport = _cycle(h, token)
+    assert transport.lost and len(delays) == 1, delays
+
+
+def test_a_closing_session_whose_output_cannot_leave_at_once_still_gets_the_drain_limit(
+        h, monkeypatch):
+    from ftpd.session_guard import FORCE_CLOSE_AFTER
+
+    class Draining(FakeTransport):
+        def close(self) -> None:            # the output waits for the peer to read
+            self.closing = True
+    delays = _counting_timers(h, monkeypatch)
+    transport = Draining()
+    session = Session(h.ctx, transport)               # type: ignore[arg-type]
+    transport.set_protocol(session)
+    session.start(b"")
+    session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                     encode(m.Quit(id=2))))
+    assert transport.closing and not transport.lost
+    assert session.watchdog is not None and not session.watchdog.cancelled
+    assert session.watchdog.deadline == h.now + FORCE_CLOSE_AFTER and len(delays) == 2
+    h.advance_clock(FORCE_CLOSE_AFTER)
+    assert transport.lost                              # cut after the drain limit

@@ -39,10 +39,12 @@ class Quitting:
 
     def __init__(self, transport: PlainTransport, reply: bytes) -> None:
         self.transport, self.reply, self.lost = transport, reply, False
+        self.gone_at_close = False
 
     def data_received(self, data: memoryview) -> None:
         self.transport.write(self.reply)
         self.transport.close()
+        self.gone_at_close = self.lost
 
     def eof_received(self) -> None: ...
     def pause_writing(self) -> None: ...
@@ -101,13 +103,18 @@ def test_a_close_outside_data_received_with_output_queued_still_waits_to_write(p
     transport.write(b"x" * size)
     transport.close()
     assert not protocol.lost and io.selector.get_key(ours).events == selectors.EVENT_WRITE
-    peer.settimeout(10)
+    peer.setblocking(False)
     got = 0
-    for _ in range(10_000):                          # bounded: drain, let it send more
-        got += len(peer.recv(1 << 20))
+    for _ in range(100_000):                         # bounded: drain, let it send more
         if protocol.lost:
             break
+        try:
+            while piece := peer.recv(1 << 20):
+                got += len(piece)
+        except BlockingIOError:
+            pass
         _serve_one_read(io, transport)
+    peer.settimeout(10)
     while piece := peer.recv(1 << 20):
         got += len(piece)
     assert protocol.lost and got == size
@@ -134,3 +141,19 @@ def test_a_reply_below_the_high_water_mark_is_queued_without_a_water_check(pair,
     peer.settimeout(10)
     assert peer.recv(16) == b"bye" and protocol.lost
     assert False not in checks, checks            # no check from inside write
+
+
+def test_a_close_inside_data_received_sends_the_replies_and_ends_the_connection_at_once(
+        pair):
+    """A quit's reply leaves with the close and the connection is gone when ``close``
+    returns: the session then needs no watchdog for a drain (issue 17)."""
+    io, ours, peer = pair
+    transport = PlainTransport(io, ours, ("127.0.0.1", 1))
+    protocol = Quitting(transport, b"bye")
+    transport.set_protocol(protocol)
+    transport.start()
+    peer.sendall(b"quit")
+    _serve_one_read(io, transport)
+    assert protocol.gone_at_close
+    peer.settimeout(10)
+    assert peer.recv(16) == b"bye" and peer.recv(16) == b""
