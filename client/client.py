@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from protocol import BadRequest
+from protocol import BadRequest, encode
 from protocol.messages import (
     Abort,
     AbortOk,
@@ -297,7 +297,10 @@ class Client:
     def quit(self) -> None:
         """Say goodbye and close."""
         try:
-            self._call(Quit, QuitOk)
+            conn = self._require()
+            request_id = conn.next_id()
+            conn.send(_quit_frame(request_id))
+            conn.reply(request_id, QuitOk)
         finally:
             self.close()
 
@@ -473,3 +476,19 @@ class Client:
         """
         options = GetOptions(verify, False, progress, retries, notice or ignore)
         return StreamPolicy(self, remote, sink, offset, options).run()
+
+
+_quit_frames: dict[int, bytes] = {}
+
+
+def _quit_frame(request_id: int) -> bytes:
+    """``quit``'s frame: the same bytes for the same id, which a reconnecting client
+    uses every time (encoded once, not built, validated and encoded per connection,
+    issue 17).  Bounded: cleared when full."""
+    frame = _quit_frames.get(request_id)
+    if frame is None:
+        if len(_quit_frames) >= 64:
+            _quit_frames.clear()
+        frame = _quit_frames[request_id] = encode(Quit(id=request_id))
+    return frame
+

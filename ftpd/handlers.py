@@ -121,16 +121,16 @@ def login(session: Session, req: m.Login) -> Outcome:
     throttle = ctx.throttle
     store = ctx.store
     if req.token is not None:
-        # The token first (one indexed read, no hash): a valid one reads the address's
-        # lockout and the user name's record in one statement (``token_login``).
+        # The token first (one indexed read, no hash), and with it the address's
+        # lockout and the user name's record: one statement (``throttle.verify_token``).
         try:
-            info = store.verify_token(req.token)
+            info, records = throttle.verify_token(store, req.token, session.ip)
             if req.user is not None and req.user != info.name:
                 raise AuthFailed("invalid user name, password or token")
         except AuthFailed:
             _refuse_if_locked(session, req, throttle.locked(req.user, session.ip, token=True))
             return _login_failed(session, req)
-        locked, user_state = throttle.token_login(info.name, session.ip)
+        locked, user_state = throttle.token_login(info.name, session.ip, records)
         _refuse_if_locked(session, req, locked)
         return _login_ok(session, req, info, user_state)
     _refuse_if_locked(session, req, throttle.locked(req.user, session.ip))

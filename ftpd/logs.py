@@ -169,6 +169,8 @@ class _Formatter(logging.Formatter):
 
 
 _SECOND: tuple[int, str] = (-1, "")
+#: ",000" to ",999": a timestamp's milliseconds without formatting an integer.
+_MILLIS = tuple(f",{ms:03d}" for ms in range(1000))
 
 
 def _stamp(created: float, msecs: float) -> str:
@@ -179,7 +181,8 @@ def _stamp(created: float, msecs: float) -> str:
     if cached[0] != second:
         cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
         _SECOND = cached
-    return f"{cached[1]},{int(msecs):03d}"
+    ms = int(msecs)
+    return cached[1] + (_MILLIS[ms] if 0 <= ms < 1000 else f",{ms:03d}")
 
 
 class LoopHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -290,7 +293,9 @@ def info(logger: logging.Logger, msg: str, *args: object) -> None:
         except (TypeError, ValueError, KeyError):
             pass                                   # logging's own error path, below
         else:
-            handler.write_info(logger.name, escape_controls(message))
+            if not message.isprintable():
+                message = escape_controls(message)
+            handler.write_info(logger.name, message)
             return
     logger.info(msg, *args)
 

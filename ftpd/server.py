@@ -115,6 +115,7 @@ class Server:
         self.connections: set[Session] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.listener: socket.socket | None = None
+        self._family = socket.AF_INET       # the listener's (``bind``)
         self.stopped = False
         self._shutdown_deadline = 0.0
         self._signal_r, self._signal_w = socket.socketpair()
@@ -153,6 +154,7 @@ class Server:
         sock.listen(1024)
         sock.setblocking(False)
         self.listener = sock
+        self._family = family
         self.selector.register(sock, selectors.EVENT_READ, _Waker(sock, self._accept))
         for pool in (self.pool, self.auth_pool):
             self.selector.register(pool.wake_r, selectors.EVENT_READ,
@@ -205,7 +207,8 @@ class Server:
         log_due = logs.flush_due(time.monotonic())      # buffered log records: wake to write
         if log_due is not None:
             timeout = log_due if timeout is None else min(timeout, log_due)
-        if self.stopping:
+        ctx = self.ctx          # (its flag read directly: no property call, twice a turn)
+        if ctx.stopping:
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
         self.turns.dispatch(self.selector.select(timeout))   # light first; bulk within a budget
         self.timers.run_due()
@@ -215,7 +218,7 @@ class Server:
                 self.tls.reload()        # reads two small files: fine on this thread
             else:
                 log.info("SIGHUP: TLS is off (--plaintext), nothing to reload")
-        if self.stopping:
+        if ctx.stopping:
             self._shutdown_step()
 
     def request_shutdown(self) -> None:
@@ -237,9 +240,14 @@ class Server:
 
     def _accept(self) -> None:
         assert self.listener is not None
+        listener = self.listener
+        family = self._family
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                sock, peer = self.listener.accept()
+                # ``socket.accept`` less its wrapper: the listener's family and type are
+                # known (each was a property turning an int into an enum), and the new
+                # socket is made non-blocking by ``_admit`` anyway (issue 17).
+                fd, peer = listener._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -251,6 +259,11 @@ class Server:
                     continue
                 log.warning("accept failed: %s", exc)
                 return
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            except OSError:
+                os.close(fd)                # (gone already: nothing to admit)
+                continue
             self._admit(sock, peer)
             if not self._more_to_accept():
                 return
@@ -276,11 +289,12 @@ class Server:
         ip = peer[0]
         cfg = self.config
         refusal = None
-        if self.stopping:
+        # (``per_ip.get``: a Counter's missing key is a Python call, ``__missing__``.)
+        if self.ctx.stopping:
             refusal = ("SHUTTING_DOWN", "the server is shutting down")
         elif len(self.connections) >= cfg.max_connections:
             refusal = ("TOO_MANY_CONNECTIONS", "the server has too many connections")
-        elif self.per_ip[ip] >= cfg.max_connections_per_ip:
+        elif self.per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
             refusal = ("TOO_MANY_CONNECTIONS", "too many connections from your address")
         elif self.shared is not None and (why := self.shared.admit(ip)) is not None:
             refusal = ("TOO_MANY_CONNECTIONS", why)
@@ -305,7 +319,7 @@ class Server:
         session = Session(self.ctx, self.make_transport(sock, peer))
         session.transport.set_protocol(session)
         self.connections.add(session)
-        self.per_ip[ip] += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         logs.info(log, "open %s", session.peer)
         session.start(self.greeting)
 
@@ -338,11 +352,14 @@ class Server:
         """Called by a session as it closes."""
         if session in self.connections:
             self.connections.discard(session)
+            ip = session.ip
             if self.shared is not None:
-                self.shared.forget(session.ip)
-            self.per_ip[session.ip] -= 1
-            if self.per_ip[session.ip] <= 0:
-                del self.per_ip[session.ip]
+                self.shared.forget(ip)
+            left = self.per_ip.get(ip, 0) - 1
+            if left > 0:
+                self.per_ip[ip] = left
+            else:
+                self.per_ip.pop(ip, None)
 
     def _pause_accepting(self, seconds: float) -> None:
         assert self.listener is not None

@@ -157,7 +157,9 @@ class Session(SessionTransfers, SessionGuard):
         self.pager = None
         self.last_progress = self.ctx.timers.clock()
         self.advance("end")
-        self._settle()
+        self._settle()                  # (a transport that sends at once is closed now)
+        if self.state is _S.CLOSING:
+            self._tighten_watchdog()    # the rest may drain for FORCE_CLOSE_AFTER
 
     def close(self, reason: str) -> None:
         """Close now, dropping queued output."""
@@ -179,7 +181,8 @@ class Session(SessionTransfers, SessionGuard):
             except ProtocolError as exc:
                 self.fatal(error_reply(exc, None))
                 return
-            if self._checks_login(frames) and self._revoked():    # before any request runs
+            # Before any request runs (no login yet: nothing to check).
+            if self.login is not None and self._checks_login(frames) and self._revoked():
                 return
             for frame in frames:
                 state = self.state
@@ -389,7 +392,8 @@ class Session(SessionTransfers, SessionGuard):
         it never runs inside itself.
         """
         while self.state is not _S.CLOSED:
-            self._take_waiting()
+            if self.waiting is not None:
+                self._take_waiting()
             if not self._produce():
                 break
         self._settle()
@@ -479,11 +483,5 @@ class Session(SessionTransfers, SessionGuard):
             self.state = target
             if target is _S.ANONYMOUS:
                 self.anonymous_since = self.ctx.timers.clock()
-            # Each state has its own timeout (login, idle, stall, closing).  A watchdog due
-            # before the new state's deadline can stay: when it fires it finds nothing
-            # expired and re-arms for the real deadline.
-            watchdog = self.watchdog
-            if watchdog is None or watchdog.cancelled or \
-                    watchdog.deadline > self._deadline(self.ctx.timers.clock())[0]:
-                self.ctx.timers.cancel(watchdog)
-                self._arm_watchdog()
+            if target is not _S.CLOSING:    # (``finish`` sees to the closing one)
+                self._tighten_watchdog()

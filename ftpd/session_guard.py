@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from protocol.codec import MessageStream
 
     from .context import SessionContext
+    from .timers import Timer
     from .transfers import DownloadProducer, UploadTransfer
 
 log = logging.getLogger("ftpd.conn")
@@ -63,6 +64,7 @@ class SessionGuard:
         stream: MessageStream
         login: tuple[str, int, int] | None
         logbudget: LogBudget | None
+        watchdog: Timer | None
         output_paused: bool
         download: DownloadProducer | None
         upload: UploadTransfer | None
@@ -149,7 +151,9 @@ class SessionGuard:
     def _decode(self, frame: ControlFrame) -> Request | Rejected | None:
         """A request frame decoded; None (and the session ends) if it is not JSON."""
         try:
-            return decode_request_frame(frame.payload)
+            return decode_request(frame.payload)    # (decode_request_frame, inlined)
+        except BadRequest as exc:
+            return Rejected(exc, getattr(exc, "inline_put", False))
         except ProtocolError as exc:
             self.fatal(error_reply(exc, None))
             return None
@@ -183,6 +187,16 @@ class SessionGuard:
         if self.upload is not None or self.download is not None or state is _S.RECEIVING:
             return self.last_progress + cfg.stall_timeout, "transfer stalled"
         return self.last_request + cfg.idle_timeout, "idle"
+
+    def _tighten_watchdog(self) -> None:
+        """Each state has its own timeout (login, idle, stall, closing): re-arm the
+        watchdog if the current state's deadline comes before it.  A watchdog due
+        before it can stay: when it fires it finds nothing expired and re-arms."""
+        watchdog = self.watchdog
+        if watchdog is None or watchdog.cancelled or \
+                watchdog.deadline > self._deadline(self.ctx.timers.clock())[0]:
+            self.ctx.timers.cancel(watchdog)
+            self._arm_watchdog()
 
     def _arm_watchdog(self) -> None:
         if self.state is _S.CLOSED:

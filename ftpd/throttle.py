@@ -45,13 +45,13 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from storage.db import Database
-from storage.logins import ADDR, USER, FailureState, LoginLedger
+from storage.logins import ADDR, USER, FailureState, LoginLedger, decayed
 
 if TYPE_CHECKING:
-    from storage import Store
+    from storage import Store, UserInfo
     from storage.shared import SharedState
 
     from .config import Config
@@ -143,13 +143,32 @@ class LoginThrottle:
         return max(self._state(kind, key, now).locked(now)
                    for kind, key in self._keys(user, addr, token))
 
-    def token_login(self, user: str, addr: str) -> tuple[float, FailureState]:
+    def verify_token(self, store: Any, token: str, addr: str) -> tuple[UserInfo, Any]:
+        """The token's account (``AuthFailed`` if it is not valid) and, when this
+        throttle keeps its records in the store's own catalogue, the address's and the
+        user name's records read by the same statement (``token_login``'s ``records``;
+        else None): a reconnecting client's login costs one statement (issue 17)."""
+        read_both = getattr(store, "verify_token_with_records", None)
+        if read_both is not None and getattr(store, "logins", None) is self.ledger:
+            found = read_both(token, addr)
+            return found.info, (found.addr, found.user)
+        return store.verify_token(token), None
+
+    def token_login(self, user: str, addr: str,
+                    records: tuple[Any, Any] | None = None) -> tuple[float, FailureState]:
         """A login whose session token was found valid for ``user``: the seconds left on
         the address's lockout (0: it may go on), and the user name's record for
         ``success`` -- both with one read of the ledger (issue 17: a reconnecting
-        client's login pays one statement here, not two).  A token is not subject to
-        the user name's lockout (``locked(..., token=True)``)."""
+        client's login pays one statement here, not two), or none when ``records``
+        (the address's and the user name's rows, from ``verify_token``) are given.
+        A token is not subject to the user name's lockout (``locked(..., token=True)``)."""
         now = self.clock()
+        if records is not None:
+            found = []
+            for row in records:
+                failures, _, locked_until = decayed(row, now, self.decay, self.threshold)
+                found.append(FailureState(failures, locked_until))
+            return found[0].locked(now), found[1]
         states = getattr(self.ledger, "states", None)
         if states is None:          # a ledger that reads one record at a time
             found = [self._state(ADDR, addr, now), self._state(USER, user, now)]

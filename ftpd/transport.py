@@ -155,7 +155,8 @@ class PlainTransport:
             self._out = deque()
         self._out.append(data)
         self._out_size += len(data)
-        self._check_water(resume=False)     # never resume a producer from inside its own call
+        if self._out_size > self._io.high_water and not self._paused:
+            self._check_water(resume=False)  # (never resume a producer from inside its call)
         if not self._holding:               # (after data_received the flush updates the mask)
             self._update_mask()
 
@@ -246,10 +247,17 @@ class PlainTransport:
         if self._closing or self.sock is None:
             return
         self._closing = True
+        if self._out is not None and self._holding:
+            # Inside data_received (a quit): this read's replies go now, in one send, and
+            # a connection that took them all is closed at once -- no EVENT_WRITE asked
+            # for (an epoll_ctl), and the session arms no closing watchdog (issue 17).
+            self._send_queued()
+            if self.sock is None:
+                return              # the send failed: connection_lost follows from the loop
         if self._out is None:
             self._shut(None)
-        else:
-            self._update_mask()
+        elif not self._holding:
+            self._update_mask()     # (holding: the flush after data_received does it)
 
     def abort(self) -> None:
         """Close now; queued output is dropped."""

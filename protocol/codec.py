@@ -98,6 +98,10 @@ def decode_request(payload: bytes) -> Request:
     secrets is remembered, and the same bytes again give the same object without
     parsing and validating them again (about 15 us each, issue 17).  Only valid
     requests are kept, never one carrying a password or a token."""
+    if type(payload) is bytes:
+        known = _decoded.get(payload)           # (the common case, without a call)
+        if known is not None:
+            return known
     return _remembered(_decoded, payload, _decode_request, _keepable_request)
 
 
@@ -149,6 +153,10 @@ def decode_reply(payload: bytes) -> Reply:
     decoded once is remembered (bounded), so a client that reconnects does not
     parse and validate the same bytes again -- never a login reply that carries
     a token."""
+    if type(payload) is bytes:
+        known = _decoded_replies.get(payload)   # (the common case, without a call)
+        if known is not None:
+            return known
     return _remembered(_decoded_replies, payload, _decode_reply, _keepable_reply)
 
 

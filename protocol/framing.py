@@ -35,6 +35,9 @@ class FrameType(IntEnum):
     DATA = 2
 
 
+_CONTROL = int(FrameType.CONTROL)      # a plain int: compared without the enum
+
+
 @dataclass(frozen=True, slots=True)
 class ControlFrame:
     """A complete control frame's payload (UTF-8 JSON, not yet parsed)."""
@@ -170,6 +173,14 @@ class FrameDecoder:
                 take = min(HEADER_SIZE - len(buf), end - pos)
                 if not buf and take == HEADER_SIZE:
                     length, ftype = HEADER.unpack_from(view, pos)
+                    start = pos + HEADER_SIZE
+                    if ftype == _CONTROL and 0 < length <= self.max_control and \
+                            start + length <= end:
+                        # A whole control frame at hand (most requests and replies):
+                        # cut out at once, without a second turn of the loop (issue 17).
+                        pos = start + length
+                        out.append(ControlFrame(bytes(view[start:pos])))
+                        continue
                 else:
                     buf += view[pos:pos + take]
                     if len(buf) < HEADER_SIZE:

@@ -39,6 +39,11 @@ class State(Enum):
     CLOSING = "closing"            # nothing more is read; queued output drains, then close
     CLOSED = "closed"
 
+    #: Members are singletons compared by identity: hashed by identity too, in C.
+    #: (``Enum.__hash__`` is a Python call, made at every look-up in the table and in
+    #: ``SERVING``: several per request, issue 17.)
+    __hash__ = object.__hash__
+
 
 _S = State
 _ALWAYS = {"ping": None, "quit": _S.CLOSING, "end": _S.CLOSING, "close": _S.CLOSED}

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from . import streams
-from .accounts import Accounts
+from .accounts import Accounts, TokenRecords
 from .context import StoreContext
 from .db import Database
 from .digests import SHA256, supported
@@ -170,6 +170,11 @@ class Store:
     def verify_token(self, token: str) -> UserInfo:
         """Fast.  AuthFailed if unknown, expired, revoked, or the user is disabled/deleted."""
         return self._accounts.verify_token(token)
+
+    def verify_token_with_records(self, token: str, addr: str) -> TokenRecords:
+        """``verify_token`` and, read by the same statement, the login throttle's
+        records (``self.logins``) of ``addr`` and of the token's user name."""
+        return self._accounts.verify_token_with_records(token, addr)
 
     def revoke_token(self, token: str) -> None:
         self._accounts.revoke_token(token)

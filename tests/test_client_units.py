@@ -259,3 +259,25 @@ def test_shell_reconnects_after_a_drop(shell, fake, capsys):
 
 def test_ftperror_str():
     assert str(FtpError("X", "y")) == "X: y"
+
+
+def test_a_reconnecting_clients_quit_is_encoded_once_and_still_says_goodbye(fake,
+                                                                            monkeypatch):
+    """``quit`` carries the same id every time: its frame is built, validated and
+    encoded once (issue 17), and the server still hears one quit per connection."""
+    import client.client as client_module
+    made: list[object] = []
+    encode = client_module.encode
+
+    def counted(message: object) -> bytes:
+        made.append(message)
+        return encode(message)             # type: ignore[arg-type]
+    monkeypatch.setattr(client_module, "encode", counted)
+    client_module._quit_frames.clear()
+    for _ in range(3):
+        c = Client(fake.host, fake.port, timeout=10)
+        c.connect_login("alice", "secret")
+        c.quit()
+        assert not c.connected
+    assert [type(x) for x in made] == [m.Quit]
+    assert len(fake.requests_of(m.Quit)) == 3

@@ -34,14 +34,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
         srv._teardown()
 
 
-def _counting_accept(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def _counting_accept(monkeypatch: pytest.MonkeyPatch, name: str = "_accept") -> list[Any]:
+    """Calls of the listener's ``_accept`` (the system call; ``socket.accept`` calls it
+    too), or of the method ``name``."""
     calls: list[Any] = []
-    accept = socket.socket.accept
+    accept = getattr(socket.socket, name)
 
     def counted(self: socket.socket) -> Any:
         calls.append(self)
         return accept(self)
-    monkeypatch.setattr(socket.socket, "accept", counted)
+    monkeypatch.setattr(socket.socket, name, counted)
     return calls
 
 
@@ -60,6 +62,21 @@ def test_one_waiting_connection_costs_one_accept(server, monkeypatch):
     calls = _counting_accept(monkeypatch)
     server._accept()
     assert len(calls) == 1 and len(server.connections) == 1
+    for c in clients:
+        c.close()
+
+
+def test_a_connection_is_accepted_without_the_socket_modules_accept_wrapper(server,
+                                                                            monkeypatch):
+    """Its family and type lookups (two int-to-enum conversions) are the listener's,
+    known already (issue 17)."""
+    clients = _queued(server, 1)
+    wrapped = _counting_accept(monkeypatch, "accept")
+    server._accept()
+    [session] = server.connections
+    assert wrapped == [] and session.transport.sock is not None
+    assert session.transport.sock.family == socket.AF_INET
+    assert session.transport.sock.getblocking() is False
     for c in clients:
         c.close()
 
@@ -88,3 +105,35 @@ def test_an_accepted_connection_does_not_wait_for_nagle(server):
 def _queue_length(listener: socket.socket) -> int:
     info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     return int.from_bytes(info[24:28], sys.byteorder)
+
+
+def _python_calls(action: Any) -> list[str]:
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+    sys.setprofile(profile)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_admitting_and_forgetting_a_connection_and_a_loop_turn_call_no_bookkeeping_helpers(
+        server):
+    """The per-address count and the shutdown flag are read as they are: no
+    ``Counter.__missing__`` and no ``stopping`` property per connection or per turn of
+    the loop (issue 17)."""
+    clients = _queued(server, 1)
+    calls = _python_calls(server._accept)
+    [session] = server.connections
+    assert server.per_ip == {"127.0.0.1": 1}
+    calls += _python_calls(lambda: server.run_once(max_wait=0))
+    calls += _python_calls(lambda: session.close("test"))         # forgets it
+    assert not server.connections and not server.per_ip
+    assert "__missing__" not in calls and "stopping" not in calls, calls
+    assert calls.count("ip") <= 1, calls
+    for c in clients:
+        c.close()

@@ -162,3 +162,39 @@ def test_a_direct_info_line_still_reaches_another_handler_and_the_file(log_file)
             logging.getLogger("ftpd").removeHandler(capture)
     logs.flush()
     assert seen == ["open 1.2.3.4:5"] and "open 1.2.3.4:5" in path.read_text()
+
+
+def _python_calls_of(action: object) -> list[str]:
+    import sys
+    calls: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+    sys.setprofile(profile)
+    try:
+        action()                                    # type: ignore[operator]
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_direct_info_line_of_printable_text_runs_no_escaping_pass(
+        log_file):
+    """Each connection writes three (issue 17): a line whose text is printable runs
+    no escaping pass (its milliseconds come ready-made, too)."""
+    path, _ = log_file
+    log = logging.getLogger("ftpd.conn")
+    with alone():
+        logs.info(log, "open %s", "1.2.3.4:5")      # (fills logging's level cache)
+        calls = _python_calls_of(lambda: logs.info(log, "open %s", "1.2.3.4:5"))
+    logs.flush()
+    assert "INFO ftpd.conn: open 1.2.3.4:5" in path.read_text()
+    assert "escape_controls" not in calls and "_escape_char" not in calls, calls
+    assert len(calls) <= 8, calls
+
+
+@pytest.mark.parametrize("ms", [0, 5, 42, 999])
+def test_the_milliseconds_of_the_timestamp_read_as_three_digits(ms):
+    assert logs._stamp(1_000_000.0, ms).endswith(f",{ms:03d}")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", logs._stamp(1_000_000.0, ms))

@@ -173,8 +173,8 @@ def _cycle(h: Harness, token: str) -> FakeTransport:
     return transport
 
 
-def test_a_token_reconnect_runs_three_sqlite_statements_on_the_reactor(h):
-    """The token, the address's and user name's throttle records (one read), the
+def test_a_token_reconnect_runs_two_sqlite_statements_on_the_reactor(h):
+    """The token with the address's and user name's throttle records (one read), the
     login's revocation check before quit; the trust record only once in a while."""
     token = h.store.issue_token(USER)
     _cycle(h, token)                                    # the first one writes the trust
@@ -185,7 +185,37 @@ def test_a_token_reconnect_runs_three_sqlite_statements_on_the_reactor(h):
     finally:
         h.store._ctx.db.conn().set_trace_callback(None)
     assert [type(r) for r in _replies(transport)] == [m.HelloOk, m.LoginOk, m.QuitOk]
-    assert len(statements) == 3, statements
+    assert len(statements) == 2, statements
+
+
+def _statements_of_login(h: Harness, login: m.Login) -> tuple[Any, list[str]]:
+    session, transport = _session(h)
+    session.data_received(memoryview(encode(m.Hello(id=1, protocol=1))))
+    statements: list[str] = []
+    h.store._ctx.db.conn().set_trace_callback(statements.append)
+    try:
+        session.data_received(memoryview(encode(login)))
+    finally:
+        h.store._ctx.db.conn().set_trace_callback(None)
+    return _replies(transport)[-1], statements
+
+
+def test_a_token_login_reads_the_token_and_both_throttle_records_in_one_statement(h):
+    token = h.store.issue_token(USER)
+    _cycle(h, token)                                    # the first one writes the trust
+    reply, statements = _statements_of_login(h, m.Login(id=2, token=token))
+    assert isinstance(reply, m.LoginOk)
+    assert len(statements) == 1 and "login_failures" in statements[0], statements
+
+
+def test_a_token_login_through_the_one_statement_still_meets_the_address_lockout(h):
+    token = h.store.issue_token(USER)
+    throttle = h.ctx.throttle
+    for i in range(throttle.threshold):
+        throttle.failure(f"someone{i}", "127.0.0.1")     # the fake transport's address
+    reply, statements = _statements_of_login(h, m.Login(id=2, token=token))
+    assert isinstance(reply, m.ErrorReply) and reply.code == "LOCKED_OUT", reply
+    assert len(statements) == 1, statements
 
 
 def test_a_token_login_still_clears_the_user_names_failures(h):
@@ -196,3 +226,107 @@ def test_a_token_login_still_clears_the_user_names_failures(h):
     transport = _cycle(h, h.store.issue_token(USER))
     assert isinstance(_replies(transport)[1], m.LoginOk)
     assert throttle.failures(USER) == 0
+
+
+def test_the_check_before_each_request_matches_no_name_pattern(h, monkeypatch):
+    """The logged-in name is looked up as it is (one indexed read): a name that is
+    not valid is in no row, so no pattern match is spent per request (issue 17)."""
+    from storage import accounts
+    info = h.store.get_user(USER)
+    matched: list[object] = []
+    valid_name = accounts.is_valid_username
+
+    def counted(name: object) -> bool:
+        matched.append(name)
+        return valid_name(name)
+    monkeypatch.setattr(accounts, "is_valid_username", counted)
+    assert h.store.login_valid(USER, info.uid, info.generation)
+    assert not h.store.login_valid("no such name", info.uid, info.generation)
+    assert not h.store.login_valid("bad\nname", info.uid, info.generation)
+    assert h.store._accounts.login_stamp(b"ada") is None       # type: ignore[arg-type]
+    assert matched == []
+
+
+def _python_calls(action: Any) -> list[str]:
+    import sys
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+    sys.setprofile(profile)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_remembered_request_or_reply_is_given_back_by_one_python_call():
+    from protocol.codec import decode_reply, decode_request
+    quit_, quit_ok = _payload(m.Quit(id=3)), _payload(m.QuitOk(id=3))
+    decode_request(quit_), decode_reply(quit_ok)                # remembered now
+    assert _python_calls(lambda: decode_request(quit_)) == ["<lambda>", "decode_request"]
+    assert _python_calls(lambda: decode_reply(quit_ok)) == ["<lambda>", "decode_reply"]
+
+
+def test_a_session_decodes_a_remembered_request_without_helpers(h):
+    session, _ = _session(h)
+    from protocol.framing import ControlFrame
+    frame = ControlFrame(_payload(m.Quit(id=3)))
+    session._decode(frame)
+    calls = _python_calls(lambda: session._decode(frame))
+    assert calls == ["<lambda>", "_decode", "decode_request"], calls
+
+
+def test_a_token_reconnect_asks_no_login_check_before_login_and_takes_up_nothing_waiting(
+        h):
+    """Before the login there is no login to check, and with nothing waiting there is
+    nothing to take up: neither helper runs for it (issue 17)."""
+    token = h.store.issue_token(USER)
+    _cycle(h, token)
+    calls = _python_calls(lambda: _cycle(h, token))
+    assert calls.count("_checks_login") == 1 and calls.count("_revoked") == 1   # quit's
+    assert "_take_waiting" not in calls, calls
+
+
+def _counting_timers(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    delays: list[float] = []
+    call_later = h.timers.call_later
+
+    def counted(delay: float, callback: Any) -> Any:
+        delays.append(delay)
+        return call_later(delay, callback)
+    monkeypatch.setattr(h.timers, "call_later", counted)
+    return delays
+
+
+def test_a_token_reconnect_whose_quit_reply_leaves_at_once_arms_one_timer(h, monkeypatch):
+    """The session's watchdog at the start; no closing watchdog for a connection that
+    the transport closed at once with the quit reply (issue 17)."""
+    token = h.store.issue_token(USER)
+    _cycle(h, token)                                    # (the revocation sweep's timer)
+    delays = _counting_timers(h, monkeypatch)
+    transport = _cycle(h, token)
+    assert transport.lost and len(delays) == 1, delays
+
+
+def test_a_closing_session_whose_output_cannot_leave_at_once_still_gets_the_drain_limit(
+        h, monkeypatch):
+    from ftpd.session_guard import FORCE_CLOSE_AFTER
+
+    class Draining(FakeTransport):
+        def close(self) -> None:            # the output waits for the peer to read
+            self.closing = True
+    delays = _counting_timers(h, monkeypatch)
+    transport = Draining()
+    session = Session(h.ctx, transport)               # type: ignore[arg-type]
+    transport.set_protocol(session)
+    session.start(b"")
+    session.data_received(memoryview(encode(m.Hello(id=1, protocol=1)) +
+                                     encode(m.Quit(id=2))))
+    assert transport.closing and not transport.lost
+    assert session.watchdog is not None and not session.watchdog.cancelled
+    assert session.watchdog.deadline == h.now + FORCE_CLOSE_AFTER and len(delays) == 2
+    h.advance_clock(FORCE_CLOSE_AFTER)
+    assert transport.lost                              # cut after the drain limit

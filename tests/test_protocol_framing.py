@@ -248,3 +248,25 @@ def test_buffered_never_exceeds_the_header_or_the_control_limit(frames, junk, mc
             break
         finally:
             assert decoder.buffered <= max(p.HEADER_SIZE, mc)
+
+
+def test_whole_control_frames_in_one_read_are_cut_out_without_starting_a_frame_each(
+        monkeypatch):
+    """The common read, one or more complete control frames, takes one turn of the
+    decoder's loop per frame (issue 17); a split one still goes the long way."""
+    from protocol import framing
+    started: list[tuple[int, int]] = []
+    start = framing.FrameDecoder._start_frame
+
+    def counted(self, length, ftype):
+        started.append((length, ftype))
+        return start(self, length, ftype)
+    monkeypatch.setattr(framing.FrameDecoder, "_start_frame", counted)
+    decoder = framing.FrameDecoder()
+    wire = framing.encode_control(b'{"cmd":"hello"}') + framing.encode_control(b'{"a":1}')
+    frames = decoder.feed(wire)
+    assert [f.payload for f in frames] == [b'{"cmd":"hello"}', b'{"a":1}']
+    assert started == []
+    assert [f.payload for f in decoder.feed(wire[:9])] == []
+    assert [f.payload for f in decoder.feed(wire[9:])] == [b'{"cmd":"hello"}', b'{"a":1}']
+    assert len(started) == 1                       # the frame split across two reads

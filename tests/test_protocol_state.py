@@ -210,3 +210,24 @@ def test_the_server_can_end_every_live_session_and_closing_only_closes():
     for state in LIVE:
         assert next_state(state, "end") is S.CLOSING
     assert {e for e in EVENTS if next_state(S.CLOSING, e) not in (None, S.CLOSING)} == {"close"}
+
+
+def test_looking_a_state_up_in_the_table_makes_no_python_call_but_next_states():
+    """States hash in C (issue 17): a look-up in the table or in ``SERVING`` costs no
+    ``Enum.__hash__`` call."""
+    import sys
+
+    from protocol.state import SERVING
+    calls: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+    sys.setprofile(profile)
+    try:
+        target = next_state(State.READY, "ls")
+        serving = State.READY in SERVING
+    finally:
+        sys.setprofile(None)
+    assert target is State.READY and serving
+    assert calls == ["next_state"], calls
