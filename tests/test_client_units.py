@@ -281,3 +281,62 @@ def test_a_reconnecting_clients_quit_is_encoded_once_and_still_says_goodbye(fake
         assert not c.connected
     assert [type(x) for x in made] == [m.Quit]
     assert len(fake.requests_of(m.Quit)) == 3
+
+
+# ------------------------------------------------------------------ dialling
+
+
+def test_an_ip_literal_is_dialled_without_a_name_lookup(monkeypatch):
+    import socket
+
+    from client import connection
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("getaddrinfo called for an IP literal")
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+        with connection._connect("127.0.0.1", port, 5.0) as sock:
+            peer, _ = listener.accept()
+            peer.close()
+            assert sock.getpeername() == ("127.0.0.1", port)
+            assert sock.gettimeout() == 5.0
+
+
+def test_a_host_name_is_still_looked_up(monkeypatch):
+    import socket
+
+    from client import connection
+
+    asked: list[str] = []
+    real = socket.getaddrinfo
+
+    def recording(host, *args, **kwargs):
+        asked.append(host)
+        return real(host, *args, **kwargs)
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        monkeypatch.setattr(socket, "getaddrinfo", recording)
+        try:
+            sock = connection._connect("localhost", port, 5.0)
+        except OSError:
+            pass                    # (localhost may resolve to ::1 first, not listened on)
+        else:
+            sock.close()
+        assert asked == ["localhost"]
+
+
+def test_a_refused_ip_literal_is_a_clear_connection_failure():
+    import socket
+
+    from client.connection import Connection
+    from client.errors import ConnectionLost
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    with pytest.raises(ConnectionLost) as caught:
+        Connection.open("127.0.0.1", port, 5.0)
+    assert caught.value.code == "CONNECTION_FAILED"
+    assert f"127.0.0.1:{port}" in str(caught.value)
