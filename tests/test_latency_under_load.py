@@ -33,45 +33,6 @@ WAIT = 10.0     # a bound on waiting for worker threads, never reached when all 
 # ------------------------------------------------------------------ worker lanes
 
 
-def test_a_short_job_runs_while_long_jobs_fill_their_lane():
-    pool = WorkerPool(2)                 # one long job at a time; a thread kept for short ones
-    order: list[str] = []
-    started, release, finished = threading.Event(), threading.Event(), threading.Event()
-    left = [3]
-
-    def done(_: Any, error: BaseException | None) -> None:
-        assert error is None
-        left[0] -= 1
-        if not left[0]:
-            finished.set()
-
-    def first_long() -> None:
-        started.set()
-        assert release.wait(WAIT)
-
-    def short() -> None:
-        order.append("short")
-        release.set()
-
-    try:
-        pool.submit(LongJob(first_long), done)
-        assert started.wait(WAIT)
-        pool.submit(LongJob(lambda: order.append("long")), done)
-        pool.submit(short, done)
-        sel = selectors.DefaultSelector()
-        sel.register(pool.wake_r, selectors.EVENT_READ)
-        for _ in range(100):
-            if finished.is_set():
-                break
-            sel.select(WAIT / 100)
-            pool.run_callbacks()
-        sel.close()
-        assert order == ["short", "long"]
-    finally:
-        release.set()
-        pool.close()
-
-
 def _pump(pool: WorkerPool, finished: threading.Event) -> None:
     """Run the pool's callbacks, as the reactor does, until ``finished`` (bounded)."""
     sel = selectors.DefaultSelector()
@@ -86,10 +47,12 @@ def _pump(pool: WorkerPool, finished: threading.Event) -> None:
         sel.close()
 
 
-def test_a_listing_runs_while_groups_of_small_puts_wait_on_the_disk():
-    # Session 7: the probes' small puts (write + fsync, slow behind streaming
-    # uploads) took the worker kept for short jobs, and every ls waited for them.
-    pool = WorkerPool(2)
+@pytest.mark.parametrize("disk_job", [LongJob, SyncJob], ids=["long", "small-puts"])
+def test_a_short_job_runs_while_disk_jobs_fill_their_lane(disk_job):
+    # LongJob: flushes and commits.  SyncJob (session 7): a group of small puts
+    # (write + fsync, slow behind streaming uploads), which used to take the worker
+    # kept for short jobs, so that every ls waited for them.
+    pool = WorkerPool(2)                 # one disk job at a time; a thread kept for short ones
     order: list[str] = []
     started, release, finished = threading.Event(), threading.Event(), threading.Event()
     left = [3]
@@ -100,21 +63,21 @@ def test_a_listing_runs_while_groups_of_small_puts_wait_on_the_disk():
         if not left[0]:
             finished.set()
 
-    def first_group() -> None:
+    def first() -> None:
         started.set()
         assert release.wait(WAIT)
 
-    def listing() -> None:
-        order.append("ls")
+    def short() -> None:
+        order.append("short")
         release.set()
 
     try:
-        pool.submit(SyncJob(first_group), done)
+        pool.submit(disk_job(first), done)
         assert started.wait(WAIT)
-        pool.submit(SyncJob(lambda: order.append("put")), done)
-        pool.submit(listing, done)
+        pool.submit(disk_job(lambda: order.append("disk")), done)
+        pool.submit(short, done)
         _pump(pool, finished)
-        assert order == ["ls", "put"]
+        assert order == ["short", "disk"]
     finally:
         release.set()
         pool.close()
