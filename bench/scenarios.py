@@ -710,33 +710,25 @@ class TokenLogins(Scenario):
     def measure(self, ctx: Context, who: str) -> Result:
         cycles = ctx.sizes.token_cycles
         deadline = Deadline(300)
-        if who == OURS:
-            with ours_server(ctx, self.name) as srv:
+        server = ours_server(ctx, self.name) if who == OURS else pyftpd_server(ctx, self.name)
+        with server as srv:
+            if who == OURS:
                 token = clients.ours_token(srv.port)
 
                 def cycle() -> None:
-                    c = clients.ours(srv.port, token=token, timeout=30)
-                    c.quit()
-
-                for _ in range(min(cycles, TOKEN_WARMUP)):
-                    cycle()
-                with Meter(srv.pid) as m:
-                    for _ in range(cycles):
-                        deadline.check("token logins")
-                        cycle()
-        else:
-            with pyftpd_server(ctx, self.name) as srv:
+                    clients.ours(srv.port, token=token, timeout=30).quit()
+            else:
                 def cycle() -> None:
                     f = clients.ftp(srv.port, timeout=30)
                     f.quit()
                     f.close()
 
-                for _ in range(min(cycles, TOKEN_WARMUP)):
+            for _ in range(min(cycles, TOKEN_WARMUP)):
+                cycle()
+            with Meter(srv.pid) as m:
+                for _ in range(cycles):
+                    deadline.check(f"{who} logins")
                     cycle()
-                with Meter(srv.pid) as m:
-                    for _ in range(cycles):
-                        deadline.check("ftp logins")
-                        cycle()
         return cycles / m.seconds, m.extra(server_cpu_us_per_cycle=m.server_cpu / cycles * 1e6,
                                           client_cpu_us_per_cycle=m.client_cpu / cycles * 1e6)
 
