@@ -17,6 +17,7 @@ import pytest
 
 from ftpd.config import Config
 from ftpd.server import Server
+from tests.call_counting import python_calls
 from tests.daemon import TEST_SCRYPT_N, wait_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -107,31 +108,17 @@ def _queue_length(listener: socket.socket) -> int:
     return int.from_bytes(info[24:28], sys.byteorder)
 
 
-def _python_calls(action: Any) -> list[str]:
-    calls: list[str] = []
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-    sys.setprofile(profile)
-    try:
-        action()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 def test_admitting_and_forgetting_a_connection_and_a_loop_turn_call_no_bookkeeping_helpers(
         server):
     """The per-address count and the shutdown flag are read as they are: no
     ``Counter.__missing__`` and no ``stopping`` property per connection or per turn of
     the loop (issue 17)."""
     clients = _queued(server, 1)
-    calls = _python_calls(server._accept)
+    calls = python_calls(server._accept)
     [session] = server.connections
     assert server.per_ip == {"127.0.0.1": 1}
-    calls += _python_calls(lambda: server.run_once(max_wait=0))
-    calls += _python_calls(lambda: session.close("test"))         # forgets it
+    calls += python_calls(lambda: server.run_once(max_wait=0))
+    calls += python_calls(lambda: session.close("test"))         # forgets it
     assert not server.connections and not server.per_ip
     assert "__missing__" not in calls and "stopping" not in calls, calls
     assert calls.count("ip") <= 1, calls

@@ -13,6 +13,7 @@ from typing import TextIO
 import pytest
 
 from ftpd import logs
+from tests.call_counting import python_calls
 
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) ([\w.]+): (.*)")
 
@@ -164,21 +165,6 @@ def test_a_direct_info_line_still_reaches_another_handler_and_the_file(log_file)
     assert seen == ["open 1.2.3.4:5"] and "open 1.2.3.4:5" in path.read_text()
 
 
-def _python_calls_of(action: object) -> list[str]:
-    import sys
-    calls: list[str] = []
-
-    def profile(frame, event, arg):
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-    sys.setprofile(profile)
-    try:
-        action()                                    # type: ignore[operator]
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 def test_a_direct_info_line_of_printable_text_runs_no_escaping_pass(
         log_file):
     """Each connection writes three (issue 17): a line whose text is printable runs
@@ -187,7 +173,7 @@ def test_a_direct_info_line_of_printable_text_runs_no_escaping_pass(
     log = logging.getLogger("ftpd.conn")
     with alone():
         logs.info(log, "open %s", "1.2.3.4:5")      # (fills logging's level cache)
-        calls = _python_calls_of(lambda: logs.info(log, "open %s", "1.2.3.4:5"))
+        calls = python_calls(lambda: logs.info(log, "open %s", "1.2.3.4:5"))
     logs.flush()
     assert "INFO ftpd.conn: open 1.2.3.4:5" in path.read_text()
     assert "escape_controls" not in calls and "_escape_char" not in calls, calls

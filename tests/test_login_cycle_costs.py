@@ -16,6 +16,7 @@ import protocol.messages as m
 from ftpd import handlers
 from ftpd.session import Session
 from protocol import encode
+from tests.call_counting import python_calls
 from tests.test_session_unit import USER, FakeTransport, Harness
 
 
@@ -247,27 +248,12 @@ def test_the_check_before_each_request_matches_no_name_pattern(h, monkeypatch):
     assert matched == []
 
 
-def _python_calls(action: Any) -> list[str]:
-    import sys
-    calls: list[str] = []
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-    sys.setprofile(profile)
-    try:
-        action()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 def test_a_remembered_request_or_reply_is_given_back_by_one_python_call():
     from protocol.codec import decode_reply, decode_request
     quit_, quit_ok = _payload(m.Quit(id=3)), _payload(m.QuitOk(id=3))
     decode_request(quit_), decode_reply(quit_ok)                # remembered now
-    assert _python_calls(lambda: decode_request(quit_)) == ["<lambda>", "decode_request"]
-    assert _python_calls(lambda: decode_reply(quit_ok)) == ["<lambda>", "decode_reply"]
+    assert python_calls(lambda: decode_request(quit_)) == ["<lambda>", "decode_request"]
+    assert python_calls(lambda: decode_reply(quit_ok)) == ["<lambda>", "decode_reply"]
 
 
 def test_a_session_decodes_a_remembered_request_without_helpers(h):
@@ -275,7 +261,7 @@ def test_a_session_decodes_a_remembered_request_without_helpers(h):
     from protocol.framing import ControlFrame
     frame = ControlFrame(_payload(m.Quit(id=3)))
     session._decode(frame)
-    calls = _python_calls(lambda: session._decode(frame))
+    calls = python_calls(lambda: session._decode(frame))
     assert calls == ["<lambda>", "_decode", "decode_request"], calls
 
 
@@ -285,7 +271,7 @@ def test_a_token_reconnect_asks_no_login_check_before_login_and_takes_up_nothing
     nothing to take up: neither helper runs for it (issue 17)."""
     token = h.store.issue_token(USER)
     _cycle(h, token)
-    calls = _python_calls(lambda: _cycle(h, token))
+    calls = python_calls(lambda: _cycle(h, token))
     assert calls.count("_checks_login") == 1 and calls.count("_revoked") == 1   # quit's
     assert "_take_waiting" not in calls, calls
 

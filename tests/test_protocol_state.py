@@ -215,19 +215,12 @@ def test_the_server_can_end_every_live_session_and_closing_only_closes():
 def test_looking_a_state_up_in_the_table_makes_no_python_call_but_next_states():
     """States hash in C (issue 17): a look-up in the table or in ``SERVING`` costs no
     ``Enum.__hash__`` call."""
-    import sys
-
     from protocol.state import SERVING
-    calls: list[str] = []
+    from tests.call_counting import python_calls
 
-    def profile(frame, event, arg):
-        if event == "call":
-            calls.append(frame.f_code.co_name)
-    sys.setprofile(profile)
-    try:
-        target = next_state(State.READY, "ls")
-        serving = State.READY in SERVING
-    finally:
-        sys.setprofile(None)
-    assert target is State.READY and serving
+    seen: list[object] = []
+    calls = python_calls(lambda: seen.extend((next_state(State.READY, "ls"),
+                                              State.READY in SERVING)))
+    calls.remove("<lambda>")
+    assert seen == [State.READY, True]
     assert calls == ["next_state"], calls
