@@ -73,6 +73,16 @@ def pair() -> Any:
     sel.close()
 
 
+def _started(io: IOContext, sock: socket.socket, reply: bytes
+             ) -> tuple[PlainTransport, Quitting]:
+    """A started transport on ``sock`` whose protocol answers a read with ``reply``."""
+    transport = PlainTransport(io, sock, ("127.0.0.1", 1))
+    protocol = Quitting(transport, reply)
+    transport.set_protocol(protocol)
+    transport.start()
+    return transport, protocol
+
+
 def _serve_one_read(io: IOContext, transport: PlainTransport) -> None:
     for key, mask in io.selector.select(10):
         key.data.on_event(mask)
@@ -81,10 +91,7 @@ def _serve_one_read(io: IOContext, transport: PlainTransport) -> None:
 def test_a_reply_then_close_inside_data_received_leaves_in_one_send_without_asking_to_write(
         pair):
     io, ours, peer = pair
-    transport = PlainTransport(io, ours, ("127.0.0.1", 1))
-    protocol = Quitting(transport, b"bye")
-    transport.set_protocol(protocol)
-    transport.start()
+    transport, protocol = _started(io, ours, b"bye")
     peer.sendall(b"quit")
     _serve_one_read(io, transport)
     peer.settimeout(10)
@@ -95,10 +102,7 @@ def test_a_reply_then_close_inside_data_received_leaves_in_one_send_without_aski
 
 def test_a_close_outside_data_received_with_output_queued_still_waits_to_write(pair):
     io, ours, peer = pair
-    transport = PlainTransport(io, ours, ("127.0.0.1", 1))
-    protocol = Quitting(transport, b"")
-    transport.set_protocol(protocol)
-    transport.start()
+    transport, protocol = _started(io, ours, b"")
     size = 8 << 20                                   # more than the socket takes at once
     transport.write(b"x" * size)
     transport.close()
@@ -125,10 +129,7 @@ def test_a_reply_below_the_high_water_mark_is_queued_without_a_water_check(pair,
     """Replies written inside data_received wait for the flush after it: below the
     mark there is nothing to decide (issue 17)."""
     io, ours, peer = pair
-    transport = PlainTransport(io, ours, ("127.0.0.1", 1))
-    protocol = Quitting(transport, b"bye")
-    transport.set_protocol(protocol)
-    transport.start()
+    transport, protocol = _started(io, ours, b"bye")
     checks: list[bool] = []
     check = PlainTransport._check_water
 
@@ -148,10 +149,7 @@ def test_a_close_inside_data_received_sends_the_replies_and_ends_the_connection_
     """A quit's reply leaves with the close and the connection is gone when ``close``
     returns: the session then needs no watchdog for a drain (issue 17)."""
     io, ours, peer = pair
-    transport = PlainTransport(io, ours, ("127.0.0.1", 1))
-    protocol = Quitting(transport, b"bye")
-    transport.set_protocol(protocol)
-    transport.start()
+    transport, protocol = _started(io, ours, b"bye")
     peer.sendall(b"quit")
     _serve_one_read(io, transport)
     assert protocol.gone_at_close
