@@ -111,18 +111,14 @@ def _keepable_request(request: Request) -> bool:
 
 def _remembered(cache: dict[bytes, Any], payload: bytes, decode: Callable[[bytes], Any],
                 keep: Callable[[Any], bool]) -> Any:
-    """``decode(payload)``, from ``cache`` when these small bytes decoded before to a
-    message ``keep`` allows (bounded: cleared when full, so hostile variety costs one
-    dict insert per frame)."""
-    if type(payload) is not bytes or len(payload) > DECODED_MAX_PAYLOAD:
-        return decode(payload)
-    known = cache.get(payload)
-    if known is None:
-        known = decode(payload)
-        if keep(known):
-            if len(cache) >= DECODED_CACHE_SIZE:
-                cache.clear()
-            cache[payload] = known
+    """``decode(payload)`` for bytes the caller did not find in ``cache``, kept there
+    when they are small and decoded to a message ``keep`` allows (bounded: cleared
+    when full, so hostile variety costs one dict insert per frame)."""
+    known = decode(payload)
+    if type(payload) is bytes and len(payload) <= DECODED_MAX_PAYLOAD and keep(known):
+        if len(cache) >= DECODED_CACHE_SIZE:
+            cache.clear()
+        cache[payload] = known
     return known
 
 
