@@ -13,6 +13,7 @@ class only owns the connection and the session.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import posixpath
 import sys
@@ -478,17 +479,9 @@ class Client:
         return StreamPolicy(self, remote, sink, offset, options).run()
 
 
-_quit_frames: dict[int, bytes] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _quit_frame(request_id: int) -> bytes:
     """``quit``'s frame: the same bytes for the same id, which a reconnecting client
     uses every time (encoded once, not built, validated and encoded per connection,
-    issue 17).  Bounded: cleared when full."""
-    frame = _quit_frames.get(request_id)
-    if frame is None:
-        if len(_quit_frames) >= 64:
-            _quit_frames.clear()
-        frame = _quit_frames[request_id] = encode(Quit(id=request_id))
-    return frame
-
+    issue 17), as ``connection._hello_frame`` is."""
+    return encode(Quit(id=request_id))

@@ -273,7 +273,7 @@ def test_a_reconnecting_clients_quit_is_encoded_once_and_still_says_goodbye(fake
         made.append(message)
         return encode(message)             # type: ignore[arg-type]
     monkeypatch.setattr(client_module, "encode", counted)
-    client_module._quit_frames.clear()
+    client_module._quit_frame.cache_clear()
     for _ in range(3):
         c = Client(fake.host, fake.port, timeout=10)
         c.connect_login("alice", "secret")
